@@ -1,0 +1,686 @@
+//! The public [`Bus`]: publish, subscribe, configure, observe, close.
+//!
+//! A `Bus` is a cheap handle (`Arc`) on one independent bus instance;
+//! instances share nothing, so a process can run several (the dual-bus
+//! pattern: one for domain events, one for plain messages). The publish
+//! path is: closed flag (one atomic load) → transport route (memory: the
+//! registry snapshot and the lanes) → sharded counters. No lock is taken.
+//!
+//! `close()` refuses new publishes at once, waits until every lane has
+//! processed everything it accepted (dead letters the workers publish
+//! meanwhile still get through), closes the lanes, joins the workers and
+//! returns; past the configured deadline it stops the workers and reports
+//! how many records were left.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::engine::dispatch::{spawn_workers, Deliverable, Policy};
+use crate::engine::lanes::{Body, Lanes};
+use crate::engine::registry::Registry;
+use crate::engine::{SubscriptionCore, TopicEntry};
+use crate::pipeline::dead_letter::Republish;
+use crate::pipeline::metrics::{LaneStats, ShardedCounter, SubscriptionStats};
+use crate::transport::memory::{self, Routed, TryRouteError};
+use crate::transport::BoxFuture;
+use crate::{
+    validate_topic_name, BusConfig, BusStats, CloseError, ConfigError, Envelope, Handler, Headers,
+    HealthError, Message, OutboundMessage, PublishError, SubscribeError, SubscribeOptions,
+    Subscription, TopicConfigError, TopicOptions, TryPublishError,
+};
+
+/// A handle on one event bus. Cloning is cheap; every clone drives the same
+/// bus.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use lanebus::{Bus, Envelope, HandlerError};
+///
+/// let bus = Bus::memory();
+/// let sub = bus
+///     .subscribe_envelope("orders.events", |ev: Envelope| async move {
+///         println!("{} v{} of {}", ev.event_type, ev.event_version, ev.aggregate_id);
+///         Ok::<(), HandlerError>(())
+///     })
+///     .await?;
+/// bus.publish_envelope("orders.events", Envelope::new("order-1", "OrderPlaced", 1, "{}"))
+///     .await?;
+/// bus.close().await?;
+/// assert_eq!(sub.stats().total.delivered, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<BusInner>,
+}
+
+struct Live {
+    core: Arc<SubscriptionCore>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+pub(crate) struct BusInner {
+    registry: Registry<TopicEntry>,
+    closed: AtomicBool,
+    published: ShardedCounter,
+    unrouted: ShardedCounter,
+    next_id: AtomicU64,
+    live: Mutex<HashMap<u64, Live>>,
+    retired: Mutex<LaneStats>,
+    config: BusConfig,
+    this: Weak<BusInner>,
+}
+
+/// What [`Bus::health_check`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HealthReport {
+    /// The transport's name.
+    pub transport: &'static str,
+    /// Live subscriptions.
+    pub subscriptions: usize,
+    /// Their lanes in all.
+    pub lanes: usize,
+    /// Round trip of a probe record through a lane ring.
+    pub round_trip: Duration,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("transport", &self.inner.config.transport)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// A new in-process bus with the default configuration.
+    pub fn memory() -> Self {
+        Self::build(BusConfig::memory())
+    }
+
+    /// A bus built from a configuration (validated first).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::{Bus, BusConfig};
+    ///
+    /// let bus = Bus::from_config(BusConfig::from_yaml_str("type: memory\n")?)?;
+    /// # let _ = bus;
+    /// # Ok::<(), lanebus::ConfigError>(())
+    /// ```
+    pub fn from_config(config: BusConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self::build(config))
+    }
+
+    fn build(config: BusConfig) -> Self {
+        let topics: Vec<_> = config
+            .topics
+            .iter()
+            .map(|(t, o)| (t.clone(), o.clone()))
+            .collect();
+        let inner = Arc::new_cyclic(|this| BusInner {
+            registry: Registry::new(),
+            closed: AtomicBool::new(false),
+            published: ShardedCounter::default(),
+            unrouted: ShardedCounter::default(),
+            next_id: AtomicU64::new(1),
+            live: Mutex::new(HashMap::new()),
+            retired: Mutex::new(LaneStats::default()),
+            config,
+            this: this.clone(),
+        });
+        for (topic, options) in topics {
+            inner.set_topic_config(&topic, Some(options));
+        }
+        Self { inner }
+    }
+
+    /// The configuration this bus was built with.
+    pub fn config(&self) -> &BusConfig {
+        &self.inner.config
+    }
+
+    /// Publishes a plain message, waiting while a lane is full.
+    ///
+    /// A topic without subscribers accepts it and counts it as unrouted.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), PublishError<Bytes>> {
+        let body = Body::Plain {
+            payload: payload.into(),
+            key: None,
+            headers: Headers::new(),
+        };
+        self.inner
+            .route(topic, body, false)
+            .await
+            .map_err(|e| map_err(e, body_payload))
+    }
+
+    /// Publishes a plain message with a key and/or headers.
+    pub async fn publish_with(
+        &self,
+        topic: &str,
+        msg: OutboundMessage,
+    ) -> Result<(), PublishError<OutboundMessage>> {
+        self.inner
+            .route(topic, outbound_body(msg), false)
+            .await
+            .map_err(|e| map_err(e, body_outbound))
+    }
+
+    /// Publishes without waiting: `Full` hands the payload back when a lane
+    /// is full (nothing is delivered to any subscriber then).
+    pub fn try_publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), TryPublishError<Bytes>> {
+        let body = Body::Plain {
+            payload: payload.into(),
+            key: None,
+            headers: Headers::new(),
+        };
+        self.inner
+            .try_route(topic, body)
+            .map_err(|e| map_try_err(e, body_payload))
+    }
+
+    /// [`try_publish`](Self::try_publish) with a key and/or headers.
+    pub fn try_publish_with(
+        &self,
+        topic: &str,
+        msg: OutboundMessage,
+    ) -> Result<(), TryPublishError<OutboundMessage>> {
+        self.inner
+            .try_route(topic, outbound_body(msg))
+            .map_err(|e| map_try_err(e, body_outbound))
+    }
+
+    /// Validates and publishes an envelope; every event of one aggregate
+    /// goes to the same lane of each subscription, in publish order.
+    pub async fn publish_envelope(
+        &self,
+        topic: &str,
+        envelope: Envelope,
+    ) -> Result<(), PublishError<Envelope>> {
+        if let Err(e) = envelope.validate() {
+            return Err(PublishError::InvalidEnvelope(envelope, e));
+        }
+        self.inner
+            .route(topic, Body::Envelope(Arc::new(envelope)), false)
+            .await
+            .map_err(|e| map_err(e, body_envelope))
+    }
+
+    /// [`publish_envelope`](Self::publish_envelope) without waiting.
+    pub fn try_publish_envelope(
+        &self,
+        topic: &str,
+        envelope: Envelope,
+    ) -> Result<(), TryPublishError<Envelope>> {
+        if let Err(e) = envelope.validate() {
+            return Err(TryPublishError::InvalidEnvelope(envelope, e));
+        }
+        self.inner
+            .try_route(topic, Body::Envelope(Arc::new(envelope)))
+            .map_err(|e| map_try_err(e, body_envelope))
+    }
+
+    /// Subscribes a plain-message handler with the bus's default options.
+    pub async fn subscribe<H: Handler<Message>>(
+        &self,
+        topic: &str,
+        handler: H,
+    ) -> Result<Subscription, SubscribeError> {
+        let options = self.inner.config.subscribe.clone();
+        self.inner.subscribe::<Message, H>(topic, options, handler)
+    }
+
+    /// Subscribes a plain-message handler with these options.
+    pub async fn subscribe_with<H: Handler<Message>>(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+        handler: H,
+    ) -> Result<Subscription, SubscribeError> {
+        self.inner.subscribe::<Message, H>(topic, options, handler)
+    }
+
+    /// Subscribes an envelope handler with the bus's default options.
+    /// Records that do not decode as envelopes are dead-lettered as
+    /// `malformed`.
+    pub async fn subscribe_envelope<H: Handler<Envelope>>(
+        &self,
+        topic: &str,
+        handler: H,
+    ) -> Result<Subscription, SubscribeError> {
+        let options = self.inner.config.subscribe.clone();
+        self.inner.subscribe::<Envelope, H>(topic, options, handler)
+    }
+
+    /// Subscribes an envelope handler with these options.
+    pub async fn subscribe_envelope_with<H: Handler<Envelope>>(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+        handler: H,
+    ) -> Result<Subscription, SubscribeError> {
+        self.inner.subscribe::<Envelope, H>(topic, options, handler)
+    }
+
+    /// Creates or replaces a topic's configuration.
+    pub async fn configure_topic(
+        &self,
+        topic: &str,
+        options: TopicOptions,
+    ) -> Result<(), TopicConfigError> {
+        if self.is_closed() {
+            return Err(TopicConfigError::Closed);
+        }
+        validate_topic_name(topic)?;
+        options.validate("options")?;
+        self.inner.set_topic_config(topic, Some(options));
+        Ok(())
+    }
+
+    /// A topic's configuration, if it was configured.
+    pub fn topic_config(&self, topic: &str) -> Option<TopicOptions> {
+        let snapshot = self.inner.registry.load();
+        snapshot
+            .get(topic)
+            .and_then(|e| e.config.as_deref().cloned())
+    }
+
+    /// Configured topics, sorted.
+    pub fn list_topics(&self) -> Vec<String> {
+        let snapshot = self.inner.registry.load();
+        let mut topics: Vec<String> = snapshot
+            .iter()
+            .filter(|(_, e)| e.config.is_some())
+            .map(|(t, _)| t.to_owned())
+            .collect();
+        topics.sort();
+        topics
+    }
+
+    /// Removes a topic's configuration; returns whether there was one.
+    /// Subscriptions on the topic are not affected.
+    pub async fn remove_topic(&self, topic: &str) -> bool {
+        self.inner.set_topic_config(topic, None)
+    }
+
+    /// Checks that the bus is open, its lane workers are alive, and a probe
+    /// record makes a round trip through a lane ring.
+    pub async fn health_check(&self) -> Result<HealthReport, HealthError> {
+        if self.is_closed() {
+            return Err(HealthError::Closed);
+        }
+        let (subscriptions, lanes) = {
+            let live = self.inner.live.lock();
+            for l in live.values() {
+                if l.workers.iter().any(|w| w.is_finished()) {
+                    return Err(HealthError::WorkerStopped {
+                        topic: l.core.topic.to_string(),
+                    });
+                }
+            }
+            (live.len(), live.values().map(|l| l.core.lanes.len()).sum())
+        };
+        let started = Instant::now();
+        let (probe, mut consumers) = Lanes::new(1, 1);
+        probe
+            .get(0)
+            .ring
+            .push(crate::engine::lanes::Delivery::new(Body::Plain {
+                payload: Bytes::from_static(b"health"),
+                key: None,
+                headers: Headers::new(),
+            }))
+            .await
+            .map_err(|_| HealthError::Closed)?;
+        let mut buf = Vec::with_capacity(1);
+        let mut receiver = consumers.pop().expect("one consumer per lane");
+        receiver.drain(&mut buf, 1).await;
+        if buf.len() != 1 {
+            return Err(HealthError::Closed);
+        }
+        Ok(HealthReport {
+            transport: "memory",
+            subscriptions,
+            lanes,
+            round_trip: started.elapsed(),
+        })
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> BusStats {
+        let cores: Vec<Arc<SubscriptionCore>> = self
+            .inner
+            .live
+            .lock()
+            .values()
+            .map(|l| l.core.clone())
+            .collect();
+        let mut subs: Vec<SubscriptionStats> =
+            cores.iter().map(|c| subscription_stats(c)).collect();
+        subs.sort_by_key(|s| s.id);
+        let mut stats = BusStats::new(self.inner.published.get(), self.inner.unrouted.get(), subs);
+        stats.absorb_retired(&self.inner.retired.lock());
+        stats
+    }
+
+    /// True once [`close`](Self::close) has begun.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the bus with the configured deadline (`close_timeout`).
+    pub async fn close(&self) -> Result<(), CloseError> {
+        self.close_within(self.inner.config.close_timeout).await
+    }
+
+    /// Refuses new publishes, drains every lane within `deadline`, stops the
+    /// workers and returns. Nothing accepted before is lost unless the
+    /// deadline passes, which `CloseError::Timeout` reports. Calling it
+    /// again (or on a clone) waits for the same drain.
+    pub async fn close_within(&self, deadline: Duration) -> Result<(), CloseError> {
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::Release);
+        let until = Instant::now() + deadline;
+        let quiet = inner.wait_quiescent(until).await;
+        let live: Vec<Live> = {
+            let mut map = inner.live.lock();
+            map.drain().map(|(_, l)| l).collect()
+        };
+        for l in &live {
+            l.core.lanes.close();
+        }
+        let mut pending = 0;
+        for l in live {
+            let remaining = until.saturating_duration_since(Instant::now());
+            let mut timed_out = false;
+            for w in l.workers {
+                if timed_out {
+                    w.abort();
+                    continue;
+                }
+                let abort = w.abort_handle();
+                if tokio::time::timeout(remaining, w).await.is_err() {
+                    abort.abort();
+                    timed_out = true;
+                }
+            }
+            pending += l.core.pending();
+            inner.retire(&l.core);
+        }
+        if quiet && pending == 0 {
+            Ok(())
+        } else {
+            Err(CloseError::Timeout { pending })
+        }
+    }
+}
+
+fn map_err<T>(e: PublishError<Body>, f: fn(Body) -> T) -> PublishError<T> {
+    match e {
+        PublishError::Closed(b) => PublishError::Closed(f(b)),
+        PublishError::InvalidTopic(b, e) => PublishError::InvalidTopic(f(b), e),
+        PublishError::InvalidEnvelope(b, e) => PublishError::InvalidEnvelope(f(b), e),
+    }
+}
+
+fn map_try_err<T>(e: TryPublishError<Body>, f: fn(Body) -> T) -> TryPublishError<T> {
+    match e {
+        TryPublishError::Full(b) => TryPublishError::Full(f(b)),
+        TryPublishError::Closed(b) => TryPublishError::Closed(f(b)),
+        TryPublishError::InvalidTopic(b, e) => TryPublishError::InvalidTopic(f(b), e),
+        TryPublishError::InvalidEnvelope(b, e) => TryPublishError::InvalidEnvelope(f(b), e),
+    }
+}
+
+fn outbound_body(msg: OutboundMessage) -> Body {
+    Body::Plain {
+        payload: msg.payload,
+        key: msg.key,
+        headers: msg.headers,
+    }
+}
+
+fn body_payload(b: Body) -> Bytes {
+    body_outbound(b).payload
+}
+
+fn body_outbound(b: Body) -> OutboundMessage {
+    match b {
+        Body::Plain {
+            payload,
+            key,
+            headers,
+        } => OutboundMessage {
+            payload,
+            key,
+            headers,
+        },
+        Body::Envelope(e) => OutboundMessage::new(e.encode()),
+    }
+}
+
+fn body_envelope(b: Body) -> Envelope {
+    match b {
+        Body::Envelope(e) => Arc::try_unwrap(e).unwrap_or_else(|e| (*e).clone()),
+        Body::Plain { .. } => unreachable!("an envelope publish routes an envelope body"),
+    }
+}
+
+pub(crate) fn subscription_stats(core: &SubscriptionCore) -> SubscriptionStats {
+    SubscriptionStats::new(
+        core.id,
+        core.topic.to_string(),
+        core.kind,
+        core.lanes.stats(),
+    )
+}
+
+impl BusInner {
+    async fn route(
+        &self,
+        topic: &str,
+        body: Body,
+        internal: bool,
+    ) -> Result<(), PublishError<Body>> {
+        if !internal && self.closed.load(Ordering::Acquire) {
+            return Err(PublishError::Closed(body));
+        }
+        let routed = match memory::route(&self.registry, topic, body).await {
+            Ok(r) => r,
+            Err(body) => {
+                if let Err(e) = validate_topic_name(topic) {
+                    return Err(PublishError::InvalidTopic(body, e));
+                }
+                Routed::Unrouted
+            }
+        };
+        self.count(routed);
+        Ok(())
+    }
+
+    fn try_route(&self, topic: &str, body: Body) -> Result<(), TryPublishError<Body>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TryPublishError::Closed(body));
+        }
+        let routed = match memory::try_route(&self.registry, topic, body) {
+            Ok(r) => r,
+            Err(TryRouteError::Full(body)) => return Err(TryPublishError::Full(body)),
+            Err(TryRouteError::Unknown(body)) => {
+                if let Err(e) = validate_topic_name(topic) {
+                    return Err(TryPublishError::InvalidTopic(body, e));
+                }
+                Routed::Unrouted
+            }
+        };
+        self.count(routed);
+        Ok(())
+    }
+
+    #[inline]
+    fn count(&self, routed: Routed) {
+        self.published.add(1);
+        if routed == Routed::Unrouted {
+            self.unrouted.add(1);
+        }
+    }
+
+    fn subscribe<M: Deliverable, H: Handler<M>>(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+        handler: H,
+    ) -> Result<Subscription, SubscribeError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SubscribeError::Closed);
+        }
+        validate_topic_name(topic)?;
+        options.validate("options")?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| SubscribeError::NoRuntime)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (lanes, consumers) = Lanes::new(options.lanes, options.ring_capacity);
+        let core = Arc::new(SubscriptionCore {
+            id,
+            topic: Arc::from(topic),
+            kind: M::KIND,
+            lanes,
+        });
+        let sink: Weak<dyn Republish> = self.this.clone();
+        let policy = Arc::new(Policy {
+            retry: options.retry.clone(),
+            dead_letter_topic: options.dead_letter.topic_for(topic),
+            drain_batch: options.drain_batch,
+            sink,
+        });
+        let workers = spawn_workers::<M, H>(&runtime, &core, consumers, Arc::new(handler), policy);
+        self.live.lock().insert(
+            id,
+            Live {
+                core: core.clone(),
+                workers,
+            },
+        );
+        self.registry.update(topic, |entry| {
+            let mut entry = entry.cloned().unwrap_or_default();
+            let mut subs: Vec<_> = entry.subs.iter().cloned().collect();
+            subs.push(core.clone());
+            entry.subs = subs.into();
+            (Some(entry), ())
+        });
+        let sub = Subscription {
+            core,
+            bus: self.this.clone(),
+            done: false,
+        };
+        if self.closed.load(Ordering::Acquire) {
+            // Lost a race with close(): undo.
+            drop(sub);
+            return Err(SubscribeError::Closed);
+        }
+        Ok(sub)
+    }
+
+    /// Removes a subscription from routing and closes its lanes; returns its
+    /// workers (empty if close() already took them).
+    pub(crate) fn detach(&self, core: &Arc<SubscriptionCore>) -> Vec<JoinHandle<()>> {
+        let id = core.id;
+        self.registry.update(&core.topic, |entry| match entry {
+            None => (None, ()),
+            Some(e) => {
+                let mut e = e.clone();
+                e.subs = e.subs.iter().filter(|s| s.id != id).cloned().collect();
+                (if e.is_empty() { None } else { Some(e) }, ())
+            }
+        });
+        core.lanes.close();
+        match self.live.lock().remove(&id) {
+            Some(l) => {
+                self.retire(core);
+                l.workers
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Adds a removed subscription's counts to the bus totals.
+    fn retire(&self, core: &SubscriptionCore) {
+        let s = subscription_stats(core);
+        self.retired.lock().add_counts(&s.total);
+    }
+
+    fn set_topic_config(&self, topic: &str, options: Option<TopicOptions>) -> bool {
+        self.registry.update(topic, |entry| {
+            let mut e = entry.cloned().unwrap_or_default();
+            let had = e.config.is_some();
+            e.config = options.map(Arc::new);
+            (if e.is_empty() { None } else { Some(e) }, had)
+        })
+    }
+
+    /// Waits until every lane has processed all it accepted and no new
+    /// record arrived during a full scan. False if `until` passed first.
+    async fn wait_quiescent(&self, until: Instant) -> bool {
+        let mut pause = Duration::from_micros(200);
+        loop {
+            let cores: Vec<Arc<SubscriptionCore>> =
+                self.live.lock().values().map(|l| l.core.clone()).collect();
+            let before: u64 = cores.iter().map(|c| c.claimed()).sum();
+            let idle = cores.iter().all(|c| c.is_idle());
+            let after: u64 = cores.iter().map(|c| c.claimed()).sum();
+            if idle && before == after {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Republish for BusInner {
+    fn republish<'a>(
+        &'a self,
+        topic: &'a str,
+        msg: OutboundMessage,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.route(topic, outbound_body(msg), true)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl Drop for BusInner {
+    fn drop(&mut self) {
+        // The last handle is gone without close(): let the workers drain
+        // what they hold and stop.
+        for l in self.live.get_mut().values() {
+            l.core.lanes.close();
+        }
+    }
+}

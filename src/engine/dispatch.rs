@@ -1,0 +1,257 @@
+//! Dispatch: the lane worker.
+//!
+//! # Algorithm
+//!
+//! One task per lane drains its ring in batches (up to
+//! `SubscribeOptions::drain_batch` records at a time, freeing the ring's slots
+//! at once so publishers are not held up by a slow handler), then handles
+//! the batch's records one by one, in order. For each record it builds the
+//! handler's message type, calls the handler under `catch_unwind`, and
+//! settles the outcome:
+//!
+//! - success → `delivered`, ack;
+//! - `Skip` → `skipped`, ack;
+//! - retryable error or panic, attempts left → `failed` + `retried`, sleep
+//!   the policy's backoff *in place*, try again (later records of the lane,
+//!   hence of the same key, wait: per-key order survives retries);
+//! - otherwise (permanent, malformed, attempts exhausted) → `failed`, then
+//!   dead-letter: publish the original bytes with error headers to the
+//!   dead-letter topic → `dead_lettered`, ack; if that publish fails or
+//!   dead-lettering is disabled → `dropped` (logged at error level), and a
+//!   broker record is nacked for redelivery when the publish failed.
+//!
+//! After each batch the worker publishes how far it has processed, which
+//! `close` and `unsubscribe` use to know that a lane is idle.
+//!
+//! # Invariants
+//!
+//! - Every record taken from the ring is settled exactly once.
+//! - A panic in a handler never escapes the worker.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc as StdArc, Weak};
+
+use futures_util::FutureExt;
+
+use super::lanes::{Body, Delivery};
+use super::ring::Consumer;
+use crate::pipeline::dead_letter::{dead_letter_message, FailureKind, Republish};
+use crate::pipeline::metrics::LaneCounters;
+use crate::{Envelope, ErrorClass, Handler, Message, RetryPolicy};
+
+/// A message type a handler can take: built from a lane record.
+pub(crate) trait Deliverable: Sized + Send + 'static {
+    /// `plain` or `envelope`, for stats.
+    const KIND: &'static str;
+
+    /// Builds the handler's message for one attempt; `Err` explains why the
+    /// record is malformed.
+    fn from_body(body: &Body, topic: &StdArc<str>, attempt: u32) -> Result<Self, String>;
+}
+
+impl Deliverable for Message {
+    const KIND: &'static str = "plain";
+
+    #[inline]
+    fn from_body(body: &Body, topic: &StdArc<str>, attempt: u32) -> Result<Self, String> {
+        Ok(match body {
+            Body::Plain {
+                payload,
+                key,
+                headers,
+            } => Message {
+                topic: topic.clone(),
+                payload: payload.clone(),
+                key: key.clone(),
+                headers: headers.clone(),
+                attempt,
+            },
+            Body::Envelope(e) => Message {
+                topic: topic.clone(),
+                payload: e.encode(),
+                key: Some(StdArc::from(e.aggregate_id.as_str())),
+                headers: e.headers.clone(),
+                attempt,
+            },
+        })
+    }
+}
+
+impl Deliverable for Envelope {
+    const KIND: &'static str = "envelope";
+
+    #[inline]
+    fn from_body(body: &Body, _topic: &StdArc<str>, _attempt: u32) -> Result<Self, String> {
+        match body {
+            Body::Envelope(e) => Ok((**e).clone()),
+            Body::Plain { payload, .. } => {
+                Envelope::decode_bytes(payload).map_err(|e| format!("malformed envelope: {e}"))
+            }
+        }
+    }
+}
+
+/// Where a worker sends dead letters and how it retries.
+pub(crate) struct Policy {
+    pub(crate) retry: RetryPolicy,
+    pub(crate) dead_letter_topic: Option<String>,
+    pub(crate) drain_batch: usize,
+    pub(crate) sink: Weak<dyn Republish>,
+}
+
+/// The worker of one lane.
+pub(crate) struct LaneWorker<M, H> {
+    pub(crate) consumer: Consumer<Delivery>,
+    pub(crate) lanes: StdArc<SubscriptionLanes>,
+    pub(crate) index: usize,
+    pub(crate) handler: StdArc<H>,
+    /// This lane's own copy of the topic name (no refcount sharing between
+    /// lanes on the hot path).
+    pub(crate) topic: StdArc<str>,
+    pub(crate) policy: StdArc<Policy>,
+    pub(crate) _message: std::marker::PhantomData<fn(M)>,
+}
+
+/// What the worker needs of its subscription: the lanes, for counters.
+pub(crate) type SubscriptionLanes = super::SubscriptionCore;
+
+fn panic_text(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        format!("handler panicked: {s}")
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        format!("handler panicked: {s}")
+    } else {
+        "handler panicked".to_owned()
+    }
+}
+
+impl<M: Deliverable, H: Handler<M>> LaneWorker<M, H> {
+    fn counters(&self) -> &LaneCounters {
+        &self.lanes.lanes.get(self.index).counters
+    }
+
+    /// Runs until the ring is closed and drained.
+    pub(crate) async fn run(mut self) {
+        let batch = self.policy.drain_batch.max(1);
+        let mut buf = Vec::with_capacity(batch);
+        while self.consumer.drain(&mut buf, batch).await {
+            for d in buf.drain(..) {
+                self.process(d).await;
+            }
+            self.counters().processed.set(self.consumer.position());
+        }
+    }
+
+    async fn process(&self, d: Delivery) {
+        let policy = &*self.policy;
+        let mut local = 1u32;
+        loop {
+            let attempt = d.redelivered.saturating_add(local);
+            let (kind, error) = match M::from_body(&d.body, &self.topic, attempt) {
+                Err(reason) => (FailureKind::Malformed, reason),
+                Ok(msg) => match AssertUnwindSafe(self.handler.handle(msg))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Ok(())) => {
+                        self.counters().delivered.bump(1);
+                        self.settle_ack(d).await;
+                        return;
+                    }
+                    Ok(Err(e)) if e.class() == ErrorClass::Skip => {
+                        self.counters().skipped.bump(1);
+                        self.settle_ack(d).await;
+                        return;
+                    }
+                    Ok(Err(e)) => (FailureKind::Handler(e.class()), e.to_string()),
+                    Err(panic) => (FailureKind::Panic, panic_text(&*panic)),
+                },
+            };
+            self.counters().failed.bump(1);
+            if kind.is_retryable() && local < policy.retry.max_attempts {
+                self.counters().retried.bump(1);
+                tracing::debug!(topic = %self.topic, lane = self.index, attempt, %error, "handler failed; retrying");
+                tokio::time::sleep(policy.retry.backoff(local)).await;
+                local += 1;
+                continue;
+            }
+            self.dead_letter(d, kind, &error, attempt).await;
+            return;
+        }
+    }
+
+    async fn settle_ack(&self, d: Delivery) {
+        if let Err(e) = d.ack.ack().await {
+            tracing::warn!(topic = %self.topic, error = %e, "ack failed; the record may be redelivered");
+        }
+    }
+
+    async fn dead_letter(&self, d: Delivery, kind: FailureKind, error: &str, attempts: u32) {
+        let policy = &*self.policy;
+        let Some(dlq) = policy.dead_letter_topic.as_deref() else {
+            self.counters().dropped.bump(1);
+            tracing::error!(topic = %self.topic, kind = kind.as_str(), attempts, %error, "message failed and dead-lettering is disabled; dropped");
+            self.settle_ack(d).await;
+            return;
+        };
+        let (payload, key, headers) = match &d.body {
+            Body::Plain {
+                payload,
+                key,
+                headers,
+            } => (payload.clone(), key.clone(), headers.clone()),
+            Body::Envelope(e) => (
+                e.encode(),
+                Some(StdArc::from(e.aggregate_id.as_str())),
+                e.headers.clone(),
+            ),
+        };
+        let msg = dead_letter_message(&self.topic, payload, key, headers, error, kind, attempts);
+        let sent = match policy.sink.upgrade() {
+            Some(sink) => sink.republish(dlq, msg).await,
+            None => Err("the bus was dropped".to_owned()),
+        };
+        match sent {
+            Ok(()) => {
+                self.counters().dead_lettered.bump(1);
+                tracing::warn!(topic = %self.topic, dead_letter_topic = dlq, kind = kind.as_str(), attempts, %error, "message dead-lettered");
+                self.settle_ack(d).await;
+            }
+            Err(reason) => {
+                self.counters().dropped.bump(1);
+                tracing::error!(topic = %self.topic, dead_letter_topic = dlq, %reason, %error, "dead-letter publish failed; message dropped here (a broker record is nacked for redelivery)");
+                if let Err(e) = d.ack.nack().await {
+                    tracing::warn!(topic = %self.topic, error = %e, "nack failed");
+                }
+            }
+        }
+    }
+}
+
+/// Spawns one worker per lane on the current Tokio runtime.
+pub(crate) fn spawn_workers<M: Deliverable, H: Handler<M>>(
+    runtime: &tokio::runtime::Handle,
+    core: &StdArc<super::SubscriptionCore>,
+    consumers: Vec<Consumer<Delivery>>,
+    handler: StdArc<H>,
+    policy: StdArc<Policy>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    debug_assert_eq!(consumers.len(), core.lanes.len());
+    consumers
+        .into_iter()
+        .enumerate()
+        .map(|(index, consumer)| {
+            let worker = LaneWorker::<M, H> {
+                consumer,
+                lanes: core.clone(),
+                index,
+                handler: handler.clone(),
+                topic: StdArc::from(&*core.topic),
+                policy: policy.clone(),
+                _message: std::marker::PhantomData,
+            };
+            runtime.spawn(worker.run())
+        })
+        .collect()
+}

@@ -1,0 +1,236 @@
+//! Keyed lanes: a subscription's rings and the mapping of keys onto them.
+//!
+//! # Algorithm
+//!
+//! A subscription owns `N` lanes; each lane is one bounded MPSC
+//! [`Ring`](super::ring::Ring) drained by one worker task. A record with a
+//! key (an envelope's aggregate ID, or a plain message's key) goes to lane
+//! `key_hash(key) % N`, where [`key_hash`](crate::key_hash) is lanebus key
+//! hash v1, fixed across processes, platforms and restarts. One worker per
+//! lane handles its records one at a time, so records of one key are handled
+//! in the order they entered the lane, and a slow key holds up only its own
+//! lane. A record without a key goes to the lane picked by the publishing
+//! thread's round-robin cursor; if that lane is full it tries the others
+//! once before waiting, so unkeyed traffic balances over idle lanes.
+//!
+//! The key hash is computed once per publish and reused for every
+//! subscription of a fan-out.
+//!
+//! # Invariants
+//!
+//! - A keyed record only ever enters lane `hash % N` of a subscription.
+//! - Each record enters at most one lane of a subscription.
+
+use std::sync::Arc as StdArc;
+
+use bytes::Bytes;
+use crossbeam_utils::CachePadded;
+
+use super::ring::{Consumer, Reservation, ReserveError, Ring, TryPushError};
+use super::sync::Arc;
+use crate::pipeline::metrics::{LaneCounters, LaneStats};
+use crate::transport::Ack;
+use crate::{Envelope, Headers};
+
+/// What a lane carries.
+pub(crate) enum Body {
+    /// A plain message (or an encoded envelope from a broker).
+    Plain {
+        payload: Bytes,
+        key: Option<StdArc<str>>,
+        headers: Headers,
+    },
+    /// An envelope published in-process: handed over without encoding.
+    Envelope(StdArc<Envelope>),
+}
+
+impl Body {
+    /// The routing key.
+    pub(crate) fn key(&self) -> Option<&str> {
+        match self {
+            Body::Plain { key, .. } => key.as_deref(),
+            Body::Envelope(e) => Some(&e.aggregate_id),
+        }
+    }
+
+    /// A copy for another subscription of a fan-out (reference counts only,
+    /// plus the headers).
+    pub(crate) fn share(&self) -> Body {
+        match self {
+            Body::Plain {
+                payload,
+                key,
+                headers,
+            } => Body::Plain {
+                payload: payload.clone(),
+                key: key.clone(),
+                headers: headers.clone(),
+            },
+            Body::Envelope(e) => Body::Envelope(e.clone()),
+        }
+    }
+}
+
+/// One record in a lane.
+pub(crate) struct Delivery {
+    pub(crate) body: Body,
+    /// Deliveries of this record before this one, by the transport
+    /// (broker redeliveries); 0 for a fresh record.
+    pub(crate) redelivered: u32,
+    pub(crate) ack: Ack,
+}
+
+impl Delivery {
+    /// A fresh in-process record.
+    pub(crate) fn new(body: Body) -> Self {
+        Self {
+            body,
+            redelivered: 0,
+            ack: Ack::None,
+        }
+    }
+}
+
+/// Where a record goes among a subscription's lanes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Route {
+    /// `key_hash(key)`: always the same lane.
+    Keyed(u64),
+    /// Round-robin cursor value: any lane will do.
+    Spread(u32),
+}
+
+impl Route {
+    /// The route of a body: keyed when it has a key.
+    #[inline]
+    pub(crate) fn of(body: &Body) -> Route {
+        match body.key() {
+            Some(k) => Route::Keyed(crate::key_hash(k.as_bytes())),
+            None => Route::Spread(crate::pipeline::metrics::next_round_robin()),
+        }
+    }
+}
+
+/// One lane: a ring plus its worker's counters.
+pub(crate) struct Lane {
+    pub(crate) ring: Arc<Ring<Delivery>>,
+    pub(crate) counters: CachePadded<LaneCounters>,
+}
+
+impl Lane {
+    /// True when everything that entered the lane has been processed.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.counters.processed.get() == self.ring.claimed()
+    }
+
+    /// Records accepted but not yet fully processed.
+    pub(crate) fn pending(&self) -> u64 {
+        self.ring
+            .claimed()
+            .saturating_sub(self.counters.processed.get())
+    }
+}
+
+/// The lanes of one subscription.
+pub(crate) struct Lanes {
+    lanes: Box<[Lane]>,
+}
+
+impl Lanes {
+    /// `count` lanes of `capacity` slots each, with their consumers.
+    pub(crate) fn new(count: usize, capacity: usize) -> (Self, Vec<Consumer<Delivery>>) {
+        let mut consumers = Vec::with_capacity(count);
+        let lanes = (0..count.max(1))
+            .map(|_| {
+                let (ring, consumer) = Ring::with_capacity(capacity);
+                consumers.push(consumer);
+                Lane {
+                    ring,
+                    counters: CachePadded::new(LaneCounters::default()),
+                }
+            })
+            .collect();
+        (Self { lanes }, consumers)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lanes.len()
+    }
+
+    pub(crate) fn get(&self, i: usize) -> &Lane {
+        &self.lanes[i]
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Lane> {
+        self.lanes.iter()
+    }
+
+    #[inline]
+    fn first_choice(&self, route: Route) -> usize {
+        match route {
+            Route::Keyed(h) => (h % self.lanes.len() as u64) as usize,
+            Route::Spread(rr) => rr as usize % self.lanes.len(),
+        }
+    }
+
+    /// Reserves a slot on the lane for `route` without waiting. Unkeyed
+    /// routes try every lane before reporting `Full`.
+    pub(crate) fn try_reserve(
+        &self,
+        route: Route,
+    ) -> Result<Reservation<'_, Delivery>, ReserveError> {
+        let first = self.first_choice(route);
+        match self.lanes[first].ring.try_reserve() {
+            Err(ReserveError::Full) if matches!(route, Route::Spread(_)) => {
+                let n = self.lanes.len();
+                for i in 1..n {
+                    match self.lanes[(first + i) % n].ring.try_reserve() {
+                        Err(ReserveError::Full) => continue,
+                        other => return other,
+                    }
+                }
+                Err(ReserveError::Full)
+            }
+            other => other,
+        }
+    }
+
+    /// Pushes without waiting.
+    #[inline]
+    pub(crate) fn try_push(&self, d: Delivery, route: Route) -> Result<(), TryPushError<Delivery>> {
+        match self.try_reserve(route) {
+            Ok(r) => {
+                r.write(d);
+                Ok(())
+            }
+            Err(ReserveError::Full) => Err(TryPushError::Full(d)),
+            Err(ReserveError::Closed) => Err(TryPushError::Closed(d)),
+        }
+    }
+
+    /// Pushes, waiting for room on the first-choice lane. `Err` hands the
+    /// record back when the lanes are closed.
+    pub(crate) async fn push(&self, d: Delivery, route: Route) -> Result<(), Delivery> {
+        let d = match self.try_push(d, route) {
+            Ok(()) => return Ok(()),
+            Err(TryPushError::Closed(d)) => return Err(d),
+            Err(TryPushError::Full(d)) => d,
+        };
+        self.lanes[self.first_choice(route)].ring.push(d).await
+    }
+
+    /// Closes every lane's ring.
+    pub(crate) fn close(&self) {
+        for lane in self.lanes.iter() {
+            lane.ring.close();
+        }
+    }
+
+    /// Per-lane stats.
+    pub(crate) fn stats(&self) -> Vec<LaneStats> {
+        self.lanes
+            .iter()
+            .map(|l| LaneStats::read(&l.counters, l.ring.len()))
+            .collect()
+    }
+}

@@ -1,0 +1,675 @@
+//! The domain-event envelope: identity, ordering key, metadata and payload.
+//!
+//! An [`Envelope`] wraps one domain event. Its aggregate ID is the ordering
+//! key: the bus hashes it with [`key_hash`] to pick a keyed lane, so all
+//! events of one aggregate are handled in publish order.
+//!
+//! Two wire forms exist, both self-describing so [`Envelope::decode`] can
+//! tell them apart from the first bytes:
+//!
+//! - **binary** (`binary.rs`): compact, versioned, little-endian, starting
+//!   with the magic bytes `0xEB 0x1B`, which can never begin a JSON text;
+//! - **JSON** (`json.rs`): the object the Go envelope writes, starting with
+//!   `{` after optional JSON whitespace.
+//!
+//! Invariants:
+//!
+//! - every decoder validates what it built ([`Envelope::validate`]), so a
+//!   successfully decoded envelope is always valid;
+//! - decoding never panics and bounds every length before allocating;
+//! - a valid envelope survives `encode` → `decode` exactly (any payload
+//!   bytes, any representable time);
+//! - a valid envelope whose payload is one JSON value survives
+//!   `encode_json` → `decode` exactly, except that empty optional IDs become
+//!   `None` (Go's `omitempty`), whitespace around the payload value is
+//!   dropped, and a payload of exactly `null` becomes empty (see `json.rs`).
+
+mod binary;
+pub mod hash;
+mod json;
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::Headers;
+
+pub use binary::{FORMAT_VERSION, MAGIC, MAX_FIELD_LEN, MAX_HEADERS, MAX_PAYLOAD};
+pub use hash::key_hash;
+
+/// Longest aggregate ID accepted by [`Envelope::validate`], in characters.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(lanebus::envelope::MAX_AGGREGATE_ID_LEN, 256);
+/// ```
+pub const MAX_AGGREGATE_ID_LEN: usize = 256;
+
+/// Longest event type accepted by [`Envelope::validate`], in bytes.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(lanebus::envelope::MAX_EVENT_TYPE_LEN, 256);
+/// ```
+pub const MAX_EVENT_TYPE_LEN: usize = 256;
+
+/// One domain event with its routing and tracing metadata.
+///
+/// Build it with [`Envelope::new`] and the `with_*` methods; the fields are
+/// public for reading and adjusting.
+///
+/// # Examples
+///
+/// ```
+/// use lanebus::Envelope;
+///
+/// let env = Envelope::new("order-42", "OrderPlaced", 1, &b"{\"total\":10}"[..])
+///     .with_trace_id("trace-1")
+///     .with_header("source", "checkout");
+/// env.validate().unwrap();
+/// let back = Envelope::decode(&env.encode()).unwrap();
+/// assert_eq!(back, env);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Envelope {
+    /// Unique ID of the event; a lowercase hyphenated UUIDv7 by default.
+    pub event_id: String,
+    /// ID of the aggregate the event belongs to; the ordering key.
+    pub aggregate_id: String,
+    /// Name of the event type, e.g. `OrderPlaced`.
+    pub event_type: String,
+    /// Version of the aggregate after this event; valid when positive.
+    pub event_version: i64,
+    /// When the event happened.
+    pub timestamp: SystemTime,
+    /// Distributed-tracing ID.
+    pub trace_id: Option<String>,
+    /// ID correlating this event with the request or saga that caused it.
+    pub correlation_id: Option<String>,
+    /// Tenant the event belongs to.
+    pub tenant_id: Option<String>,
+    /// Extra string headers, in order.
+    pub headers: Headers,
+    /// The event body, opaque to the bus.
+    pub payload: Bytes,
+}
+
+/// The two wire forms of an envelope.
+///
+/// # Examples
+///
+/// ```
+/// use lanebus::{Envelope, WireFormat};
+///
+/// assert_eq!(Envelope::detect(b" {\"event_id\":\"x\"}"), Some(WireFormat::Json));
+/// assert_eq!(Envelope::detect(&[0xEB, 0x1B, 1]), Some(WireFormat::Binary));
+/// assert_eq!(Envelope::detect(b"hello"), None);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WireFormat {
+    /// The compact binary form written by [`Envelope::encode`].
+    Binary,
+    /// The Go-compatible JSON form written by [`Envelope::encode_json`].
+    Json,
+}
+
+/// Why an envelope is invalid.
+///
+/// # Examples
+///
+/// ```
+/// use lanebus::{Envelope, EnvelopeError};
+///
+/// let env = Envelope::new("order 1", "OrderPlaced", 1, "{}");
+/// assert_eq!(
+///     env.validate(),
+///     Err(EnvelopeError::InvalidAggregateIdChar { ch: ' ', index: 5 })
+/// );
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// The event ID is empty.
+    #[error("empty event id")]
+    EmptyEventId,
+    /// The aggregate ID is empty.
+    #[error("empty aggregate id")]
+    EmptyAggregateId,
+    /// The aggregate ID has more than [`MAX_AGGREGATE_ID_LEN`] characters.
+    #[error("aggregate id too long: {len} characters, max 256")]
+    AggregateIdTooLong {
+        /// Length of the rejected ID, in characters.
+        len: usize,
+    },
+    /// The aggregate ID holds a character outside `A-Z a-z 0-9 : _ - . /`.
+    #[error("invalid character {ch:?} at position {index} of aggregate id")]
+    InvalidAggregateIdChar {
+        /// The offending character.
+        ch: char,
+        /// Its position in the ID, counted in characters from 0.
+        index: usize,
+    },
+    /// The event type is empty.
+    #[error("empty event type")]
+    EmptyEventType,
+    /// The event type is longer than [`MAX_EVENT_TYPE_LEN`] bytes.
+    #[error("event type too long: {len} bytes, max 256")]
+    EventTypeTooLong {
+        /// Length of the rejected event type, in bytes.
+        len: usize,
+    },
+    /// The event version is zero or negative.
+    #[error("invalid event version {version}: must be positive")]
+    InvalidVersion {
+        /// The rejected version.
+        version: i64,
+    },
+    /// A string field is longer than [`MAX_FIELD_LEN`] bytes.
+    #[error("{field} too long: {len} bytes, max 4096")]
+    FieldTooLong {
+        /// The field: `event_id`, `trace_id`, `correlation_id`,
+        /// `tenant_id`, `header key` or `header value`.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// There are more than [`MAX_HEADERS`] headers.
+    #[error("too many headers: {count}, max 1024")]
+    TooManyHeaders {
+        /// Number of headers.
+        count: usize,
+    },
+    /// The payload is larger than [`MAX_PAYLOAD`].
+    #[error("payload too large: {len} bytes, max 64 MiB")]
+    PayloadTooLarge {
+        /// Payload size in bytes.
+        len: usize,
+    },
+}
+
+/// Why bytes could not be decoded into an envelope.
+///
+/// # Examples
+///
+/// ```
+/// use lanebus::{DecodeError, Envelope};
+///
+/// assert!(matches!(Envelope::decode(&[0xEB, 0x1B]), Err(DecodeError::Truncated { .. })));
+/// assert!(matches!(Envelope::decode(b"{\"x\":"), Err(DecodeError::InvalidJson { .. })));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The input ended while reading `field`.
+    #[error("truncated input reading {field}")]
+    Truncated {
+        /// The field being read.
+        field: &'static str,
+    },
+    /// The input is neither the binary form (wrong magic) nor JSON.
+    #[error("bad magic: neither binary envelope nor json")]
+    BadMagic,
+    /// The binary form has a format version this crate does not know.
+    #[error("unsupported binary format version {version}")]
+    UnsupportedVersion {
+        /// The version byte read.
+        version: u8,
+    },
+    /// The binary flags byte has reserved bits set.
+    #[error("unknown flags {flags:#04x}")]
+    UnknownFlags {
+        /// The flags byte read.
+        flags: u8,
+    },
+    /// A varint is longer than 10 bytes or overflows 64 bits.
+    #[error("malformed varint in {field}")]
+    BadVarint {
+        /// The field being read.
+        field: &'static str,
+    },
+    /// A length or count is over its cap.
+    #[error("{field} length {len} over limit {limit}")]
+    LengthOverLimit {
+        /// The field whose length was read.
+        field: &'static str,
+        /// The length read.
+        len: u64,
+        /// The largest accepted length.
+        limit: u64,
+    },
+    /// A string field is not UTF-8.
+    #[error("invalid utf-8 in {field}")]
+    InvalidUtf8 {
+        /// The field being read.
+        field: &'static str,
+    },
+    /// The JSON form is malformed or has wrongly typed fields.
+    #[error("invalid json: {message}")]
+    InvalidJson {
+        /// The JSON parser's description of the problem.
+        message: String,
+    },
+    /// The timestamp is malformed or out of range.
+    #[error("bad timestamp: {reason}")]
+    BadTimestamp {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Bytes follow the end of the binary envelope.
+    #[error("{count} trailing bytes")]
+    TrailingBytes {
+        /// How many bytes follow.
+        count: usize,
+    },
+    /// The decoded envelope fails validation.
+    #[error("invalid envelope: {0}")]
+    Invalid(#[from] EnvelopeError),
+}
+
+/// Why an envelope could not be encoded as JSON.
+///
+/// # Examples
+///
+/// ```
+/// use lanebus::{EncodeError, Envelope};
+///
+/// let env = Envelope::new("order-1", "OrderPlaced", 1, "not json");
+/// assert_eq!(env.encode_json(), Err(EncodeError::PayloadNotJson));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The payload is not one valid JSON value, so it cannot be embedded.
+    #[error("payload is not json")]
+    PayloadNotJson,
+    /// The timestamp is outside years 0000–9999, which RFC 3339 cannot write.
+    #[error("timestamp out of rfc 3339 range")]
+    TimestampOutOfRange,
+}
+
+impl Envelope {
+    /// A new envelope with a fresh UUIDv7 event ID, the current time, no
+    /// optional IDs and no headers. Does not validate.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::Envelope;
+    ///
+    /// let env = Envelope::new("order-1", "OrderPlaced", 1, "{}");
+    /// assert_eq!(env.event_id.len(), 36);
+    /// assert_eq!(&env.payload[..], b"{}");
+    /// assert!(env.trace_id.is_none());
+    /// ```
+    pub fn new(
+        aggregate_id: impl Into<String>,
+        event_type: impl Into<String>,
+        event_version: i64,
+        payload: impl Into<Bytes>,
+    ) -> Self {
+        Self {
+            event_id: uuid::Uuid::now_v7().hyphenated().to_string(),
+            aggregate_id: aggregate_id.into(),
+            event_type: event_type.into(),
+            event_version,
+            timestamp: SystemTime::now(),
+            trace_id: None,
+            correlation_id: None,
+            tenant_id: None,
+            headers: Headers::new(),
+            payload: payload.into(),
+        }
+    }
+
+    /// Sets the trace ID.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let env = lanebus::Envelope::new("a", "T", 1, "{}").with_trace_id("t-1");
+    /// assert_eq!(env.trace_id.as_deref(), Some("t-1"));
+    /// ```
+    pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
+        self.trace_id = Some(trace_id.into());
+        self
+    }
+
+    /// Sets the correlation ID.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let env = lanebus::Envelope::new("a", "T", 1, "{}").with_correlation_id("c-1");
+    /// assert_eq!(env.correlation_id.as_deref(), Some("c-1"));
+    /// ```
+    pub fn with_correlation_id(mut self, correlation_id: impl Into<String>) -> Self {
+        self.correlation_id = Some(correlation_id.into());
+        self
+    }
+
+    /// Sets the tenant ID.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let env = lanebus::Envelope::new("a", "T", 1, "{}").with_tenant_id("acme");
+    /// assert_eq!(env.tenant_id.as_deref(), Some("acme"));
+    /// ```
+    pub fn with_tenant_id(mut self, tenant_id: impl Into<String>) -> Self {
+        self.tenant_id = Some(tenant_id.into());
+        self
+    }
+
+    /// Sets header `key` to `value`, replacing earlier values of `key`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let env = lanebus::Envelope::new("a", "T", 1, "{}")
+    ///     .with_header("k", "1")
+    ///     .with_header("k", "2");
+    /// assert_eq!(env.headers.get("k"), Some("2"));
+    /// ```
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(key, value);
+        self
+    }
+
+    /// Replaces all headers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::{Envelope, Headers};
+    ///
+    /// let headers: Headers = [("a", "1"), ("a", "2")].into_iter().collect();
+    /// let env = Envelope::new("a", "T", 1, "{}").with_headers(headers);
+    /// assert_eq!(env.headers.len(), 2);
+    /// ```
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Replaces the generated event ID.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let env = lanebus::Envelope::new("a", "T", 1, "{}").with_event_id("evt-1");
+    /// assert_eq!(env.event_id, "evt-1");
+    /// ```
+    pub fn with_event_id(mut self, event_id: impl Into<String>) -> Self {
+        self.event_id = event_id.into();
+        self
+    }
+
+    /// Replaces the timestamp.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    ///
+    /// let env = lanebus::Envelope::new("a", "T", 1, "{}").with_timestamp(SystemTime::UNIX_EPOCH);
+    /// assert_eq!(env.timestamp, SystemTime::UNIX_EPOCH);
+    /// ```
+    pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
+        self.timestamp = timestamp;
+        self
+    }
+
+    /// Checks the envelope: non-empty event ID; an aggregate ID of 1–256
+    /// characters from `A-Z a-z 0-9 : _ - . /`; a non-empty event type of at
+    /// most 256 bytes; a positive version; string fields and header entries
+    /// of at most [`MAX_FIELD_LEN`] bytes; at most [`MAX_HEADERS`] headers;
+    /// a payload of at most [`MAX_PAYLOAD`] bytes. Reports the first problem.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::{Envelope, EnvelopeError};
+    ///
+    /// assert!(Envelope::new("tenant:order/42", "OrderPlaced", 1, "{}").validate().is_ok());
+    /// assert_eq!(
+    ///     Envelope::new("order-1", "OrderPlaced", 0, "{}").validate(),
+    ///     Err(EnvelopeError::InvalidVersion { version: 0 })
+    /// );
+    /// ```
+    pub fn validate(&self) -> Result<(), EnvelopeError> {
+        if self.event_id.is_empty() {
+            return Err(EnvelopeError::EmptyEventId);
+        }
+        check_len("event_id", &self.event_id)?;
+        validate_aggregate_id(&self.aggregate_id)?;
+        if self.event_type.is_empty() {
+            return Err(EnvelopeError::EmptyEventType);
+        }
+        if self.event_type.len() > MAX_EVENT_TYPE_LEN {
+            return Err(EnvelopeError::EventTypeTooLong {
+                len: self.event_type.len(),
+            });
+        }
+        if self.event_version <= 0 {
+            return Err(EnvelopeError::InvalidVersion {
+                version: self.event_version,
+            });
+        }
+        let optional = [
+            ("trace_id", &self.trace_id),
+            ("correlation_id", &self.correlation_id),
+            ("tenant_id", &self.tenant_id),
+        ];
+        for (field, value) in optional {
+            if let Some(value) = value {
+                check_len(field, value)?;
+            }
+        }
+        if self.headers.len() > MAX_HEADERS {
+            return Err(EnvelopeError::TooManyHeaders {
+                count: self.headers.len(),
+            });
+        }
+        for (key, value) in self.headers.iter() {
+            check_len("header key", key)?;
+            check_len("header value", value)?;
+        }
+        if self.payload.len() > MAX_PAYLOAD {
+            return Err(EnvelopeError::PayloadTooLarge {
+                len: self.payload.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Encodes the compact binary form. Never fails; an envelope that passes
+    /// [`validate`](Self::validate) always decodes back equal.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::Envelope;
+    ///
+    /// let bytes = Envelope::new("order-1", "OrderPlaced", 1, "{}").encode();
+    /// assert_eq!(&bytes[..2], &lanebus::envelope::MAGIC);
+    /// ```
+    pub fn encode(&self) -> Bytes {
+        binary::encode(self)
+    }
+
+    /// Encodes the JSON form the Go envelope reads and writes. Fails when the
+    /// payload is not one JSON value or the timestamp is outside years
+    /// 0000–9999. An empty payload is written as `null`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use lanebus::Envelope;
+    ///
+    /// let env = Envelope::new("order-1", "OrderPlaced", 2, "{\"n\":1}")
+    ///     .with_event_id("e1")
+    ///     .with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(1500));
+    /// let json = env.encode_json().unwrap();
+    /// assert_eq!(
+    ///     std::str::from_utf8(&json).unwrap(),
+    ///     r#"{"event_id":"e1","aggregate_id":"order-1","event_type":"OrderPlaced","event_version":2,"timestamp":"1970-01-01T00:00:01.5Z","payload":{"n":1}}"#
+    /// );
+    /// ```
+    pub fn encode_json(&self) -> Result<Bytes, EncodeError> {
+        json::encode(self)
+    }
+
+    /// Decodes either wire form, chosen by [`detect`](Self::detect), and
+    /// validates the result. The payload is copied out of `bytes`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::Envelope;
+    ///
+    /// let env = Envelope::new("order-1", "OrderPlaced", 1, "{}");
+    /// assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
+    /// let json = env.encode_json().unwrap();
+    /// assert_eq!(Envelope::decode(&json).unwrap().event_id, env.event_id);
+    /// ```
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+        match Self::detect(bytes) {
+            Some(WireFormat::Binary) => Self::decode_binary(bytes),
+            Some(WireFormat::Json) => Self::decode_json(bytes),
+            None if MAGIC.starts_with(bytes) => Err(DecodeError::Truncated { field: "magic" }),
+            None => Err(DecodeError::BadMagic),
+        }
+    }
+
+    /// Like [`decode`](Self::decode), but the payload shares `bytes`'
+    /// buffer instead of being copied (both forms).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::Envelope;
+    ///
+    /// let wire = Envelope::new("order-1", "OrderPlaced", 1, "{}").encode();
+    /// let env = Envelope::decode_bytes(&wire).unwrap();
+    /// assert_eq!(&env.payload[..], b"{}");
+    /// ```
+    pub fn decode_bytes(bytes: &Bytes) -> Result<Envelope, DecodeError> {
+        match Self::detect(bytes) {
+            Some(WireFormat::Binary) => binary::decode(bytes, |r| bytes.slice(r)),
+            Some(WireFormat::Json) => json::decode(bytes, |r| bytes.slice(r)),
+            None if MAGIC.starts_with(bytes) => Err(DecodeError::Truncated { field: "magic" }),
+            None => Err(DecodeError::BadMagic),
+        }
+    }
+
+    /// Decodes the binary form only, and validates the result.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::{DecodeError, Envelope};
+    ///
+    /// let env = Envelope::new("order-1", "OrderPlaced", 1, "{}");
+    /// assert_eq!(Envelope::decode_binary(&env.encode()).unwrap(), env);
+    /// assert_eq!(Envelope::decode_binary(b"{}"), Err(DecodeError::BadMagic));
+    /// ```
+    pub fn decode_binary(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+        binary::decode(bytes, |r| Bytes::copy_from_slice(&bytes[r]))
+    }
+
+    /// Decodes the Go-compatible JSON form only, and validates the result.
+    /// The payload is the raw JSON text of the `payload` value, byte for
+    /// byte; `null` or a missing `payload` gives an empty payload. Empty
+    /// optional IDs become `None`; unknown fields are ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::Envelope;
+    ///
+    /// let json = br#"{"event_id":"e1","aggregate_id":"order-1","event_type":"OrderPlaced",
+    ///   "event_version":1,"timestamp":"2024-05-01T10:30:00+08:00","trace_id":"",
+    ///   "payload":{"a": [1, 2]}}"#;
+    /// let env = Envelope::decode_json(json).unwrap();
+    /// assert_eq!(&env.payload[..], br#"{"a": [1, 2]}"#);
+    /// assert_eq!(env.trace_id, None);
+    /// ```
+    pub fn decode_json(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+        json::decode(bytes, |r| Bytes::copy_from_slice(&bytes[r]))
+    }
+
+    /// Tells which wire form `bytes` is in: [`WireFormat::Binary`] when they
+    /// start with [`MAGIC`], [`WireFormat::Json`] when the first byte after
+    /// JSON whitespace is `{`, else `None`. Looks at the first bytes only.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::{Envelope, WireFormat};
+    ///
+    /// assert_eq!(Envelope::detect(b"\r\n\t {"), Some(WireFormat::Json));
+    /// assert_eq!(Envelope::detect(b""), None);
+    /// ```
+    pub fn detect(bytes: &[u8]) -> Option<WireFormat> {
+        if bytes.starts_with(&MAGIC) {
+            return Some(WireFormat::Binary);
+        }
+        let first = bytes
+            .iter()
+            .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
+        (*first == b'{').then_some(WireFormat::Json)
+    }
+}
+
+fn check_len(field: &'static str, value: &str) -> Result<(), EnvelopeError> {
+    if value.len() > MAX_FIELD_LEN {
+        return Err(EnvelopeError::FieldTooLong {
+            field,
+            len: value.len(),
+        });
+    }
+    Ok(())
+}
+
+fn validate_aggregate_id(id: &str) -> Result<(), EnvelopeError> {
+    if id.is_empty() {
+        return Err(EnvelopeError::EmptyAggregateId);
+    }
+    let len = id.chars().count();
+    if len > MAX_AGGREGATE_ID_LEN {
+        return Err(EnvelopeError::AggregateIdTooLong { len });
+    }
+    for (index, ch) in id.chars().enumerate() {
+        if !(ch.is_ascii_alphanumeric() || matches!(ch, ':' | '_' | '-' | '.' | '/')) {
+            return Err(EnvelopeError::InvalidAggregateIdChar { ch, index });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_order_reports_first_problem() {
+        let mut env = Envelope::new("", "", 0, Bytes::new()).with_event_id("");
+        assert_eq!(env.validate(), Err(EnvelopeError::EmptyEventId));
+        env.event_id = "e".into();
+        assert_eq!(env.validate(), Err(EnvelopeError::EmptyAggregateId));
+        env.aggregate_id = "a".into();
+        assert_eq!(env.validate(), Err(EnvelopeError::EmptyEventType));
+        env.event_type = "T".into();
+        assert_eq!(
+            env.validate(),
+            Err(EnvelopeError::InvalidVersion { version: 0 })
+        );
+        env.event_version = 1;
+        assert_eq!(env.validate(), Ok(()));
+    }
+}

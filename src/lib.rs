@@ -1,0 +1,102 @@
+//! # lanebus
+//!
+//! One event-bus API for services — domain events (enveloped, per-aggregate
+//! ordered, at-least-once) and plain messages (fast, concurrent) — over an
+//! in-process transport today and broker transports (NATS JetStream, Kafka)
+//! on the same boundary, built on a lock-free engine.
+//!
+//! ```text
+//!  publish / publish_envelope            transports feed records in
+//!         |                                      |
+//!         v                                      v
+//!  +------------------- engine (no locks on these paths) -------------------+
+//!  | registry: atomic snapshot  topic -> subscriptions (ahash), COW on change |
+//!  | lanes:    N bounded MPSC rings per subscription; key hash -> lane        |
+//!  |           (envelopes: aggregate ID; plain: key or round-robin)            |
+//!  | dispatch: one worker task per lane drains its ring in order, runs the    |
+//!  |           handler, then acks / retries / dead-letters                     |
+//!  +--------------------------------------------------------------------------+
+//!         |
+//!   memory transport (the rings are the transport)
+//! ```
+//!
+//! ## Where things are
+//!
+//! | module | what |
+//! |---|---|
+//! | `engine::ring` | bounded lock-free MPSC ring, async wake-up and back-pressure (the only `unsafe`) |
+//! | `engine::registry` | atomic-snapshot topic registry, copy-on-write |
+//! | `engine::lanes` | keyed lanes: `key_hash(key) % lanes` |
+//! | `engine::dispatch` | lane workers: handler, retry, dead-letter, ack |
+//! | [`envelope`] | [`Envelope`], validation, binary codec, Go-compatible JSON |
+//! | `transport` | the transport boundary ([`AckHandle`]) and the memory transport |
+//! | `pipeline` | [`RetryPolicy`], [`DeadLetter`], counters ([`BusStats`]) |
+//! | `sync` | the loom shim every engine atomic comes through |
+//!
+//! ## Quick start
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use lanebus::{Bus, HandlerError, Message};
+//!
+//! let bus = Bus::memory();
+//! let _sub = bus
+//!     .subscribe("notifications", |msg: Message| async move {
+//!         assert_eq!(msg.payload().as_ref(), b"hello");
+//!         Ok::<(), HandlerError>(())
+//!     })
+//!     .await?;
+//! bus.publish("notifications", "hello").await?;
+//! bus.close().await?; // drains every lane first
+//! assert_eq!(bus.stats().total.delivered, 1);
+//! # Ok(()) }
+//! ```
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+mod bus;
+mod config;
+pub(crate) mod engine;
+pub mod envelope;
+mod error;
+mod handler;
+mod headers;
+mod message;
+pub(crate) mod pipeline;
+mod subscription;
+pub(crate) mod sync;
+mod topic;
+pub(crate) mod transport;
+
+/// A second copy of the engine's concurrent core on loom's model-checked
+/// primitives, compiled only with `--features loom` for the models in
+/// `loom-tests/`. Same source files as `engine::{ring, registry}`.
+#[cfg(feature = "loom")]
+#[allow(dead_code, unreachable_pub)]
+pub(crate) mod loom_engine {
+    pub(crate) use crate::sync::loom_impl as sync;
+
+    #[path = "../engine/registry.rs"]
+    pub(crate) mod registry;
+    #[path = "../engine/ring.rs"]
+    pub(crate) mod ring;
+}
+
+pub use bus::{Bus, HealthReport};
+pub use config::{BusConfig, ConfigError, TransportKind};
+pub use envelope::{key_hash, DecodeError, EncodeError, Envelope, EnvelopeError, WireFormat};
+pub use error::{
+    CloseError, HealthError, PublishError, SubscribeError, TopicConfigError, TryPublishError,
+};
+pub use handler::{ErrorClass, Handler, HandlerError};
+pub use headers::Headers;
+pub use message::{Message, OutboundMessage};
+pub use pipeline::dead_letter::{
+    DeadLetter, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC,
+};
+pub use pipeline::metrics::{BusStats, LaneStats, SubscriptionStats};
+pub use pipeline::retry::RetryPolicy;
+pub use subscription::{SubscribeOptions, Subscription, MAX_LANES, MAX_RING_CAPACITY};
+pub use topic::{validate_topic_name, Persistence, Retention, TopicError, TopicOptions, MAX_TOPIC_LEN};
+pub use transport::{AckHandle, BoxFuture, TransportError};

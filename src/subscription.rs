@@ -1,0 +1,189 @@
+//! Subscription options and the [`Subscription`] handle.
+//!
+//! Dropping a `Subscription` (or calling [`Subscription::unsubscribe`])
+//! removes it from the topic, so later publishes no longer reach it, and
+//! closes its lanes: the workers handle everything the lanes had already
+//! accepted, then stop. `unsubscribe().await` waits for that drain; a drop
+//! lets it finish in the background.
+
+use std::sync::{Arc, Weak};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bus::BusInner;
+use crate::config::ConfigError;
+use crate::engine::SubscriptionCore;
+use crate::{DeadLetter, RetryPolicy, SubscriptionStats};
+
+/// Most lanes one subscription may have.
+pub const MAX_LANES: usize = 4096;
+/// Largest ring capacity per lane.
+pub const MAX_RING_CAPACITY: usize = 1 << 22;
+
+/// Options of one subscription.
+///
+/// # Examples
+///
+/// ```
+/// use lanebus::{DeadLetter, RetryPolicy, SubscribeOptions};
+///
+/// let opts = SubscribeOptions::default()
+///     .lanes(16)
+///     .ring_capacity(4096)
+///     .retry(RetryPolicy::attempts(5))
+///     .dead_letter(DeadLetter::Topic("orders.failed".into()));
+/// assert!(opts.validate("subscribe").is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SubscribeOptions {
+    /// Lanes (rings + worker tasks). Keys are spread over them; each lane
+    /// handles one record at a time.
+    pub lanes: usize,
+    /// Slots per lane ring (rounded up to a power of two). When a lane is
+    /// full, `publish` waits and `try_publish` returns `Full`.
+    pub ring_capacity: usize,
+    /// Records a worker takes from its ring at once.
+    pub drain_batch: usize,
+    /// How failed attempts are retried.
+    pub retry: RetryPolicy,
+    /// Where failed messages go.
+    pub dead_letter: DeadLetter,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        Self {
+            lanes: 8,
+            ring_capacity: 1024,
+            drain_batch: 64,
+            retry: RetryPolicy::default(),
+            dead_letter: DeadLetter::Default,
+        }
+    }
+}
+
+impl SubscribeOptions {
+    /// Sets the lane count.
+    pub fn lanes(mut self, lanes: usize) -> Self {
+        self.lanes = lanes;
+        self
+    }
+
+    /// Sets the ring capacity per lane.
+    pub fn ring_capacity(mut self, capacity: usize) -> Self {
+        self.ring_capacity = capacity;
+        self
+    }
+
+    /// Sets the drain batch.
+    pub fn drain_batch(mut self, batch: usize) -> Self {
+        self.drain_batch = batch;
+        self
+    }
+
+    /// Sets the retry policy.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the dead-letter destination.
+    pub fn dead_letter(mut self, dead_letter: DeadLetter) -> Self {
+        self.dead_letter = dead_letter;
+        self
+    }
+
+    /// Checks the fields; `prefix` names where the options sit in a config.
+    pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if !(1..=MAX_LANES).contains(&self.lanes) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.lanes"),
+                format!("must be between 1 and {MAX_LANES}"),
+            ));
+        }
+        if !(1..=MAX_RING_CAPACITY).contains(&self.ring_capacity) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.ring_capacity"),
+                format!("must be between 1 and {MAX_RING_CAPACITY}"),
+            ));
+        }
+        if self.drain_batch == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.drain_batch"),
+                "must be at least 1",
+            ));
+        }
+        self.retry.validate(&format!("{prefix}.retry"))?;
+        self.dead_letter
+            .validate(&format!("{prefix}.dead_letter.topic"))?;
+        Ok(())
+    }
+}
+
+/// A live subscription. Drop it or call [`unsubscribe`](Self::unsubscribe)
+/// to stop it.
+#[must_use = "dropping a Subscription unsubscribes at once"]
+pub struct Subscription {
+    pub(crate) core: Arc<SubscriptionCore>,
+    pub(crate) bus: Weak<BusInner>,
+    pub(crate) done: bool,
+}
+
+impl Subscription {
+    /// Its ID, unique within the bus.
+    pub fn id(&self) -> u64 {
+        self.core.id
+    }
+
+    /// Its topic.
+    pub fn topic(&self) -> &str {
+        &self.core.topic
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> SubscriptionStats {
+        crate::bus::subscription_stats(&self.core)
+    }
+
+    /// Stops delivery of new messages, waits until the lanes have handled
+    /// everything they had accepted, then returns.
+    pub async fn unsubscribe(mut self) {
+        self.done = true;
+        let workers = match self.bus.upgrade() {
+            Some(bus) => bus.detach(&self.core),
+            None => {
+                self.core.lanes.close();
+                Vec::new()
+            }
+        };
+        for w in workers {
+            let _ = w.await;
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        match self.bus.upgrade() {
+            // The workers finish draining on their own.
+            Some(bus) => drop(bus.detach(&self.core)),
+            None => self.core.lanes.close(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.core.id)
+            .field("topic", &self.core.topic)
+            .field("kind", &self.core.kind)
+            .field("lanes", &self.core.lanes.len())
+            .finish()
+    }
+}
