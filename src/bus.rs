@@ -75,7 +75,7 @@ pub(crate) struct BusInner {
     unrouted: ShardedCounter,
     next_id: AtomicU64,
     live: Mutex<HashMap<u64, Live>>,
-    retired: Mutex<LaneStats>,
+    retired: Arc<crate::sync::std_impl::Mutex<LaneStats>>,
     config: BusConfig,
     this: Weak<BusInner>,
 }
@@ -138,7 +138,7 @@ impl Bus {
             unrouted: ShardedCounter::default(),
             next_id: AtomicU64::new(1),
             live: Mutex::new(HashMap::new()),
-            retired: Mutex::new(LaneStats::default()),
+            retired: Arc::default(),
             config,
             this: this.clone(),
         });
@@ -427,7 +427,6 @@ impl Bus {
                 }
             }
             pending += l.core.pending();
-            inner.retire(&l.core);
         }
         if quiet && pending == 0 {
             Ok(())
@@ -573,6 +572,7 @@ impl BusInner {
             dead_letter_topic: options.dead_letter.topic_for(topic),
             drain_batch: options.drain_batch,
             sink,
+            retired: self.retired.clone(),
         });
         let workers = spawn_workers::<M, H>(&runtime, &core, consumers, Arc::new(handler), policy);
         self.live.lock().insert(
@@ -606,6 +606,7 @@ impl BusInner {
     /// workers (empty if close() already took them).
     pub(crate) fn detach(&self, core: &Arc<SubscriptionCore>) -> Vec<JoinHandle<()>> {
         let id = core.id;
+        let workers = self.live.lock().remove(&id).map(|l| l.workers);
         self.registry.update(&core.topic, |entry| match entry {
             None => (None, ()),
             Some(e) => {
@@ -615,19 +616,7 @@ impl BusInner {
             }
         });
         core.lanes.close();
-        match self.live.lock().remove(&id) {
-            Some(l) => {
-                self.retire(core);
-                l.workers
-            }
-            None => Vec::new(),
-        }
-    }
-
-    /// Adds a removed subscription's counts to the bus totals.
-    fn retire(&self, core: &SubscriptionCore) {
-        let s = subscription_stats(core);
-        self.retired.lock().add_counts(&s.total);
+        workers.unwrap_or_default()
     }
 
     fn set_topic_config(&self, topic: &str, options: Option<TopicOptions>) -> bool {

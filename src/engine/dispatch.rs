@@ -37,7 +37,8 @@ use futures_util::FutureExt;
 use super::lanes::{Body, Delivery};
 use super::ring::Consumer;
 use crate::pipeline::dead_letter::{dead_letter_message, FailureKind, Republish};
-use crate::pipeline::metrics::LaneCounters;
+use super::sync::Mutex;
+use crate::pipeline::metrics::{LaneCounters, LaneStats};
 use crate::{Envelope, ErrorClass, Handler, Message, RetryPolicy};
 
 /// A message type a handler can take: built from a lane record.
@@ -98,6 +99,8 @@ pub(crate) struct Policy {
     pub(crate) dead_letter_topic: Option<String>,
     pub(crate) drain_batch: usize,
     pub(crate) sink: Weak<dyn Republish>,
+    /// Where a finished lane adds its final counts (the bus totals).
+    pub(crate) retired: StdArc<Mutex<LaneStats>>,
 }
 
 /// The worker of one lane.
@@ -226,6 +229,16 @@ impl<M: Deliverable, H: Handler<M>> LaneWorker<M, H> {
                 }
             }
         }
+    }
+}
+
+impl<M, H> Drop for LaneWorker<M, H> {
+    /// Runs when the worker finishes or is aborted: its lane's final counts
+    /// join the bus totals.
+    fn drop(&mut self) {
+        let lane = self.lanes.lanes.get(self.index);
+        let stats = LaneStats::read(&lane.counters, 0);
+        self.policy.retired.lock().add_counts(&stats);
     }
 }
 

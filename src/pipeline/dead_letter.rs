@@ -30,7 +30,7 @@ const MAX_ERROR_HEADER: usize = 1024;
 /// In YAML: `dead_letter: default`, `dead_letter: disabled` or
 /// `dead_letter: { topic: orders.failed }`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "DeadLetterRepr", into = "DeadLetterRepr")]
 #[non_exhaustive]
 pub enum DeadLetter {
     /// `<topic>.dlq`.
@@ -40,6 +40,40 @@ pub enum DeadLetter {
     Disabled,
     /// This topic.
     Topic(String),
+}
+
+/// The config form: a word (`default`, `disabled`) or `{ topic: name }`,
+/// the same in YAML and TOML.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum DeadLetterRepr {
+    Word(String),
+    Topic { topic: String },
+}
+
+impl TryFrom<DeadLetterRepr> for DeadLetter {
+    type Error = String;
+
+    fn try_from(r: DeadLetterRepr) -> Result<Self, String> {
+        match r {
+            DeadLetterRepr::Word(w) if w == "default" => Ok(Self::Default),
+            DeadLetterRepr::Word(w) if w == "disabled" => Ok(Self::Disabled),
+            DeadLetterRepr::Word(w) => Err(format!(
+                "unknown dead_letter `{w}`, expected `default`, `disabled` or {{ topic: <name> }}"
+            )),
+            DeadLetterRepr::Topic { topic } => Ok(Self::Topic(topic)),
+        }
+    }
+}
+
+impl From<DeadLetter> for DeadLetterRepr {
+    fn from(d: DeadLetter) -> Self {
+        match d {
+            DeadLetter::Default => Self::Word("default".into()),
+            DeadLetter::Disabled => Self::Word("disabled".into()),
+            DeadLetter::Topic(topic) => Self::Topic { topic },
+        }
+    }
 }
 
 impl DeadLetter {
