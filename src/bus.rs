@@ -26,7 +26,7 @@ use crate::engine::lanes::{Body, Lanes};
 use crate::engine::registry::Registry;
 use crate::engine::{SubscriptionCore, TopicEntry};
 use crate::pipeline::dead_letter::Republish;
-use crate::pipeline::metrics::{LaneStats, ShardedCounter, SubscriptionStats};
+use crate::pipeline::metrics::{InFlight, LaneStats, ShardedCounter, SubscriptionStats};
 use crate::transport::memory::{self, Routed, TryRouteError};
 use crate::transport::BoxFuture;
 use crate::{
@@ -71,7 +71,10 @@ struct Live {
 pub(crate) struct BusInner {
     registry: Registry<TopicEntry>,
     closed: AtomicBool,
-    published: ShardedCounter,
+    /// Publishes in progress / finished (the close protocol's read side).
+    flight: InFlight,
+    /// Finished publishes that were refused (closed, invalid).
+    refused: ShardedCounter,
     unrouted: ShardedCounter,
     next_id: AtomicU64,
     live: Mutex<HashMap<u64, Live>>,
@@ -134,7 +137,8 @@ impl Bus {
         let inner = Arc::new_cyclic(|this| BusInner {
             registry: Registry::new(),
             closed: AtomicBool::new(false),
-            published: ShardedCounter::default(),
+            flight: InFlight::default(),
+            refused: ShardedCounter::default(),
             unrouted: ShardedCounter::default(),
             next_id: AtomicU64::new(1),
             live: Mutex::new(HashMap::new()),
@@ -229,6 +233,9 @@ impl Bus {
     }
 
     /// [`publish_envelope`](Self::publish_envelope) without waiting.
+    // The error hands the envelope back by value, as every publish error
+    // hands its value back; boxing it would allocate on the refusal path.
+    #[allow(clippy::result_large_err)]
     pub fn try_publish_envelope(
         &self,
         topic: &str,
@@ -380,7 +387,7 @@ impl Bus {
         let mut subs: Vec<SubscriptionStats> =
             cores.iter().map(|c| subscription_stats(c)).collect();
         subs.sort_by_key(|s| s.id);
-        let mut stats = BusStats::new(self.inner.published.get(), self.inner.unrouted.get(), subs);
+        let mut stats = BusStats::new(self.inner.published(), self.inner.unrouted.get(), subs);
         stats.absorb_retired(&self.inner.retired.lock());
         stats
     }
@@ -401,7 +408,7 @@ impl Bus {
     /// again (or on a clone) waits for the same drain.
     pub async fn close_within(&self, deadline: Duration) -> Result<(), CloseError> {
         let inner = &self.inner;
-        inner.closed.store(true, Ordering::Release);
+        inner.closed.store(true, Ordering::SeqCst);
         let until = Instant::now() + deadline;
         let quiet = inner.wait_quiescent(until).await;
         let live: Vec<Live> = {
@@ -497,49 +504,63 @@ pub(crate) fn subscription_stats(core: &SubscriptionCore) -> SubscriptionStats {
 }
 
 impl BusInner {
+    /// Publishes accepted so far.
+    fn published(&self) -> u64 {
+        self.flight.finished().wrapping_sub(self.refused.get())
+    }
+
     async fn route(
         &self,
         topic: &str,
         body: Body,
         internal: bool,
     ) -> Result<(), PublishError<Body>> {
-        if !internal && self.closed.load(Ordering::Acquire) {
+        let _flight = self.flight.enter();
+        // Dead letters (internal) still flow while close drains the lanes.
+        if !internal && self.closed.load(Ordering::SeqCst) {
+            self.refused.add(1);
             return Err(PublishError::Closed(body));
         }
         let routed = match memory::route(&self.registry, topic, body).await {
             Ok(r) => r,
             Err(body) => {
                 if let Err(e) = validate_topic_name(topic) {
+                    self.refused.add(1);
                     return Err(PublishError::InvalidTopic(body, e));
                 }
                 Routed::Unrouted
             }
         };
-        self.count(routed);
+        self.count_unrouted(routed);
         Ok(())
     }
 
     fn try_route(&self, topic: &str, body: Body) -> Result<(), TryPublishError<Body>> {
-        if self.closed.load(Ordering::Acquire) {
+        let _flight = self.flight.enter();
+        if self.closed.load(Ordering::SeqCst) {
+            self.refused.add(1);
             return Err(TryPublishError::Closed(body));
         }
         let routed = match memory::try_route(&self.registry, topic, body) {
             Ok(r) => r,
-            Err(TryRouteError::Full(body)) => return Err(TryPublishError::Full(body)),
+            Err(TryRouteError::Full(body)) => {
+                self.refused.add(1);
+                return Err(TryPublishError::Full(body));
+            }
             Err(TryRouteError::Unknown(body)) => {
                 if let Err(e) = validate_topic_name(topic) {
+                    self.refused.add(1);
                     return Err(TryPublishError::InvalidTopic(body, e));
                 }
                 Routed::Unrouted
             }
         };
-        self.count(routed);
+        self.count_unrouted(routed);
         Ok(())
     }
 
     #[inline]
-    fn count(&self, routed: Routed) {
-        self.published.add(1);
+    fn count_unrouted(&self, routed: Routed) {
         if routed == Routed::Unrouted {
             self.unrouted.add(1);
         }
@@ -636,7 +657,7 @@ impl BusInner {
             let cores: Vec<Arc<SubscriptionCore>> =
                 self.live.lock().values().map(|l| l.core.clone()).collect();
             let before: u64 = cores.iter().map(|c| c.claimed()).sum();
-            let idle = cores.iter().all(|c| c.is_idle());
+            let idle = self.flight.in_flight() == 0 && cores.iter().all(|c| c.is_idle());
             let after: u64 = cores.iter().map(|c| c.claimed()).sum();
             if idle && before == after {
                 return true;

@@ -69,19 +69,8 @@ pub(crate) mod sync;
 mod topic;
 pub(crate) mod transport;
 
-/// A second copy of the engine's concurrent core on loom's model-checked
-/// primitives, compiled only with `--features loom` for the models in
-/// `loom-tests/`. Same source files as `engine::{ring, registry}`.
 #[cfg(feature = "loom")]
-#[allow(dead_code, unreachable_pub)]
-pub(crate) mod loom_engine {
-    pub(crate) use crate::sync::loom_impl as sync;
-
-    #[path = "../engine/registry.rs"]
-    pub(crate) mod registry;
-    #[path = "../engine/ring.rs"]
-    pub(crate) mod ring;
-}
+pub(crate) mod loom_engine;
 
 pub use bus::{Bus, HealthReport};
 pub use config::{BusConfig, ConfigError, TransportKind};
@@ -98,5 +87,7 @@ pub use pipeline::dead_letter::{
 pub use pipeline::metrics::{BusStats, LaneStats, SubscriptionStats};
 pub use pipeline::retry::RetryPolicy;
 pub use subscription::{SubscribeOptions, Subscription, MAX_LANES, MAX_RING_CAPACITY};
-pub use topic::{validate_topic_name, Persistence, Retention, TopicError, TopicOptions, MAX_TOPIC_LEN};
+pub use topic::{
+    validate_topic_name, Persistence, Retention, TopicError, TopicOptions, MAX_TOPIC_LEN,
+};
 pub use transport::{AckHandle, BoxFuture, TransportError};

@@ -64,10 +64,16 @@ fn yaml_and_toml_read_the_same_config() {
     assert_eq!(y.subscribe.lanes, 16);
     assert_eq!(y.subscribe.retry.max_attempts, 5);
     assert_eq!(y.subscribe.retry.initial_backoff, Duration::from_millis(20));
-    assert_eq!(y.subscribe.dead_letter, DeadLetter::Topic("orders.failed".into()));
+    assert_eq!(
+        y.subscribe.dead_letter,
+        DeadLetter::Topic("orders.failed".into())
+    );
     let orders = &y.topics["orders.events"];
     assert_eq!(orders.persistence, Persistence::Persistent);
-    assert_eq!(orders.retention.max_age, Some(Duration::from_secs(7 * 86_400)));
+    assert_eq!(
+        orders.retention.max_age,
+        Some(Duration::from_secs(7 * 86_400))
+    );
     assert_eq!(orders.partitions, 6);
 }
 
@@ -90,10 +96,22 @@ fn config_round_trips_through_yaml() {
 fn bad_values_name_the_field() {
     let cases = [
         ("type: memory\nsubscribe:\n  lanes: 0\n", "subscribe.lanes"),
-        ("subscribe:\n  ring_capacity: 0\n", "subscribe.ring_capacity"),
-        ("subscribe:\n  retry:\n    max_attempts: 0\n", "subscribe.retry.max_attempts"),
-        ("subscribe:\n  retry:\n    multiplier: 0.5\n", "subscribe.retry.multiplier"),
-        ("subscribe:\n  dead_letter:\n    topic: 'bad topic'\n", "subscribe.dead_letter.topic"),
+        (
+            "subscribe:\n  ring_capacity: 0\n",
+            "subscribe.ring_capacity",
+        ),
+        (
+            "subscribe:\n  retry:\n    max_attempts: 0\n",
+            "subscribe.retry.max_attempts",
+        ),
+        (
+            "subscribe:\n  retry:\n    multiplier: 0.5\n",
+            "subscribe.retry.multiplier",
+        ),
+        (
+            "subscribe:\n  dead_letter:\n    topic: 'bad topic'\n",
+            "subscribe.dead_letter.topic",
+        ),
         ("topics:\n  t:\n    partitions: 0\n", "topics.t.partitions"),
         ("topics:\n  'a b':\n    partitions: 1\n", "topics.a b"),
         ("close_timeout: 0s\n", "close_timeout"),
@@ -121,7 +139,10 @@ fn unknown_fields_and_bad_types_are_named() {
     let e = BusConfig::from_toml_str("close_timeout = \"5 fortnights\"\n").unwrap_err();
     assert!(e.to_string().contains("fortnights"), "{e}");
     let e = BusConfig::from_toml_str("[subscribe]\nlanes = \"many\"\n").unwrap_err();
-    assert!(matches!(e, ConfigError::Parse { format: "toml", .. }), "{e}");
+    assert!(
+        matches!(e, ConfigError::Parse { format: "toml", .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -132,20 +153,35 @@ fn config_files_are_read_by_extension() {
     let t = dir.join("bus.toml");
     std::fs::write(&y, YAML).unwrap();
     std::fs::write(&t, TOML).unwrap();
-    assert_eq!(BusConfig::from_file(&y).unwrap(), BusConfig::from_file(&t).unwrap());
-    assert!(matches!(BusConfig::from_file(dir.join("missing.yaml")), Err(ConfigError::Io { .. })));
+    assert_eq!(
+        BusConfig::from_file(&y).unwrap(),
+        BusConfig::from_file(&t).unwrap()
+    );
+    assert!(matches!(
+        BusConfig::from_file(dir.join("missing.yaml")),
+        Err(ConfigError::Io { .. })
+    ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
 async fn bus_from_config_applies_it() {
     let bus = Bus::from_config(BusConfig::from_yaml_str(YAML).unwrap()).unwrap();
-    assert_eq!(bus.list_topics(), vec!["notifications".to_string(), "orders.events".to_string()]);
+    assert_eq!(
+        bus.list_topics(),
+        vec!["notifications".to_string(), "orders.events".to_string()]
+    );
     assert_eq!(bus.config().subscribe.lanes, 16);
     let sub = bus
-        .subscribe("orders.events", |_m: lanebus::Message| async { Ok::<(), lanebus::HandlerError>(()) })
+        .subscribe("orders.events", |_m: lanebus::Message| async {
+            Ok::<(), lanebus::HandlerError>(())
+        })
         .await
         .unwrap();
-    assert_eq!(sub.stats().lanes.len(), 16, "default subscribe options come from the config");
+    assert_eq!(
+        sub.stats().lanes.len(),
+        16,
+        "default subscribe options come from the config"
+    );
     bus.close().await.unwrap();
 }

@@ -13,7 +13,12 @@ use lanebus::{
     SubscribeOptions, TopicConfigError, TopicOptions, TryPublishError,
 };
 
-fn counting(counter: &Arc<AtomicU64>) -> impl Fn(Message) -> std::pin::Pin<Box<dyn std::future::Future<Output = HResult> + Send>> + Send + Sync + 'static {
+fn counting(
+    counter: &Arc<AtomicU64>,
+) -> impl Fn(Message) -> std::pin::Pin<Box<dyn std::future::Future<Output = HResult> + Send>>
+       + Send
+       + Sync
+       + 'static {
     let c = counter.clone();
     move |_m: Message| {
         let c = c.clone();
@@ -30,14 +35,22 @@ async fn unsubscribe_drains_what_was_accepted() {
     let bus = Bus::memory();
     let handled = Arc::new(AtomicU64::new(0));
     let sub = bus
-        .subscribe_with("u", SubscribeOptions::default().lanes(2), counting(&handled))
+        .subscribe_with(
+            "u",
+            SubscribeOptions::default().lanes(2),
+            counting(&handled),
+        )
         .await
         .unwrap();
     for i in 0..200u32 {
         bus.publish("u", i.to_le_bytes().to_vec()).await.unwrap();
     }
     sub.unsubscribe().await;
-    assert_eq!(handled.load(Ordering::SeqCst), 200, "everything accepted was handled");
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        200,
+        "everything accepted was handled"
+    );
     bus.publish("u", "after").await.unwrap();
     let s = bus.stats();
     assert_eq!(s.unrouted, 1, "no subscription after unsubscribe");
@@ -63,11 +76,19 @@ async fn close_drains_every_lane_then_refuses() {
     let bus = Bus::memory();
     let handled = Arc::new(AtomicU64::new(0));
     let _a = bus
-        .subscribe_with("a", SubscribeOptions::default().lanes(4), counting(&handled))
+        .subscribe_with(
+            "a",
+            SubscribeOptions::default().lanes(4),
+            counting(&handled),
+        )
         .await
         .unwrap();
     let _b = bus
-        .subscribe_with("b", SubscribeOptions::default().lanes(1), counting(&handled))
+        .subscribe_with(
+            "b",
+            SubscribeOptions::default().lanes(1),
+            counting(&handled),
+        )
         .await
         .unwrap();
     for i in 0..300u32 {
@@ -80,9 +101,13 @@ async fn close_drains_every_lane_then_refuses() {
         Err(PublishError::Closed(p)) => assert_eq!(p, "late"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(bus.try_publish("a", "late"), Err(TryPublishError::Closed(_))));
     assert!(matches!(
-        bus.subscribe("a", |_m: Message| async { HResult::Ok(()) }).await,
+        bus.try_publish("a", "late"),
+        Err(TryPublishError::Closed(_))
+    ));
+    assert!(matches!(
+        bus.subscribe("a", |_m: Message| async { HResult::Ok(()) })
+            .await,
         Err(SubscribeError::Closed)
     ));
     assert!(bus.is_closed());
@@ -162,19 +187,30 @@ async fn topic_configuration_is_recorded() {
         .max_messages(1000)
         .partitions(3);
     bus.configure_topic("orders", opts.clone()).await.unwrap();
-    bus.configure_topic("audit", TopicOptions::ephemeral()).await.unwrap();
+    bus.configure_topic("audit", TopicOptions::ephemeral())
+        .await
+        .unwrap();
     assert_eq!(bus.topic_config("orders"), Some(opts));
-    assert_eq!(bus.list_topics(), vec!["audit".to_string(), "orders".to_string()]);
+    assert_eq!(
+        bus.list_topics(),
+        vec!["audit".to_string(), "orders".to_string()]
+    );
     assert_eq!(
         bus.topic_config("audit").unwrap().persistence,
         Persistence::Ephemeral
     );
-    match bus.configure_topic("orders", TopicOptions::default().partitions(0)).await {
-        Err(TopicConfigError::InvalidOptions(e)) => assert_eq!(e.field(), Some("options.partitions")),
+    match bus
+        .configure_topic("orders", TopicOptions::default().partitions(0))
+        .await
+    {
+        Err(TopicConfigError::InvalidOptions(e)) => {
+            assert_eq!(e.field(), Some("options.partitions"))
+        }
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        bus.configure_topic("bad name", TopicOptions::default()).await,
+        bus.configure_topic("bad name", TopicOptions::default())
+            .await,
         Err(TopicConfigError::InvalidTopic(_))
     ));
     assert!(bus.remove_topic("orders").await);
@@ -185,10 +221,15 @@ async fn topic_configuration_is_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_topic_keeps_subscriptions_when_removed() {
     let bus = Bus::memory();
-    bus.configure_topic("c", TopicOptions::default()).await.unwrap();
+    bus.configure_topic("c", TopicOptions::default())
+        .await
+        .unwrap();
     let (_s, mut rx) = collect(&bus, "c").await;
     assert!(bus.remove_topic("c").await);
     bus.publish("c", "still routed").await.unwrap();
-    assert_eq!(common::recv(&mut rx).await.payload().as_ref(), b"still routed");
+    assert_eq!(
+        common::recv(&mut rx).await.payload().as_ref(),
+        b"still routed"
+    );
     bus.close().await.unwrap();
 }

@@ -68,9 +68,14 @@ async fn exhausted_retries_go_to_dead_letter() {
         })
         .await
         .unwrap();
-    bus.publish_with("jobs", OutboundMessage::new("payload").key("k1").header("trace", "t-1"))
-        .await
-        .unwrap();
+    bus.publish_with(
+        "jobs",
+        OutboundMessage::new("payload")
+            .key("k1")
+            .header("trace", "t-1"),
+    )
+    .await
+    .unwrap();
     let dead = recv(&mut dlq_rx).await;
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(dead.payload().as_ref(), b"payload");
@@ -83,7 +88,10 @@ async fn exhausted_retries_go_to_dead_letter() {
     bus.close().await.unwrap();
     let s = bus.stats();
     let jobs = s.subscriptions.iter().find(|s| s.topic == "jobs");
-    assert!(jobs.is_none(), "close removes subscriptions from the live list");
+    assert!(
+        jobs.is_none(),
+        "close removes subscriptions from the live list"
+    );
     assert_eq!(s.total.dead_lettered, 1);
     assert_eq!(s.total.failed, 3);
     assert_eq!(s.total.retried, 2);
@@ -111,7 +119,11 @@ async fn permanent_error_skips_retries() {
         .unwrap();
     bus.publish("in", "garbage").await.unwrap();
     let dead = recv(&mut dlq_rx).await;
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "no retry for a permanent error");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "no retry for a permanent error"
+    );
     assert_eq!(dead.payload().as_ref(), b"garbage");
     assert_eq!(dead.headers().get(HEADER_SOURCE_TOPIC), Some("in"));
     assert_eq!(dead.headers().get(HEADER_ERROR), Some("cannot parse"));
@@ -145,7 +157,11 @@ async fn panicking_handler_is_a_failed_attempt_and_the_lane_survives() {
     assert_eq!(handled.len(), 2);
     assert_eq!(handled[0].0.as_ref(), b"boom");
     assert_eq!(handled[0].1, 2, "the panic counted as attempt 1");
-    assert_eq!(handled[1].0.as_ref(), b"after", "the lane kept going, in order");
+    assert_eq!(
+        handled[1].0.as_ref(),
+        b"after",
+        "the lane kept going, in order"
+    );
     let s = bus.stats();
     assert_eq!(s.total.failed, 1);
     assert_eq!(s.total.delivered, 2);
@@ -167,7 +183,10 @@ async fn panics_exhausting_retries_are_dead_lettered_as_panic() {
     bus.publish("p", "x").await.unwrap();
     let dead = recv(&mut dlq_rx).await;
     assert_eq!(dead.headers().get(HEADER_ERROR_CLASS), Some("panic"));
-    assert_eq!(dead.headers().get(HEADER_ERROR), Some("handler panicked: always"));
+    assert_eq!(
+        dead.headers().get(HEADER_ERROR),
+        Some("handler panicked: always")
+    );
     assert_eq!(dead.headers().get(HEADER_ATTEMPTS), Some("2"));
     bus.close().await.unwrap();
 }
@@ -190,7 +209,9 @@ async fn retried_envelope_keeps_its_aggregate_order() {
                 {
                     return Err(HandlerError::retryable("transient"));
                 }
-                seen.lock().unwrap().push((ev.aggregate_id, ev.event_version));
+                seen.lock()
+                    .unwrap()
+                    .push((ev.aggregate_id, ev.event_version));
                 Ok(())
             }
         })
@@ -205,9 +226,17 @@ async fn retried_envelope_keeps_its_aggregate_order() {
     }
     bus.close().await.unwrap();
     let seen = seen.lock().unwrap();
-    let order1: Vec<i64> = seen.iter().filter(|(a, _)| a == "order-1").map(|(_, v)| *v).collect();
+    let order1: Vec<i64> = seen
+        .iter()
+        .filter(|(a, _)| a == "order-1")
+        .map(|(_, v)| *v)
+        .collect();
     assert_eq!(order1, vec![1, 2, 3, 4, 5]);
-    let order2: Vec<i64> = seen.iter().filter(|(a, _)| a == "order-2").map(|(_, v)| *v).collect();
+    let order2: Vec<i64> = seen
+        .iter()
+        .filter(|(a, _)| a == "order-2")
+        .map(|(_, v)| *v)
+        .collect();
     assert_eq!(order2, vec![1, 2, 3, 4, 5]);
 }
 
@@ -228,14 +257,26 @@ async fn malformed_envelope_on_the_wire_is_dead_lettered() {
         .await
         .unwrap();
     // Raw bytes that are no envelope, then a valid one in JSON (Go) form.
-    bus.publish("events", "definitely not an envelope").await.unwrap();
+    bus.publish("events", "definitely not an envelope")
+        .await
+        .unwrap();
     let good = Envelope::new("acct-1", "Opened", 1, r#"{"x":1}"#);
-    bus.publish("events", good.encode_json().unwrap()).await.unwrap();
+    bus.publish("events", good.encode_json().unwrap())
+        .await
+        .unwrap();
     let dead = recv(&mut dlq_rx).await;
     assert_eq!(dead.payload().as_ref(), b"definitely not an envelope");
     assert_eq!(dead.headers().get(HEADER_ERROR_CLASS), Some("malformed"));
-    assert_eq!(dead.headers().get(HEADER_ATTEMPTS), Some("1"), "malformed is never retried");
-    assert!(dead.headers().get(HEADER_ERROR).unwrap().starts_with("malformed envelope"));
+    assert_eq!(
+        dead.headers().get(HEADER_ATTEMPTS),
+        Some("1"),
+        "malformed is never retried"
+    );
+    assert!(dead
+        .headers()
+        .get(HEADER_ERROR)
+        .unwrap()
+        .starts_with("malformed envelope"));
     bus.close().await.unwrap();
     assert_eq!(handled.load(Ordering::SeqCst), 1);
 }

@@ -36,8 +36,8 @@ use futures_util::FutureExt;
 
 use super::lanes::{Body, Delivery};
 use super::ring::Consumer;
-use crate::pipeline::dead_letter::{dead_letter_message, FailureKind, Republish};
 use super::sync::Mutex;
+use crate::pipeline::dead_letter::{dead_letter_message, FailureKind, Republish};
 use crate::pipeline::metrics::{LaneCounters, LaneStats};
 use crate::{Envelope, ErrorClass, Handler, Message, RetryPolicy};
 

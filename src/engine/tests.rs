@@ -45,7 +45,9 @@ mod ring {
     fn close_refuses_and_drains() {
         let (ring, mut rx) = Ring::with_capacity(4);
         ring.try_push(String::from("a")).unwrap();
+        assert!(!ring.is_closed());
         ring.close();
+        assert!(ring.is_closed());
         assert!(matches!(ring.try_push("b".into()), Err(TryPushError::Closed(s)) if s == "b"));
         let mut buf = Vec::new();
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -20,12 +20,8 @@ use crate::config::{duration_serde, ConfigError};
 /// use std::time::Duration;
 /// use lanebus::RetryPolicy;
 ///
-/// let policy = RetryPolicy {
-///     max_attempts: 5,
-///     initial_backoff: Duration::from_millis(10),
-///     max_backoff: Duration::from_millis(50),
-///     ..RetryPolicy::default()
-/// };
+/// let policy = RetryPolicy::attempts(5)
+///     .with_backoff(Duration::from_millis(10), Duration::from_millis(50));
 /// assert_eq!(policy.backoff(1), Duration::from_millis(10));
 /// assert_eq!(policy.backoff(2), Duration::from_millis(20));
 /// assert_eq!(policy.backoff(4), Duration::from_millis(50));
