@@ -69,7 +69,13 @@ pub(crate) mod sync;
 mod topic;
 pub(crate) mod transport;
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 #[cfg(feature = "loom")]
+#[allow(clippy::duplicate_mod)]
 pub(crate) mod loom_engine;
 
 pub use bus::{Bus, HealthReport};

@@ -23,7 +23,25 @@ pub(crate) mod std_impl {
     pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
     pub(crate) use std::sync::Arc;
 
-    pub(crate) use futures_util::task::AtomicWaker;
+    /// Single-waker slot (`futures-util`'s), with loom's method names.
+    #[derive(Debug, Default)]
+    pub(crate) struct AtomicWaker(futures_util::task::AtomicWaker);
+
+    impl AtomicWaker {
+        pub(crate) fn new() -> Self {
+            Self(futures_util::task::AtomicWaker::new())
+        }
+
+        #[inline]
+        pub(crate) fn register_by_ref(&self, waker: &std::task::Waker) {
+            self.0.register(waker)
+        }
+
+        #[inline]
+        pub(crate) fn wake(&self) {
+            self.0.wake()
+        }
+    }
 
     /// `UnsafeCell` with loom's closure-based access API, so ring code reads
     /// the same under loom and without it.
@@ -99,7 +117,7 @@ pub(crate) mod std_impl {
 pub(crate) mod loom_impl {
     pub(crate) use loom::cell::UnsafeCell;
     pub(crate) use loom::future::AtomicWaker;
-    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
     pub(crate) use loom::sync::Arc;
 
     /// Cold-path lock: loom's mutex.

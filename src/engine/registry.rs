@@ -28,7 +28,7 @@ use super::sync::{Arc, Mutex, SnapshotCell, SnapshotGuard};
 
 /// One immutable view of the registry.
 pub(crate) struct Snapshot<V> {
-    map: HashMap<Arc<str>, V, ahash::RandomState>,
+    map: HashMap<Box<str>, V, ahash::RandomState>,
 }
 
 impl<V> Snapshot<V> {
@@ -107,12 +107,7 @@ impl<V: Clone> Registry<V> {
             }
         }
         if let Some(v) = next {
-            let key = current
-                .map
-                .get_key_value(topic)
-                .map(|(k, _)| k.clone())
-                .unwrap_or_else(|| Arc::from(topic));
-            map.insert(key, v);
+            map.insert(Box::from(topic), v);
         }
         self.cell.store(Arc::new(Snapshot { map }));
         out

@@ -411,7 +411,7 @@ impl<T> Consumer<T> {
         if self.try_drain(buf, max) > 0 {
             return Poll::Ready(true);
         }
-        self.ring.consumer.register(cx.waker());
+        self.ring.consumer.register_by_ref(cx.waker());
         let tail = &self.ring.tail;
         let mut cur = tail.load(Ordering::Acquire);
         loop {

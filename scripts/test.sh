@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite of lanebus, from a fresh clone on a fresh machine:
+# installs what is missing, then runs the gates (format, lints) and every
+# test (unit, integration, property, doc).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+# --- what the suite needs -----------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo is not installed: this suite needs a Rust toolchain (rustup)" >&2
+    exit 1
+fi
+for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+        log "installing rustup component ${component}"
+        rustup component add "${component}"
+    fi
+done
+
+# --- gates ---------------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all --check
+
+log "cargo clippy (all targets, all features) -D warnings"
+cargo clippy --locked --all-targets --all-features -- -D warnings
+
+# --- tests ---------------------------------------------------------------------
+log "cargo test (unit, integration, property, doc)"
+cargo test --locked
+
+log "all green"
