@@ -78,6 +78,10 @@ pub struct ReadmeDoctests;
 #[allow(clippy::duplicate_mod)]
 pub(crate) mod loom_engine;
 
+#[cfg(all(test, feature = "loom"))]
+#[path = "../loom-tests/mod.rs"]
+mod loom_models;
+
 pub use bus::{Bus, HealthReport};
 pub use config::{BusConfig, ConfigError, TransportKind};
 pub use envelope::{key_hash, DecodeError, EncodeError, Envelope, EnvelopeError, WireFormat};

@@ -105,6 +105,12 @@ pub(crate) mod std_impl {
         }
     }
 
+    /// Busy-wait hint for a loop that waits on another thread's progress.
+    #[inline(always)]
+    pub(crate) fn spin_hint() {
+        std::hint::spin_loop();
+    }
+
     /// Capacities of a normal build.
     pub(crate) mod cap {
         /// Smallest ring capacity (rounded up to a power of two).
@@ -159,6 +165,12 @@ pub(crate) mod loom_impl {
         pub(crate) fn store(&self, value: Arc<T>) {
             *self.0.write().expect("loom rwlock poisoned") = value;
         }
+    }
+
+    /// Under loom a spinning thread must yield, or the model never lets the
+    /// thread it waits for run.
+    pub(crate) fn spin_hint() {
+        loom::thread::yield_now();
     }
 
     /// Capacities shrink under loom so models stay small enough to explore.

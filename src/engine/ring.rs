@@ -48,7 +48,9 @@ use std::task::{Context, Poll, Waker};
 
 use crossbeam_utils::CachePadded;
 
-use super::sync::{fence, Arc, AtomicBool, AtomicU64, AtomicWaker, Mutex, Ordering, UnsafeCell};
+use super::sync::{
+    fence, spin_hint, Arc, AtomicBool, AtomicU64, AtomicWaker, Mutex, Ordering, UnsafeCell,
+};
 
 const FREE: u64 = 0;
 const READY: u64 = 1;
@@ -199,14 +201,15 @@ impl<T> Ring<T> {
             } else if stamp < pos << 2 {
                 // The slot still holds (or is about to hold) the value of the
                 // previous lap: full, unless `tail` moved meanwhile.
-                let now = self.tail.load(Ordering::Relaxed);
+                let now = self.tail.load(Ordering::Acquire);
                 if now == cur {
                     return Err(ReserveError::Full);
                 }
                 cur = now;
             } else {
-                // Another producer claimed `pos` already.
-                cur = self.tail.load(Ordering::Relaxed);
+                // Another producer claimed `pos` already; our `cur` is stale.
+                spin_hint();
+                cur = self.tail.load(Ordering::Acquire);
             }
         }
     }
@@ -422,6 +425,7 @@ impl<T> Consumer<T> {
                     return Poll::Ready(true);
                 }
                 // A producer is between its claim and its write: yield.
+                spin_hint();
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
