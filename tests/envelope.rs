@@ -221,11 +221,18 @@ fn binary_round_trip_no_optionals() {
 }
 
 #[test]
-fn binary_keeps_empty_optionals_empty_payloads_and_old_times() {
+fn binary_keeps_empty_payloads_and_old_times_and_drops_empty_ids() {
     let mut env = minimal().with_trace_id("").with_tenant_id("");
     env.payload = Bytes::new();
     env.timestamp = SystemTime::UNIX_EPOCH - Duration::new(2_000_000_000, 1);
-    assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
+    let back = Envelope::decode(&env.encode()).unwrap();
+    // An empty optional ID means none, in both wire forms (Go's omitempty),
+    // so binary and JSON agree on every envelope.
+    assert_eq!(back.trace_id, None);
+    assert_eq!(back.tenant_id, None);
+    env.trace_id = None;
+    env.tenant_id = None;
+    assert_eq!(back, env);
 }
 
 #[test]
@@ -532,4 +539,34 @@ fn malformed_json_is_typed() {
         Envelope::decode(json.as_bytes()),
         Err(DecodeError::BadTimestamp { .. })
     ));
+}
+
+/// Inputs the `envelope_decode` fuzz target once failed on, kept as
+/// regression tests of its properties.
+mod fuzz_regressions {
+    use lanebus::Envelope;
+
+    /// Every form an input decodes to re-encodes, in both forms, to an equal
+    /// envelope (the fuzz target's round-trip property).
+    fn check(input: &[u8]) {
+        for ev in [Envelope::decode_binary(input), Envelope::decode_json(input)]
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(Envelope::decode(&ev.encode()).unwrap(), ev);
+            if let Ok(json) = ev.encode_json() {
+                assert_eq!(Envelope::decode(&json).unwrap(), ev);
+            }
+        }
+    }
+
+    /// A binary envelope carrying a present-but-empty correlation ID: JSON
+    /// cannot tell it from an absent one, so both forms now read it as none.
+    #[test]
+    fn empty_optional_id() {
+        let input = include_bytes!("fuzz-regressions/empty-optional-id.bin");
+        let ev = Envelope::decode(input).expect("decodes");
+        assert_eq!(ev.correlation_id, None);
+        check(input);
+    }
 }

@@ -93,14 +93,17 @@ const MAX_VARINT_LEN: usize = 10;
 
 /// Writes the binary form of `env`.
 pub(super) fn encode(env: &Envelope) -> Bytes {
-    let optional = [&env.trace_id, &env.correlation_id, &env.tenant_id];
+    // An empty optional ID means none, as in the JSON form (Go's omitempty):
+    // both forms write it as absent.
+    let optional = [&env.trace_id, &env.correlation_id, &env.tenant_id]
+        .map(|o| o.as_deref().filter(|s| !s.is_empty()));
     let strings = env.event_id.len()
         + env.aggregate_id.len()
         + env.event_type.len()
         + optional
             .iter()
-            .filter_map(|o| o.as_ref())
-            .map(String::len)
+            .flatten()
+            .map(|s| s.len())
             .sum::<usize>()
         + env
             .headers
@@ -298,7 +301,8 @@ impl<'a> Reader<'a> {
         if flags & bit == 0 {
             return Ok(None);
         }
-        self.string(field).map(Some)
+        // Present but empty reads as absent: one meaning for "no ID".
+        self.string(field).map(|s| Some(s).filter(|s| !s.is_empty()))
     }
 }
 
