@@ -78,6 +78,9 @@ pub struct ReadmeDoctests;
 #[allow(clippy::duplicate_mod)]
 pub(crate) mod loom_engine;
 
+#[doc(hidden)]
+pub mod __bench;
+
 #[cfg(all(test, feature = "loom"))]
 #[path = "../loom-tests/mod.rs"]
 mod loom_models;

@@ -93,6 +93,9 @@ impl Deliverable for Envelope {
     }
 }
 
+/// Scheduler turns an idle worker yields before it parks.
+const IDLE_TURNS_BEFORE_PARK: u32 = 4;
+
 /// Where a worker sends dead letters and how it retries.
 pub(crate) struct Policy {
     pub(crate) retry: RetryPolicy,
@@ -138,7 +141,20 @@ impl<M: Deliverable, H: Handler<M>> LaneWorker<M, H> {
     pub(crate) async fn run(mut self) {
         let batch = self.policy.drain_batch.max(1);
         let mut buf = Vec::with_capacity(batch);
-        while self.consumer.drain(&mut buf, batch).await {
+        loop {
+            // An empty ring during a burst usually refills within a few
+            // scheduler turns: yield a little before parking, which would
+            // cost the next publisher a cross-thread wake-up.
+            let mut advanced = self.consumer.try_drain(&mut buf, batch);
+            let mut turns = 0;
+            while advanced == 0 && turns < IDLE_TURNS_BEFORE_PARK {
+                tokio::task::yield_now().await;
+                advanced = self.consumer.try_drain(&mut buf, batch);
+                turns += 1;
+            }
+            if advanced == 0 && !self.consumer.drain(&mut buf, batch).await {
+                break;
+            }
             for d in buf.drain(..) {
                 self.process(d).await;
             }

@@ -100,11 +100,7 @@ pub(super) fn encode(env: &Envelope) -> Bytes {
     let strings = env.event_id.len()
         + env.aggregate_id.len()
         + env.event_type.len()
-        + optional
-            .iter()
-            .flatten()
-            .map(|s| s.len())
-            .sum::<usize>()
+        + optional.iter().flatten().map(|s| s.len()).sum::<usize>()
         + env
             .headers
             .iter()
@@ -302,7 +298,8 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         // Present but empty reads as absent: one meaning for "no ID".
-        self.string(field).map(|s| Some(s).filter(|s| !s.is_empty()))
+        self.string(field)
+            .map(|s| Some(s).filter(|s| !s.is_empty()))
     }
 }
 

@@ -39,16 +39,21 @@ pub(crate) fn thread_shard() -> usize {
     })
 }
 
-/// The next value of this thread's round-robin cursor, starting at the
-/// thread's shard so that threads start on different lanes.
+/// Unkeyed records a thread sends to one lane before moving to the next.
+/// Runs keep lane workers draining whole batches (one wake-up per run, not
+/// per record) while still spreading a thread's traffic over every lane.
+pub(crate) const LANE_RUN: u32 = 32;
+
+/// The lane cursor of this thread for an unkeyed record: starts at the
+/// thread's shard (threads start on different lanes) and moves on by one
+/// every [`LANE_RUN`] records.
 #[inline]
 pub(crate) fn next_round_robin() -> u32 {
     let shard = thread_shard();
     LOCAL.with(|c| {
         let (s, rr) = c.get();
-        let next = rr.wrapping_add(1);
-        c.set((s, next));
-        (shard as u32).wrapping_add(rr)
+        c.set((s, rr.wrapping_add(1)));
+        (shard as u32).wrapping_add(rr / LANE_RUN)
     })
 }
 

@@ -1,0 +1,163 @@
+//! Handler lookup in the atomic-snapshot registry (load the snapshot, find
+//! the topic), beside a `parking_lot::RwLock<HashMap>` in the same groups.
+//!
+//! - `lookup`: one thread, 100 topics, no writers.
+//! - `lookup_churn`: the same while another thread subscribes and
+//!   unsubscribes (copy-on-write updates) without pause.
+//! - `lookup_threads`: 1 and 2 threads looking up at once (elements are
+//!   lookups over all threads, so linear scaling doubles the rate).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use lanebus::__bench::Registry;
+use parking_lot::RwLock;
+
+const TOPICS: usize = 100;
+const LOOKUPS: u64 = 1_000_000;
+
+fn topics() -> Vec<String> {
+    (0..TOPICS).map(|i| format!("orders.events.v{i}")).collect()
+}
+
+fn filled() -> (Registry, RwLock<HashMap<String, u64>>) {
+    let reg = Registry::default();
+    let mut map = HashMap::new();
+    for (i, t) in topics().iter().enumerate() {
+        reg.insert(t, i as u64);
+        map.insert(t.clone(), i as u64);
+    }
+    (reg, RwLock::new(map))
+}
+
+fn lookups(reg: &Registry, names: &[String], n: u64) -> u64 {
+    let mut sum = 0;
+    for i in 0..n {
+        let t = &names[(i as usize * 7) % names.len()];
+        sum += reg.lookup(black_box(t)).unwrap_or(0);
+    }
+    sum
+}
+
+fn lookups_rwlock(map: &RwLock<HashMap<String, u64>>, names: &[String], n: u64) -> u64 {
+    let mut sum = 0;
+    for i in 0..n {
+        let t = &names[(i as usize * 7) % names.len()];
+        sum += map.read().get(black_box(t.as_str())).copied().unwrap_or(0);
+    }
+    sum
+}
+
+fn lookup(c: &mut Criterion) {
+    let (reg, map) = filled();
+    let names = topics();
+    let mut g = c.benchmark_group("lookup");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("lanebus_registry", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 7) % names.len();
+            reg.lookup(black_box(&names[i]))
+        })
+    });
+    g.bench_function("rwlock_hashmap", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 7) % names.len();
+            map.read().get(black_box(names[i].as_str())).copied()
+        })
+    });
+    g.finish();
+}
+
+fn lookup_churn(c: &mut Criterion) {
+    let (reg, map) = filled();
+    let (reg, map) = (Arc::new(reg), Arc::new(map));
+    let names = topics();
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (reg, map, stop) = (reg.clone(), map.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                reg.insert("churn.topic", n);
+                map.write().insert("churn.topic".into(), n);
+                reg.remove("churn.topic");
+                map.write().remove("churn.topic");
+                n += 1;
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        })
+    };
+    let mut g = c.benchmark_group("lookup_churn");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("lanebus_registry", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 7) % names.len();
+            reg.lookup(black_box(&names[i]))
+        })
+    });
+    g.bench_function("rwlock_hashmap", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            i = (i + 7) % names.len();
+            map.read().get(black_box(names[i].as_str())).copied()
+        })
+    });
+    g.finish();
+    stop.store(true, Ordering::Relaxed);
+    churn.join().expect("churn thread");
+}
+
+fn lookup_threads(c: &mut Criterion) {
+    let (reg, map) = filled();
+    let names = topics();
+    let mut g = c.benchmark_group("lookup_threads");
+    g.sample_size(20);
+    for threads in [1u64, 2] {
+        g.throughput(Throughput::Elements(LOOKUPS * threads));
+        g.bench_with_input(
+            BenchmarkId::new("lanebus_registry", threads),
+            &threads,
+            |b, &t| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        std::thread::scope(|s| {
+                            for _ in 0..t {
+                                s.spawn(|| black_box(lookups(&reg, &names, LOOKUPS)));
+                            }
+                        });
+                    }
+                    start.elapsed()
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("rwlock_hashmap", threads),
+            &threads,
+            |b, &t| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        std::thread::scope(|s| {
+                            for _ in 0..t {
+                                s.spawn(|| black_box(lookups_rwlock(&map, &names, LOOKUPS)));
+                            }
+                        });
+                    }
+                    start.elapsed()
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, lookup, lookup_churn, lookup_threads);
+criterion_main!(benches);

@@ -1,0 +1,615 @@
+//! The bench tool: end-to-end throughput and latency of the bus per
+//! transport and scenario, beside raw crossbeam-channel moving the same
+//! messages, with the same topology, in the same run.
+//!
+//! ```text
+//! cargo run --release --example bench -- --transport memory [--json] [--scale 1.0] [--scenario NAME]...
+//! ```
+//!
+//! Scenarios (memory):
+//! - `plain`: 1 publisher → 1 subscription (4 lanes), plain messages.
+//! - `keyed`: envelopes over 1,000 aggregate IDs on 8 lanes; per-key order is
+//!   verified and reported.
+//! - `fanout`: 1 publisher → 4 subscriptions on one topic.
+//! - `contention`: 2 publishers → 1 subscription.
+//!
+//! Throughput is publish start → last message handled, unpaced. Latency
+//! (p50/p99, publish → handler) comes from a second, paced run at half the
+//! measured throughput, each message carrying its send time. The baseline
+//! moves the same messages through bounded crossbeam channels to consumer
+//! threads (one per lane or subscription) running the same trivial handler.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lanebus::{key_hash, Bus, Envelope, HandlerError, Message, OutboundMessage, SubscribeOptions};
+
+const AGGREGATES: usize = 1_000;
+
+struct Args {
+    transport: String,
+    json: bool,
+    scale: f64,
+    scenarios: Vec<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        transport: "memory".into(),
+        json: false,
+        scale: 1.0,
+        scenarios: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--transport" => args.transport = it.next().ok_or("--transport needs a value")?,
+            "--json" => args.json = true,
+            "--scale" => {
+                args.scale = it
+                    .next()
+                    .ok_or("--scale needs a value")?
+                    .parse()
+                    .map_err(|e| format!("--scale: {e}"))?
+            }
+            "--scenario" => args
+                .scenarios
+                .push(it.next().ok_or("--scenario needs a value")?),
+            "-h" | "--help" => {
+                println!("bench --transport memory [--json] [--scale F] [--scenario plain|keyed|fanout|contention]...");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if args.scenarios.is_empty() {
+        args.scenarios = ["plain", "keyed", "fanout", "contention"]
+            .map(String::from)
+            .into();
+    }
+    Ok(args)
+}
+
+/// Log-linear latency histogram (1/64 relative precision), lock-free.
+struct Histogram {
+    buckets: Vec<AtomicU64>,
+}
+
+impl Histogram {
+    const SUB: u64 = 64;
+
+    fn new() -> Self {
+        Self {
+            buckets: (0..64 * Self::SUB).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn index(ns: u64) -> usize {
+        if ns < Self::SUB {
+            return ns as usize;
+        }
+        let exp = 63 - ns.leading_zeros() as u64; // ≥ 6
+        let shift = exp - 6;
+        let sub = (ns >> shift) - Self::SUB; // 0..64
+        ((exp - 5) * Self::SUB + sub) as usize
+    }
+
+    fn lower_bound(idx: usize) -> u64 {
+        let idx = idx as u64;
+        if idx < Self::SUB {
+            return idx;
+        }
+        let exp = idx / Self::SUB + 5;
+        let sub = idx % Self::SUB;
+        (Self::SUB + sub) << (exp - 6)
+    }
+
+    fn record(&self, ns: u64) {
+        self.buckets[Self::index(ns).min(self.buckets.len() - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn quantile_us(&self, q: f64) -> f64 {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return f64::NAN;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Self::lower_bound(i) as f64 / 1000.0;
+            }
+        }
+        f64::NAN
+    }
+}
+
+/// What a scenario measured.
+struct Report {
+    scenario: &'static str,
+    messages: u64,
+    msgs_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    baseline_msgs_per_sec: f64,
+    order_ok: Option<bool>,
+}
+
+/// Nanoseconds since the process's clock base (the send stamp).
+fn now_ns(base: Instant) -> u64 {
+    base.elapsed().as_nanos() as u64
+}
+
+fn stamp(base: Instant) -> Bytes {
+    Bytes::copy_from_slice(&now_ns(base).to_le_bytes())
+}
+
+fn stamp_of(payload: &[u8]) -> u64 {
+    payload
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .unwrap_or(0)
+}
+
+/// A counter with one cache-padded cell per worker thread, so that lanes
+/// on different threads do not contend on it (the baseline's consumers count
+/// in locals).
+#[derive(Default)]
+struct Count {
+    cells: [crossbeam_utils::CachePadded<AtomicU64>; 16],
+}
+
+thread_local! {
+    static CELL: usize = {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id()) as usize % 16
+    };
+}
+
+impl Count {
+    #[inline]
+    fn add(&self) {
+        CELL.with(|&c| self.cells[c].fetch_add(1, Ordering::Release));
+    }
+
+    fn load(&self) -> u64 {
+        self.cells.iter().map(|c| c.load(Ordering::Acquire)).sum()
+    }
+}
+
+/// Counts handled messages and records latency when the payload is stamped.
+#[derive(Clone)]
+struct Probe {
+    handled: Arc<Count>,
+    hist: Arc<Histogram>,
+    base: Instant,
+    timing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Probe {
+    fn new(base: Instant) -> Self {
+        Self {
+            handled: Arc::default(),
+            hist: Arc::new(Histogram::new()),
+            base,
+            timing: Arc::default(),
+        }
+    }
+
+    #[inline]
+    fn hit(&self, payload: &[u8]) {
+        if self.timing.load(Ordering::Relaxed) {
+            let sent = stamp_of(payload);
+            self.hist.record(now_ns(self.base).saturating_sub(sent));
+        }
+        self.handled.add();
+    }
+
+    async fn wait(&self, target: u64) {
+        while self.handled.load() < target {
+            tokio::time::sleep(Duration::from_micros(100)).await;
+        }
+    }
+}
+
+async fn plain_subscription(
+    bus: &Bus,
+    topic: &str,
+    lanes: usize,
+    probe: &Probe,
+) -> lanebus::Subscription {
+    let p = probe.clone();
+    bus.subscribe_with(
+        topic,
+        SubscribeOptions::default()
+            .lanes(lanes)
+            .ring_capacity(4096)
+            .drain_batch(256),
+        move |m: Message| {
+            p.hit(m.payload());
+            std::future::ready(Ok::<(), HandlerError>(()))
+        },
+    )
+    .await
+    .expect("subscribe")
+}
+
+/// Publishes `n` plain messages from `publishers` tasks, then waits until
+/// `expect` handler calls happened. Returns msgs/s of publishes.
+async fn run_plain(
+    bus: &Bus,
+    topic: &'static str,
+    publishers: u64,
+    n: u64,
+    probe: &Probe,
+    expect: u64,
+) -> f64 {
+    let payload = Bytes::from_static(&[0u8; 32]);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..publishers)
+        .map(|_| {
+            let bus = bus.clone();
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                for _ in 0..n / publishers {
+                    bus.publish(topic, payload.clone()).await.expect("publish");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("publisher");
+    }
+    probe.wait(expect).await;
+    (n / publishers * publishers) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Waits until `start + i / rate`: each message leaves at its own time, not
+/// in bursts (yielding to other tasks while early).
+async fn pace(start: Instant, i: u64, rate: f64) {
+    let due = start + Duration::from_secs_f64(i as f64 / rate);
+    while Instant::now() < due {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Publishes `n` stamped messages at `rate` msgs/s in all.
+async fn paced_plain(
+    bus: &Bus,
+    topic: &'static str,
+    publishers: u64,
+    n: u64,
+    rate: f64,
+    base: Instant,
+) {
+    let per_publisher_rate = rate / publishers as f64;
+    let tasks: Vec<_> = (0..publishers)
+        .map(|_| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let start = Instant::now();
+                for i in 0..n / publishers {
+                    pace(start, i, per_publisher_rate).await;
+                    bus.publish_with(topic, OutboundMessage::new(stamp(base)))
+                        .await
+                        .expect("publish");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("publisher");
+    }
+}
+
+/// Raw crossbeam-channel: `publishers` threads send `n` messages, each
+/// routed to one of `lanes` channels (or copied to every channel with
+/// `fanout`), consumer threads count them.
+fn baseline(publishers: u64, lanes: usize, fanout: bool, n: u64) -> f64 {
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..lanes)
+        .map(|_| crossbeam_channel::bounded::<Bytes>(4096))
+        .unzip();
+    let payload = Bytes::from_static(&[0u8; 32]);
+    let start = Instant::now();
+    let consumers: Vec<_> = rxs
+        .into_iter()
+        .map(|rx| {
+            std::thread::spawn(move || {
+                let mut k = 0u64;
+                while let Ok(m) = rx.recv() {
+                    std::hint::black_box(&m);
+                    k += 1;
+                }
+                k
+            })
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for p in 0..publishers {
+            let txs = &txs;
+            let payload = &payload;
+            s.spawn(move || {
+                for i in 0..n / publishers {
+                    if fanout {
+                        for tx in txs {
+                            tx.send(payload.clone()).expect("send");
+                        }
+                    } else {
+                        let lane = ((i + p) % txs.len() as u64) as usize;
+                        txs[lane].send(payload.clone()).expect("send");
+                    }
+                }
+            });
+        }
+    });
+    drop(txs);
+    let total: u64 = consumers
+        .into_iter()
+        .map(|c| c.join().expect("consumer"))
+        .sum();
+    let _ = total;
+    (n / publishers * publishers) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn plain_like(
+    scenario: &'static str,
+    publishers: u64,
+    subscriptions: usize,
+    lanes: usize,
+    n: u64,
+    base: Instant,
+) -> Report {
+    // Throughput.
+    let bus = Bus::memory();
+    let probe = Probe::new(base);
+    let mut subs = Vec::new();
+    for _ in 0..subscriptions {
+        subs.push(plain_subscription(&bus, "bench", lanes, &probe).await);
+    }
+    let expect = n / publishers * publishers * subscriptions as u64;
+    let rate = run_plain(&bus, "bench", publishers, n, &probe, expect).await;
+    // Latency at half that rate.
+    probe.timing.store(true, Ordering::Relaxed);
+    let lat_n = (rate * 0.5 * 0.4).clamp(10_000.0, 1_000_000.0) as u64; // ~0.4 s
+    let before = probe.handled.load();
+    paced_plain(&bus, "bench", publishers, lat_n, rate * 0.5, base).await;
+    probe
+        .wait(before + lat_n / publishers * publishers * subscriptions as u64)
+        .await;
+    bus.close().await.expect("close");
+    drop(subs);
+    let fanout = subscriptions > 1;
+    let baseline_rate = tokio::task::spawn_blocking(move || {
+        baseline(
+            publishers,
+            if fanout { subscriptions } else { lanes },
+            fanout,
+            n,
+        )
+    })
+    .await
+    .expect("baseline");
+    Report {
+        scenario,
+        messages: n,
+        msgs_per_sec: rate,
+        p50_us: probe.hist.quantile_us(0.50),
+        p99_us: probe.hist.quantile_us(0.99),
+        baseline_msgs_per_sec: baseline_rate,
+        order_ok: None,
+    }
+}
+
+async fn keyed(n: u64, base: Instant) -> Report {
+    let lanes = 8;
+    let bus = Bus::memory();
+    let probe = Probe::new(base);
+    let last: Arc<Vec<AtomicI64>> = Arc::new((0..AGGREGATES).map(|_| AtomicI64::new(0)).collect());
+    let disorder = Arc::new(AtomicU64::new(0));
+    let sub = {
+        let (p, last, disorder) = (probe.clone(), last.clone(), disorder.clone());
+        bus.subscribe_envelope_with(
+            "keyed",
+            SubscribeOptions::default()
+                .lanes(lanes)
+                .ring_capacity(4096)
+                .drain_batch(256),
+            move |ev: Envelope| {
+                let idx: usize = ev.aggregate_id[4..].parse().unwrap_or(0);
+                let prev = last[idx].swap(ev.event_version, Ordering::Relaxed);
+                if prev + 1 != ev.event_version {
+                    disorder.fetch_add(1, Ordering::Relaxed);
+                }
+                p.hit(&ev.payload);
+                std::future::ready(Ok::<(), HandlerError>(()))
+            },
+        )
+        .await
+        .expect("subscribe")
+    };
+    let ids: Vec<String> = (0..AGGREGATES).map(|i| format!("agg-{i}")).collect();
+    let per_key = (n as usize / AGGREGATES).max(1);
+    // Versions 1..=per_key of every aggregate, interleaved across aggregates.
+    let build = || -> Vec<Envelope> {
+        let mut v = Vec::with_capacity(per_key * AGGREGATES);
+        for version in 1..=per_key as i64 {
+            for id in &ids {
+                v.push(Envelope::new(
+                    id.as_str(),
+                    "Updated",
+                    version,
+                    Bytes::from_static(&[0u8; 8]),
+                ));
+            }
+        }
+        v
+    };
+    let events = build();
+    let total = events.len() as u64;
+    let start = Instant::now();
+    for ev in events {
+        bus.publish_envelope("keyed", ev).await.expect("publish");
+    }
+    probe.wait(total).await;
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+
+    // Latency run, paced at half the rate; the send stamp rides in the payload.
+    probe.timing.store(true, Ordering::Relaxed);
+    let lat_keys = ((rate * 0.5 * 0.4) as usize / AGGREGATES).clamp(10, per_key.max(10));
+    let mut sent = 0usize;
+    let mut published = vec![per_key as i64; AGGREGATES];
+    let mut key = 0usize;
+    let paced_from = Instant::now();
+    while sent < lat_keys * AGGREGATES {
+        pace(paced_from, sent as u64, rate * 0.5).await;
+        published[key] += 1;
+        let ev = Envelope::new(ids[key].as_str(), "Updated", published[key], stamp(base));
+        bus.publish_envelope("keyed", ev).await.expect("publish");
+        sent += 1;
+        key = (key + 1) % AGGREGATES;
+    }
+    probe.wait(total + sent as u64).await;
+    bus.close().await.expect("close");
+    drop(sub);
+    // Every aggregate's versions arrived one after the other, up to the last.
+    let complete = last
+        .iter()
+        .zip(&published)
+        .all(|(seen, want)| seen.load(Ordering::Relaxed) == *want);
+    let order_ok = disorder.load(Ordering::Relaxed) == 0 && complete;
+
+    // Baseline: the same envelopes through 8 crossbeam channels by key hash.
+    let events = build();
+    let baseline_rate = tokio::task::spawn_blocking(move || {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..lanes)
+            .map(|_| crossbeam_channel::bounded::<Envelope>(4096))
+            .unzip();
+        let start = Instant::now();
+        let consumers: Vec<_> = rxs
+            .into_iter()
+            .map(|rx| {
+                std::thread::spawn(move || {
+                    let mut last = vec![0i64; AGGREGATES];
+                    let mut bad = 0u64;
+                    while let Ok(ev) = rx.recv() {
+                        let idx: usize = ev.aggregate_id[4..].parse().unwrap_or(0);
+                        if last[idx] + 1 != ev.event_version {
+                            bad += 1;
+                        }
+                        last[idx] = ev.event_version;
+                    }
+                    bad
+                })
+            })
+            .collect();
+        let n = events.len() as f64;
+        for ev in events {
+            let lane = (key_hash(ev.aggregate_id.as_bytes()) % lanes as u64) as usize;
+            txs[lane].send(ev).expect("send");
+        }
+        drop(txs);
+        let bad: u64 = consumers
+            .into_iter()
+            .map(|c| c.join().expect("consumer"))
+            .sum();
+        assert_eq!(bad, 0, "baseline keeps per-key order");
+        n / start.elapsed().as_secs_f64()
+    })
+    .await
+    .expect("baseline");
+    Report {
+        scenario: "keyed",
+        messages: total,
+        msgs_per_sec: rate,
+        p50_us: probe.hist.quantile_us(0.50),
+        p99_us: probe.hist.quantile_us(0.99),
+        baseline_msgs_per_sec: baseline_rate,
+        order_ok: Some(order_ok),
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = parse_args()?;
+    if args.transport != "memory" {
+        return Err(format!("unknown transport `{}` (available: memory)", args.transport).into());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let base = Instant::now();
+    let scaled = |n: f64| (n * args.scale).max(10_000.0) as u64;
+    let mut reports = Vec::new();
+    for s in &args.scenarios {
+        let r = rt.block_on(async {
+            match s.as_str() {
+                "plain" => Ok(plain_like("plain", 1, 1, 4, scaled(4_000_000.0), base).await),
+                "keyed" => Ok(keyed(scaled(1_000_000.0), base).await),
+                "fanout" => Ok(plain_like("fanout", 1, 4, 1, scaled(1_000_000.0), base).await),
+                "contention" => {
+                    Ok(plain_like("contention", 2, 1, 4, scaled(4_000_000.0), base).await)
+                }
+                other => Err(format!("unknown scenario `{other}`")),
+            }
+        })?;
+        if args.json {
+            println!(
+                "{{\"transport\":\"{}\",\"scenario\":\"{}\",\"messages\":{},\"msgs_per_sec\":{:.0},\"p50_us\":{:.2},\"p99_us\":{:.2},\"baseline_msgs_per_sec\":{:.0},\"ratio\":{:.3}{}}}",
+                args.transport,
+                r.scenario,
+                r.messages,
+                r.msgs_per_sec,
+                r.p50_us,
+                r.p99_us,
+                r.baseline_msgs_per_sec,
+                r.msgs_per_sec / r.baseline_msgs_per_sec,
+                r.order_ok.map(|o| format!(",\"order_ok\":{o}")).unwrap_or_default(),
+            );
+        }
+        reports.push(r);
+    }
+    if !args.json {
+        println!(
+            "{:<10} {:<11} {:>10} {:>14} {:>9} {:>9} {:>16} {:>7} {:>8}",
+            "transport",
+            "scenario",
+            "messages",
+            "msgs/s",
+            "p50 us",
+            "p99 us",
+            "baseline msgs/s",
+            "ratio",
+            "order"
+        );
+        for r in &reports {
+            println!(
+                "{:<10} {:<11} {:>10} {:>14.0} {:>9.2} {:>9.2} {:>16.0} {:>7.3} {:>8}",
+                args.transport,
+                r.scenario,
+                r.messages,
+                r.msgs_per_sec,
+                r.p50_us,
+                r.p99_us,
+                r.baseline_msgs_per_sec,
+                r.msgs_per_sec / r.baseline_msgs_per_sec,
+                match r.order_ok {
+                    Some(true) => "held",
+                    Some(false) => "BROKEN",
+                    None => "-",
+                }
+            );
+        }
+    }
+    if reports.iter().any(|r| r.order_ok == Some(false)) {
+        return Err("per-key order broke".into());
+    }
+    Ok(())
+}
