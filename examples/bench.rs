@@ -28,11 +28,15 @@ use lanebus::{key_hash, Bus, Envelope, HandlerError, Message, OutboundMessage, S
 
 const AGGREGATES: usize = 1_000;
 
+/// `--no-latency`: throughput runs only (for profiling).
+static SKIP_LATENCY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 struct Args {
     transport: String,
     json: bool,
     scale: f64,
     scenarios: Vec<String>,
+    lanes: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -41,12 +45,21 @@ fn parse_args() -> Result<Args, String> {
         json: false,
         scale: 1.0,
         scenarios: Vec::new(),
+        lanes: 4,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--transport" => args.transport = it.next().ok_or("--transport needs a value")?,
             "--json" => args.json = true,
+            "--no-latency" => SKIP_LATENCY.store(true, Ordering::Relaxed),
+            "--lanes" => {
+                args.lanes = it
+                    .next()
+                    .ok_or("--lanes needs a value")?
+                    .parse()
+                    .map_err(|e| format!("--lanes: {e}"))?
+            }
             "--scale" => {
                 args.scale = it
                     .next()
@@ -58,7 +71,7 @@ fn parse_args() -> Result<Args, String> {
                 .scenarios
                 .push(it.next().ok_or("--scenario needs a value")?),
             "-h" | "--help" => {
-                println!("bench --transport memory [--json] [--scale F] [--scenario plain|keyed|fanout|contention]...");
+                println!("bench --transport memory [--json] [--scale F] [--lanes N] [--no-latency] [--scenario plain|keyed|fanout|contention]...");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -377,6 +390,19 @@ async fn plain_like(
     let expect = n / publishers * publishers * subscriptions as u64;
     let rate = run_plain(&bus, "bench", publishers, n, &probe, expect).await;
     // Latency at half that rate.
+    if SKIP_LATENCY.load(Ordering::Relaxed) {
+        bus.close().await.expect("close");
+        drop(subs);
+        return Report {
+            scenario,
+            messages: n,
+            msgs_per_sec: rate,
+            p50_us: f64::NAN,
+            p99_us: f64::NAN,
+            baseline_msgs_per_sec: f64::NAN,
+            order_ok: None,
+        };
+    }
     probe.timing.store(true, Ordering::Relaxed);
     let lat_n = (rate * 0.5 * 0.4).clamp(10_000.0, 1_000_000.0) as u64; // ~0.4 s
     let before = probe.handled.load();
@@ -551,11 +577,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for s in &args.scenarios {
         let r = rt.block_on(async {
             match s.as_str() {
-                "plain" => Ok(plain_like("plain", 1, 1, 4, scaled(4_000_000.0), base).await),
+                "plain" => {
+                    Ok(plain_like("plain", 1, 1, args.lanes, scaled(4_000_000.0), base).await)
+                }
                 "keyed" => Ok(keyed(scaled(1_000_000.0), base).await),
                 "fanout" => Ok(plain_like("fanout", 1, 4, 1, scaled(1_000_000.0), base).await),
                 "contention" => {
-                    Ok(plain_like("contention", 2, 1, 4, scaled(4_000_000.0), base).await)
+                    Ok(plain_like("contention", 2, 1, args.lanes, scaled(4_000_000.0), base).await)
                 }
                 other => Err(format!("unknown scenario `{other}`")),
             }

@@ -27,7 +27,7 @@ use crate::engine::registry::Registry;
 use crate::engine::{SubscriptionCore, TopicEntry};
 use crate::pipeline::dead_letter::Republish;
 use crate::pipeline::metrics::{InFlight, LaneStats, ShardedCounter, SubscriptionStats};
-use crate::transport::memory::{self, Routed, TryRouteError};
+use crate::transport::memory::{self, RouteNow, Routed, TryRouteError};
 use crate::transport::BoxFuture;
 use crate::{
     validate_topic_name, BusConfig, BusStats, CloseError, ConfigError, Envelope, Handler, Headers,
@@ -69,6 +69,8 @@ struct Live {
 }
 
 pub(crate) struct BusInner {
+    /// Unique in the process (never reused): keys per-thread snapshot caches.
+    id: u64,
     registry: Registry<TopicEntry>,
     closed: AtomicBool,
     /// Publishes in progress / finished (the close protocol's read side).
@@ -134,7 +136,9 @@ impl Bus {
             .iter()
             .map(|(t, o)| (t.clone(), o.clone()))
             .collect();
+        static NEXT_BUS_ID: AtomicU64 = AtomicU64::new(1);
         let inner = Arc::new_cyclic(|this| BusInner {
+            id: NEXT_BUS_ID.fetch_add(1, Ordering::Relaxed),
             registry: Registry::new(),
             closed: AtomicBool::new(false),
             flight: InFlight::default(),
@@ -521,9 +525,12 @@ impl BusInner {
             self.refused.add(1);
             return Err(PublishError::Closed(body));
         }
-        let routed = match memory::route(&self.registry, topic, body).await {
-            Ok(r) => r,
-            Err(body) => {
+        let routed = match memory::route_now(self.id, &self.registry, topic, body) {
+            RouteNow::Routed(r) => r,
+            // Only a publish that meets a full lane pays for a boxed wait,
+            // which keeps the common path's future small.
+            RouteNow::Wait(w) => Box::pin(w.finish()).await,
+            RouteNow::Unknown(body) => {
                 if let Err(e) = validate_topic_name(topic) {
                     self.refused.add(1);
                     return Err(PublishError::InvalidTopic(body, e));
@@ -541,7 +548,7 @@ impl BusInner {
             self.refused.add(1);
             return Err(TryPublishError::Closed(body));
         }
-        let routed = match memory::try_route(&self.registry, topic, body) {
+        let routed = match memory::try_route(self.id, &self.registry, topic, body) {
             Ok(r) => r,
             Err(TryRouteError::Full(body)) => {
                 self.refused.add(1);

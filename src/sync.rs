@@ -115,6 +115,8 @@ pub(crate) mod std_impl {
     pub(crate) mod cap {
         /// Smallest ring capacity (rounded up to a power of two).
         pub(crate) const MIN_RING: usize = 2;
+        /// Scheduler turns a push on a full ring yields before it waits.
+        pub(crate) const PUSH_YIELDS: u32 = 4;
     }
 }
 
@@ -177,5 +179,7 @@ pub(crate) mod loom_impl {
     pub(crate) mod cap {
         /// Smallest ring capacity (rounded up to a power of two).
         pub(crate) const MIN_RING: usize = 1;
+        /// No yielding under loom: the models check the wait path itself.
+        pub(crate) const PUSH_YIELDS: u32 = 0;
     }
 }

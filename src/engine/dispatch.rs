@@ -39,6 +39,7 @@ use super::ring::Consumer;
 use super::sync::Mutex;
 use crate::pipeline::dead_letter::{dead_letter_message, FailureKind, Republish};
 use crate::pipeline::metrics::{LaneCounters, LaneStats};
+use crate::transport::Ack;
 use crate::{Envelope, ErrorClass, Handler, Message, RetryPolicy};
 
 /// A message type a handler can take: built from a lane record.
@@ -200,7 +201,11 @@ impl<M: Deliverable, H: Handler<M>> LaneWorker<M, H> {
         }
     }
 
+    #[inline]
     async fn settle_ack(&self, d: Delivery) {
+        if let Ack::None = d.ack {
+            return;
+        }
         if let Err(e) = d.ack.ack().await {
             tracing::warn!(topic = %self.topic, error = %e, "ack failed; the record may be redelivered");
         }

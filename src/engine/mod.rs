@@ -21,6 +21,7 @@ pub(crate) use crate::sync::std_impl as sync;
 
 pub(crate) mod dispatch;
 pub(crate) mod lanes;
+pub(crate) mod reader;
 pub(crate) mod registry;
 pub(crate) mod ring;
 

@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 
-use super::sync::{Arc, Mutex, SnapshotCell, SnapshotGuard};
+use super::sync::{Arc, AtomicU64, Mutex, Ordering, SnapshotCell, SnapshotGuard};
 
 /// One immutable view of the registry.
 pub(crate) struct Snapshot<V> {
@@ -53,6 +53,10 @@ impl<V> Snapshot<V> {
 /// The registry: a snapshot cell plus the writers' lock.
 pub(crate) struct Registry<V> {
     cell: SnapshotCell<Snapshot<V>>,
+    /// Bumped (`Release`) after every published change, so that a reader
+    /// holding an older snapshot can tell with one `Acquire` load whether it
+    /// is still current (see [`Registry::generation`]).
+    generation: AtomicU64,
     writer: Mutex<()>,
     hasher: ahash::RandomState,
 }
@@ -72,6 +76,7 @@ impl<V: Clone> Registry<V> {
         };
         Self {
             cell: SnapshotCell::new(Arc::new(empty)),
+            generation: AtomicU64::new(0),
             writer: Mutex::new(()),
             hasher,
         }
@@ -83,8 +88,16 @@ impl<V: Clone> Registry<V> {
         self.cell.load()
     }
 
+    /// The number of changes published so far. A snapshot taken with
+    /// `load_full` after reading generation `g` is current for as long as
+    /// the generation still reads `g`: a change is published by its store
+    /// *then* its bump, and the bump's `Release` pairs with this `Acquire`.
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// An owned handle on the current snapshot, to keep across `.await`.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn load_full(&self) -> Arc<Snapshot<V>> {
         self.cell.load_full()
     }
@@ -110,6 +123,7 @@ impl<V: Clone> Registry<V> {
             map.insert(Box::from(topic), v);
         }
         self.cell.store(Arc::new(Snapshot { map }));
+        self.generation.fetch_add(1, Ordering::Release);
         out
     }
 }

@@ -234,6 +234,7 @@ impl<T> Ring<T> {
             ring: self,
             value: Some(value),
             waiter: None,
+            yields: 0,
         }
     }
 
@@ -306,6 +307,9 @@ pub(crate) struct Push<'a, T> {
     ring: &'a Ring<T>,
     value: Option<T>,
     waiter: Option<usize>,
+    /// Times this push yielded on a full ring before registering as a
+    /// waiter (see [`cap::PUSH_YIELDS`](super::sync::cap::PUSH_YIELDS)).
+    yields: u32,
 }
 
 impl<T> Unpin for Push<'_, T> {}
@@ -324,6 +328,15 @@ impl<T> Future for Push<'_, T> {
                 Err(TryPushError::Full(v)) => {
                     this.value = Some(v);
                     if registered {
+                        return Poll::Pending;
+                    }
+                    // The consumer is usually mid-batch: give it a few
+                    // scheduler turns before paying for a wait-list entry
+                    // and a cross-thread wake-up.
+                    if this.yields < super::sync::cap::PUSH_YIELDS {
+                        this.yields += 1;
+                        spin_hint();
+                        cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }
                     let key = *this

@@ -5,10 +5,10 @@
 //! gets every message published after it subscribed). Nothing is encoded:
 //! payloads are shared `Bytes`, envelopes are shared `Arc<Envelope>`s.
 //!
-//! - `route` (async) tries every subscription without waiting while it holds
-//!   the snapshot, then waits, snapshot released, only for the lanes that were
-//!   full, in subscription order. Cancelling it midway may leave a fan-out
-//!   partly delivered.
+//! - `route_now` tries every subscription without waiting while it holds
+//!   the snapshot; `Waiting::finish` then waits, snapshot released, only for
+//!   the lanes that were full, in subscription order. Cancelling the wait
+//!   midway may leave a fan-out partly delivered.
 //! - `try_route` is all-or-nothing: with several subscriptions it first
 //!   reserves a slot in each lane and only writes once all reservations
 //!   succeeded; on `Full` the reservations become tombstones and the body
@@ -19,7 +19,8 @@
 use std::sync::Arc;
 
 use crate::engine::lanes::{Body, Delivery, Route};
-use crate::engine::registry::Registry;
+use crate::engine::reader::with_snapshot;
+use crate::engine::registry::{Registry, Snapshot};
 use crate::engine::ring::{ReserveError, TryPushError};
 use crate::engine::{SubscriptionCore, TopicEntry};
 
@@ -32,6 +33,16 @@ pub(crate) enum Routed {
     Delivered(usize),
 }
 
+impl Routed {
+    fn of(delivered: usize) -> Self {
+        if delivered == 0 {
+            Routed::Unrouted
+        } else {
+            Routed::Delivered(delivered)
+        }
+    }
+}
+
 /// Why a non-waiting route failed.
 pub(crate) enum TryRouteError {
     /// The topic is not registered; the body is handed back so the caller
@@ -41,24 +52,55 @@ pub(crate) enum TryRouteError {
     Full(Body),
 }
 
-/// Routes `body` to every subscription of `topic`, waiting on full lanes.
-/// `Err(body)` when the topic is not registered.
-pub(crate) async fn route(
+/// A route that found full lanes: the records still to push, in
+/// subscription order.
+pub(crate) struct Waiting {
+    route: Route,
+    delivered: usize,
+    pending: Vec<(Arc<SubscriptionCore>, Delivery)>,
+}
+
+/// What [`route_now`] did.
+pub(crate) enum RouteNow {
+    /// Done without waiting.
+    Routed(Routed),
+    /// Some lanes were full: finish with [`Waiting::finish`].
+    Wait(Waiting),
+    /// The topic is not registered; the body is handed back.
+    Unknown(Body),
+}
+
+/// Routes `body` to every subscription of `topic`, pushing without waiting
+/// where there is room (the common case: no future, no allocation) and
+/// handing back the records whose lanes were full. `bus` keys the calling
+/// thread's snapshot cache.
+#[inline]
+pub(crate) fn route_now(
+    bus: u64,
     registry: &Registry<TopicEntry>,
     topic: &str,
     body: Body,
-) -> Result<Routed, Body> {
-    let mut waiting: Vec<(Arc<SubscriptionCore>, Delivery)> = Vec::new();
-    let route;
-    let mut delivered = 0usize;
-    {
-        let snapshot = registry.load();
+) -> RouteNow {
+    with_snapshot(bus, registry, |snapshot| {
         let subs = match snapshot.get(topic) {
             Some(entry) if !entry.subs.is_empty() => &entry.subs,
-            Some(_) => return Ok(Routed::Unrouted),
-            None => return Err(body),
+            Some(_) => return RouteNow::Routed(Routed::Unrouted),
+            None => return RouteNow::Unknown(body),
         };
-        route = Route::of(&body);
+        let route = Route::of(&body);
+        if let [sub] = &subs[..] {
+            return match sub.lanes.try_push(Delivery::new(body), route) {
+                Ok(()) => RouteNow::Routed(Routed::Delivered(1)),
+                Err(TryPushError::Closed(_)) => RouteNow::Routed(Routed::Unrouted),
+                Err(TryPushError::Full(d)) => RouteNow::Wait(Waiting {
+                    route,
+                    delivered: 0,
+                    pending: vec![(sub.clone(), d)],
+                }),
+            };
+        }
+        let mut delivered = 0usize;
+        let mut pending = Vec::new();
         let last = subs.len() - 1;
         let mut body = Some(body);
         for (i, sub) in subs.iter().enumerate() {
@@ -70,30 +112,53 @@ pub(crate) async fn route(
             match sub.lanes.try_push(Delivery::new(b), route) {
                 Ok(()) => delivered += 1,
                 Err(TryPushError::Closed(_)) => {}
-                Err(TryPushError::Full(d)) => waiting.push((sub.clone(), d)),
+                Err(TryPushError::Full(d)) => pending.push((sub.clone(), d)),
             }
         }
-    }
-    for (sub, d) in waiting {
-        if sub.lanes.push(d, route).await.is_ok() {
-            delivered += 1;
+        if pending.is_empty() {
+            RouteNow::Routed(Routed::of(delivered))
+        } else {
+            RouteNow::Wait(Waiting {
+                route,
+                delivered,
+                pending,
+            })
         }
-    }
-    Ok(if delivered == 0 {
-        Routed::Unrouted
-    } else {
-        Routed::Delivered(delivered)
     })
+}
+
+impl Waiting {
+    /// Pushes the records whose lanes were full, waiting for room, with the
+    /// snapshot released.
+    pub(crate) async fn finish(self) -> Routed {
+        let mut delivered = self.delivered;
+        for (sub, d) in self.pending {
+            if sub.lanes.push(d, self.route).await.is_ok() {
+                delivered += 1;
+            }
+        }
+        Routed::of(delivered)
+    }
 }
 
 /// Routes `body` to every subscription of `topic` without waiting,
 /// all-or-nothing.
 pub(crate) fn try_route(
+    bus: u64,
     registry: &Registry<TopicEntry>,
     topic: &str,
     body: Body,
 ) -> Result<Routed, TryRouteError> {
-    let snapshot = registry.load();
+    with_snapshot(bus, registry, |snapshot| {
+        try_route_in(snapshot, topic, body)
+    })
+}
+
+fn try_route_in(
+    snapshot: &Snapshot<TopicEntry>,
+    topic: &str,
+    body: Body,
+) -> Result<Routed, TryRouteError> {
     let subs = match snapshot.get(topic) {
         Some(entry) if !entry.subs.is_empty() => &entry.subs,
         Some(_) => return Ok(Routed::Unrouted),
