@@ -154,13 +154,16 @@ fn tokio_threads(producers: u64) -> Duration {
     )
 }
 
+/// One queue's run with a given number of producers.
+type Runner = fn(u64) -> Duration;
+
 fn contention(c: &mut Criterion) {
     let mut g = c.benchmark_group("contention");
     g.throughput(Throughput::Elements(MSGS));
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(4));
     for producers in [1u64, 2, 4] {
-        let cases: [(&str, fn(u64) -> Duration); 4] = [
+        let cases: [(&str, Runner); 4] = [
             ("lanebus_ring", lanebus_threads),
             ("crossbeam_channel", crossbeam_threads),
             ("flume", flume_threads),
