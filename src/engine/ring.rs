@@ -174,6 +174,7 @@ impl<T> Ring<T> {
     /// [`Reservation`] must be written or dropped (a dropped one becomes a
     /// tombstone the consumer skips).
     pub(crate) fn try_reserve(&self) -> Result<Reservation<'_, T>, ReserveError> {
+        let backoff = crossbeam_utils::Backoff::new();
         let mut cur = self.tail.load(Ordering::Relaxed);
         loop {
             if cur & CLOSED != 0 {
@@ -196,7 +197,12 @@ impl<T> Ring<T> {
                             wake: cur & PARKED != 0,
                         })
                     }
-                    Err(actual) => cur = actual,
+                    Err(actual) => {
+                        // Lost the race to another producer: back off a
+                        // little so that contended producers spread out.
+                        backoff.spin();
+                        cur = actual;
+                    }
                 }
             } else if stamp < pos << 2 {
                 // The slot still holds (or is about to hold) the value of the
