@@ -23,13 +23,27 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(h.get("content-type"), Some("text/plain"));
 /// assert_eq!(h.len(), 1);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     from = "std::collections::BTreeMap<String, String>",
     into = "std::collections::BTreeMap<String, String>"
 )]
 pub struct Headers {
     pairs: Vec<(String, String)>,
+}
+
+impl Clone for Headers {
+    /// Cloning empty headers (the common case on the hot path) is free.
+    #[inline]
+    fn clone(&self) -> Self {
+        if self.pairs.is_empty() {
+            Self::new()
+        } else {
+            Self {
+                pairs: self.pairs.clone(),
+            }
+        }
+    }
 }
 
 impl Headers {

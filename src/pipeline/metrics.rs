@@ -106,8 +106,9 @@ impl InFlight {
     /// Marks a publish in progress until the guard drops.
     #[inline]
     pub(crate) fn enter(&self) -> FlightGuard<'_> {
-        self.entered.shards[thread_shard() % SHARDS].fetch_add(1, Ordering::SeqCst);
-        FlightGuard(self)
+        let shard = thread_shard() % SHARDS;
+        self.entered.shards[shard].fetch_add(1, Ordering::SeqCst);
+        FlightGuard(self, shard)
     }
 
     /// Publishes entered and not yet exited.
@@ -133,13 +134,15 @@ impl InFlight {
     }
 }
 
-/// Ends a publish on drop (also when a publish future is cancelled).
-pub(crate) struct FlightGuard<'a>(&'a InFlight);
+/// Ends a publish on drop (also when a publish future is cancelled). Exits
+/// on the shard it entered on: a publish that migrated threads still only
+/// touches its own line twice.
+pub(crate) struct FlightGuard<'a>(&'a InFlight, usize);
 
 impl Drop for FlightGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.0.exited.add(1);
+        self.0.exited.shards[self.1].fetch_add(1, Ordering::Relaxed);
     }
 }
 
