@@ -30,4 +30,7 @@ cargo clippy --locked --all-targets --all-features -- -D warnings
 log "cargo test (unit, integration, property, doc)"
 cargo test --locked
 
+log "loom models (cargo test --features loom, release for speed)"
+cargo test --locked --release --features loom --lib loom_models
+
 log "all green"
