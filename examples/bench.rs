@@ -435,7 +435,10 @@ async fn plain_like(
 }
 
 async fn keyed(n: u64, base: Instant) -> Report {
-    let lanes = 8;
+    let lanes = std::env::var("KEYED_LANES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let bus = Bus::memory();
     let probe = Probe::new(base);
     let last: Arc<Vec<AtomicI64>> = Arc::new((0..AGGREGATES).map(|_| AtomicI64::new(0)).collect());
@@ -572,22 +575,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     let base = Instant::now();
-    let scaled = |n: f64| (n * args.scale).max(10_000.0) as u64;
+    let scale = args.scale;
+    let scaled = move |n: f64| (n * scale).max(10_000.0) as u64;
     let mut reports = Vec::new();
     for s in &args.scenarios {
-        let r = rt.block_on(async {
-            match s.as_str() {
-                "plain" => {
-                    Ok(plain_like("plain", 1, 1, args.lanes, scaled(4_000_000.0), base).await)
-                }
+        // Every scenario runs on a runtime worker (as a service's code would),
+        // not on this thread.
+        let lanes = args.lanes;
+        let name = s.clone();
+        let r = rt.block_on(rt.spawn(async move {
+            match name.as_str() {
+                "plain" => Ok(plain_like("plain", 1, 1, lanes, scaled(4_000_000.0), base).await),
                 "keyed" => Ok(keyed(scaled(1_000_000.0), base).await),
                 "fanout" => Ok(plain_like("fanout", 1, 4, 1, scaled(1_000_000.0), base).await),
                 "contention" => {
-                    Ok(plain_like("contention", 2, 1, args.lanes, scaled(4_000_000.0), base).await)
+                    Ok(plain_like("contention", 2, 1, lanes, scaled(4_000_000.0), base).await)
                 }
                 other => Err(format!("unknown scenario `{other}`")),
             }
-        })?;
+        }))??;
         if args.json {
             println!(
                 "{{\"transport\":\"{}\",\"scenario\":\"{}\",\"messages\":{},\"msgs_per_sec\":{:.0},\"p50_us\":{:.2},\"p99_us\":{:.2},\"baseline_msgs_per_sec\":{:.0},\"ratio\":{:.3}{}}}",

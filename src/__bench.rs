@@ -7,8 +7,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::engine::reader::with_snapshot;
 use crate::engine::registry::Registry as EngineRegistry;
 use crate::engine::ring::{Consumer as EngineConsumer, Ring as EngineRing, TryPushError};
+use crate::engine::TopicEntry;
 
 /// Producer side of a ring.
 pub struct Ring<T>(Arc<EngineRing<T>>);
@@ -61,24 +65,47 @@ impl<T> Consumer<T> {
     }
 }
 
-/// The atomic-snapshot registry, with `u64` values.
-#[derive(Default)]
-pub struct Registry(EngineRegistry<u64>);
+/// The atomic-snapshot topic registry as the publish path uses it.
+pub struct Registry {
+    bus: u64,
+    inner: EngineRegistry<TopicEntry>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(u64::MAX / 2);
+        Self {
+            bus: NEXT.fetch_add(1, Ordering::Relaxed),
+            inner: EngineRegistry::new(),
+        }
+    }
+}
 
 impl Registry {
-    /// Sets `topic` to `value`.
-    pub fn insert(&self, topic: &str, value: u64) {
-        self.0.update(topic, |_| (Some(value), ()));
+    /// Registers `topic` (with a topic configuration, no subscription).
+    pub fn insert(&self, topic: &str) {
+        let entry = TopicEntry {
+            subs: Arc::from(Vec::new()),
+            config: Some(Arc::new(crate::TopicOptions::default())),
+        };
+        self.inner.update(topic, |_| (Some(entry), ()));
     }
 
     /// Removes `topic`.
     pub fn remove(&self, topic: &str) {
-        self.0.update(topic, |_| (None, ()));
+        self.inner.update(topic, |_| (None, ()));
     }
 
-    /// The hot-path lookup: load the snapshot, find the topic.
+    /// The publish path's lookup: this thread's cached snapshot (one
+    /// generation check), then the topic. True when the topic is known.
     #[inline]
-    pub fn lookup(&self, topic: &str) -> Option<u64> {
-        self.0.load().get(topic).copied()
+    pub fn lookup(&self, topic: &str) -> bool {
+        with_snapshot(self.bus, &self.inner, |s| s.get(topic).is_some())
+    }
+
+    /// The lookup through a fresh `arc_swap` load of the snapshot.
+    #[inline]
+    pub fn lookup_uncached(&self, topic: &str) -> bool {
+        self.inner.load().get(topic).is_some()
     }
 }
