@@ -30,7 +30,7 @@ use crate::pipeline::metrics::{InFlight, LaneStats, ShardedCounter, Subscription
 use crate::transport::memory::{self, RouteNow, Routed, TryRouteError};
 use crate::transport::BoxFuture;
 use crate::{
-    validate_topic_name, BusConfig, BusStats, CloseError, ConfigError, Envelope, Handler, Headers,
+    validate_topic_name, BusConfig, BusStats, CloseError, ConfigError, Envelope, Handler,
     HealthError, Message, OutboundMessage, PublishError, SubscribeError, SubscribeOptions,
     Subscription, TopicConfigError, TopicOptions, TryPublishError,
 };
@@ -169,11 +169,7 @@ impl Bus {
         topic: &str,
         payload: impl Into<Bytes>,
     ) -> Result<(), PublishError<Bytes>> {
-        let body = Body::Plain {
-            payload: payload.into(),
-            key: None,
-            headers: Headers::new(),
-        };
+        let body = Body::plain(payload.into());
         self.inner
             .route(topic, body, false)
             .await
@@ -199,11 +195,7 @@ impl Bus {
         topic: &str,
         payload: impl Into<Bytes>,
     ) -> Result<(), TryPublishError<Bytes>> {
-        let body = Body::Plain {
-            payload: payload.into(),
-            key: None,
-            headers: Headers::new(),
-        };
+        let body = Body::plain(payload.into());
         self.inner
             .try_route(topic, body)
             .map_err(|e| map_try_err(e, body_payload))
@@ -358,11 +350,9 @@ impl Bus {
         probe
             .get(0)
             .ring
-            .push(crate::engine::lanes::Delivery::new(Body::Plain {
-                payload: Bytes::from_static(b"health"),
-                key: None,
-                headers: Headers::new(),
-            }))
+            .push(crate::engine::lanes::Delivery::new(Body::plain(
+                Bytes::from_static(b"health"),
+            )))
             .await
             .map_err(|_| HealthError::Closed)?;
         let mut buf = Vec::with_capacity(1);
@@ -465,29 +455,22 @@ fn map_try_err<T>(e: TryPublishError<Body>, f: fn(Body) -> T) -> TryPublishError
 }
 
 fn outbound_body(msg: OutboundMessage) -> Body {
-    Body::Plain {
-        payload: msg.payload,
-        key: msg.key,
-        headers: msg.headers,
-    }
+    Body::plain_with(msg.payload, msg.key, msg.headers)
 }
 
 fn body_payload(b: Body) -> Bytes {
-    body_outbound(b).payload
+    match b {
+        Body::Plain { payload, .. } => payload,
+        Body::Envelope(e) => e.encode(),
+    }
 }
 
 fn body_outbound(b: Body) -> OutboundMessage {
-    match b {
-        Body::Plain {
-            payload,
-            key,
-            headers,
-        } => OutboundMessage {
-            payload,
-            key,
-            headers,
-        },
-        Body::Envelope(e) => OutboundMessage::new(e.encode()),
+    let (payload, key, headers) = b.parts();
+    OutboundMessage {
+        payload,
+        key,
+        headers,
     }
 }
 

@@ -39,7 +39,6 @@ use super::ring::Consumer;
 use super::sync::Mutex;
 use crate::pipeline::dead_letter::{dead_letter_message, FailureKind, Republish};
 use crate::pipeline::metrics::{LaneCounters, LaneStats};
-use crate::transport::Ack;
 use crate::{Envelope, ErrorClass, Handler, Message, RetryPolicy};
 
 /// A message type a handler can take: built from a lane record.
@@ -57,25 +56,13 @@ impl Deliverable for Message {
 
     #[inline]
     fn from_body(body: &Body, topic: &StdArc<str>, attempt: u32) -> Result<Self, String> {
-        Ok(match body {
-            Body::Plain {
-                payload,
-                key,
-                headers,
-            } => Message {
-                topic: topic.clone(),
-                payload: payload.clone(),
-                key: key.clone(),
-                headers: headers.clone(),
-                attempt,
-            },
-            Body::Envelope(e) => Message {
-                topic: topic.clone(),
-                payload: e.encode(),
-                key: Some(StdArc::from(e.aggregate_id.as_str())),
-                headers: e.headers.clone(),
-                attempt,
-            },
+        let (payload, key, headers) = body.parts();
+        Ok(Message {
+            topic: topic.clone(),
+            payload,
+            key,
+            headers,
+            attempt,
         })
     }
 }
@@ -169,7 +156,7 @@ impl<M: Deliverable, H: Handler<M>> LaneWorker<M, H> {
         let policy = &*self.policy;
         let mut local = 1u32;
         loop {
-            let attempt = d.redelivered.saturating_add(local);
+            let attempt = d.ack.redelivered().saturating_add(local);
             let (kind, error) = match M::from_body(&d.body, &self.topic, attempt) {
                 Err(reason) => (FailureKind::Malformed, reason),
                 Ok(msg) => match AssertUnwindSafe(self.handler.handle(msg))
@@ -178,7 +165,7 @@ impl<M: Deliverable, H: Handler<M>> LaneWorker<M, H> {
                 {
                     Ok(Ok(())) => {
                         self.counters().delivered.bump(1);
-                        if !matches!(d.ack, Ack::None) {
+                        if !d.ack.is_none() {
                             self.settle_ack(d).await;
                         }
                         return;
@@ -207,7 +194,7 @@ impl<M: Deliverable, H: Handler<M>> LaneWorker<M, H> {
 
     #[inline]
     async fn settle_ack(&self, d: Delivery) {
-        if let Ack::None = d.ack {
+        if d.ack.is_none() {
             return;
         }
         if let Err(e) = d.ack.ack().await {
@@ -223,18 +210,7 @@ impl<M: Deliverable, H: Handler<M>> LaneWorker<M, H> {
             self.settle_ack(d).await;
             return;
         };
-        let (payload, key, headers) = match &d.body {
-            Body::Plain {
-                payload,
-                key,
-                headers,
-            } => (payload.clone(), key.clone(), headers.clone()),
-            Body::Envelope(e) => (
-                e.encode(),
-                Some(StdArc::from(e.aggregate_id.as_str())),
-                e.headers.clone(),
-            ),
-        };
+        let (payload, key, headers) = d.body.parts();
         let msg = dead_letter_message(&self.topic, payload, key, headers, error, kind, attempts);
         let sent = match policy.sink.upgrade() {
             Some(sink) => sink.republish(dlq, msg).await,

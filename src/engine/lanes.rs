@@ -32,39 +32,74 @@ use crate::pipeline::metrics::{LaneCounters, LaneStats};
 use crate::transport::Ack;
 use crate::{Envelope, Headers};
 
+/// A plain record's key and headers, boxed: most records have neither,
+/// and a lane slot stays within one cache line without them.
+#[derive(Clone)]
+pub(crate) struct Meta {
+    pub(crate) key: Option<StdArc<str>>,
+    pub(crate) headers: Headers,
+}
+
 /// What a lane carries.
 pub(crate) enum Body {
     /// A plain message (or an encoded envelope from a broker).
     Plain {
         payload: Bytes,
-        key: Option<StdArc<str>>,
-        headers: Headers,
+        meta: Option<Box<Meta>>,
     },
     /// An envelope published in-process: handed over without encoding.
     Envelope(StdArc<Envelope>),
 }
 
 impl Body {
+    /// A plain record without key or headers.
+    #[inline]
+    pub(crate) fn plain(payload: Bytes) -> Body {
+        Body::Plain {
+            payload,
+            meta: None,
+        }
+    }
+
+    /// A plain record with an optional key and headers.
+    pub(crate) fn plain_with(payload: Bytes, key: Option<StdArc<str>>, headers: Headers) -> Body {
+        let meta = (key.is_some() || !headers.is_empty()).then(|| Box::new(Meta { key, headers }));
+        Body::Plain { payload, meta }
+    }
+
     /// The routing key.
+    #[inline]
     pub(crate) fn key(&self) -> Option<&str> {
         match self {
-            Body::Plain { key, .. } => key.as_deref(),
+            Body::Plain { meta, .. } => meta.as_ref().and_then(|m| m.key.as_deref()),
             Body::Envelope(e) => Some(&e.aggregate_id),
         }
     }
 
+    /// Payload, key and headers of a plain record, cloned (reference
+    /// counts; headers only when present). For an envelope: its binary
+    /// encoding, aggregate ID and headers.
+    pub(crate) fn parts(&self) -> (Bytes, Option<StdArc<str>>, Headers) {
+        match self {
+            Body::Plain { payload, meta } => match meta {
+                None => (payload.clone(), None, Headers::new()),
+                Some(m) => (payload.clone(), m.key.clone(), m.headers.clone()),
+            },
+            Body::Envelope(e) => (
+                e.encode(),
+                Some(StdArc::from(e.aggregate_id.as_str())),
+                e.headers.clone(),
+            ),
+        }
+    }
+
     /// A copy for another subscription of a fan-out (reference counts only,
-    /// plus the headers).
+    /// plus the boxed key and headers if any).
     pub(crate) fn share(&self) -> Body {
         match self {
-            Body::Plain {
-                payload,
-                key,
-                headers,
-            } => Body::Plain {
+            Body::Plain { payload, meta } => Body::Plain {
                 payload: payload.clone(),
-                key: key.clone(),
-                headers: headers.clone(),
+                meta: meta.clone(),
             },
             Body::Envelope(e) => Body::Envelope(e.clone()),
         }
@@ -74,19 +109,17 @@ impl Body {
 /// One record in a lane.
 pub(crate) struct Delivery {
     pub(crate) body: Body,
-    /// Deliveries of this record before this one, by the transport
-    /// (broker redeliveries); 0 for a fresh record.
-    pub(crate) redelivered: u32,
+    /// Settlement handle (brokers), with the broker's redelivery count.
     pub(crate) ack: Ack,
 }
 
 impl Delivery {
     /// A fresh in-process record.
+    #[inline]
     pub(crate) fn new(body: Body) -> Self {
         Self {
             body,
-            redelivered: 0,
-            ack: Ack::None,
+            ack: Ack::NONE,
         }
     }
 }

@@ -91,6 +91,10 @@ pub(crate) enum ReserveError {
     Closed,
 }
 
+/// One slot. Cache-line aligned: a lane record (56 bytes with its stamp)
+/// fills exactly one line, so a producer writing slot `i + 1` never
+/// invalidates the line the consumer is reading slot `i` from.
+#[repr(align(64))]
 struct Slot<T> {
     stamp: AtomicU64,
     value: UnsafeCell<MaybeUninit<T>>,

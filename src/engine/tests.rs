@@ -159,3 +159,17 @@ mod registry {
         assert_eq!(reg.load().get("n"), Some(&1000));
     }
 }
+
+mod layout {
+    use super::super::lanes::Delivery;
+
+    /// A lane record plus its 8-byte stamp fits one 64-byte cache line.
+    #[test]
+    fn delivery_fits_a_cache_line_with_its_stamp() {
+        assert!(
+            std::mem::size_of::<Delivery>() <= 56,
+            "Delivery is {} bytes",
+            std::mem::size_of::<Delivery>()
+        );
+    }
+}

@@ -63,38 +63,64 @@ pub trait AckHandle: Send + 'static {
     fn nack(self: Box<Self>) -> BoxFuture<'static, Result<(), TransportError>>;
 }
 
-/// How an inbound record is settled.
-#[derive(Default)]
-pub(crate) enum Ack {
-    /// Nothing to settle (the memory transport).
-    #[default]
-    None,
-    /// A broker record (built by the broker adapters).
-    #[allow(dead_code)]
-    Broker(Box<dyn AckHandle>),
+/// A broker record's settlement handle and how often the broker delivered
+/// it before.
+pub(crate) struct BrokerAck {
+    pub(crate) handle: Box<dyn AckHandle>,
+    pub(crate) redelivered: u32,
 }
 
+/// How an inbound record is settled: nothing to do for in-process records,
+/// a broker handle otherwise. One pointer wide, so that a lane slot stays
+/// within one cache line.
+#[derive(Default)]
+pub(crate) struct Ack(Option<Box<BrokerAck>>);
+
 impl Ack {
+    /// Nothing to settle (the memory transport).
+    pub(crate) const NONE: Ack = Ack(None);
+
+    /// A broker record delivered `redelivered` times before.
+    #[allow(dead_code)] // built by the broker adapters
+    pub(crate) fn broker(handle: Box<dyn AckHandle>, redelivered: u32) -> Self {
+        Ack(Some(Box::new(BrokerAck {
+            handle,
+            redelivered,
+        })))
+    }
+
+    /// True when there is nothing to settle.
+    #[inline]
+    pub(crate) fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Earlier deliveries by the broker (0 for in-process records).
+    #[inline]
+    pub(crate) fn redelivered(&self) -> u32 {
+        self.0.as_ref().map_or(0, |b| b.redelivered)
+    }
+
     pub(crate) async fn ack(self) -> Result<(), TransportError> {
-        match self {
-            Ack::None => Ok(()),
-            Ack::Broker(h) => h.ack().await,
+        match self.0 {
+            None => Ok(()),
+            Some(b) => b.handle.ack().await,
         }
     }
 
     pub(crate) async fn nack(self) -> Result<(), TransportError> {
-        match self {
-            Ack::None => Ok(()),
-            Ack::Broker(h) => h.nack().await,
+        match self.0 {
+            None => Ok(()),
+            Some(b) => b.handle.nack().await,
         }
     }
 }
 
 impl fmt::Debug for Ack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Ack::None => f.write_str("Ack::None"),
-            Ack::Broker(_) => f.write_str("Ack::Broker(..)"),
+        match &self.0 {
+            None => f.write_str("Ack::NONE"),
+            Some(b) => write!(f, "Ack::broker(.., redelivered: {})", b.redelivered),
         }
     }
 }
