@@ -84,6 +84,13 @@ impl Deliverable for Envelope {
 /// Spin iterations (about 10 ns each) an idle worker waits before parking.
 const IDLE_SPINS_BEFORE_PARK: u32 = 256;
 
+/// What one handler call did.
+enum Attempt {
+    Handled,
+    Skipped,
+    Failed(FailureKind, String),
+}
+
 /// Where a worker sends dead letters and how it retries.
 pub(crate) struct Policy {
     pub(crate) retry: RetryPolicy,
@@ -152,43 +159,77 @@ impl<M: Deliverable, H: Handler<M>> LaneWorker<M, H> {
         }
     }
 
+    /// Handles one record: the first attempt inline (the common, fast
+    /// path), retries and dead-lettering in a separate boxed future so that
+    /// the worker's own future stays small and cheap to poll.
+    #[inline]
     async fn process(&self, d: Delivery) {
+        let attempt = d.ack.redelivered().saturating_add(1);
+        match self.attempt(&d, attempt).await {
+            Attempt::Handled => {
+                self.counters().delivered.bump(1);
+                if !d.ack.is_none() {
+                    self.settle_ack(d).await;
+                }
+            }
+            Attempt::Skipped => {
+                self.counters().skipped.bump(1);
+                self.settle_ack(d).await;
+            }
+            Attempt::Failed(kind, error) => Box::pin(self.recover(d, kind, error)).await,
+        }
+    }
+
+    /// Runs the handler once on `d` (catching panics).
+    async fn attempt(&self, d: &Delivery, attempt: u32) -> Attempt {
+        let msg = match M::from_body(&d.body, &self.topic, attempt) {
+            Ok(msg) => msg,
+            Err(reason) => return Attempt::Failed(FailureKind::Malformed, reason),
+        };
+        match AssertUnwindSafe(self.handler.handle(msg))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => Attempt::Handled,
+            Ok(Err(e)) if e.class() == ErrorClass::Skip => Attempt::Skipped,
+            Ok(Err(e)) => Attempt::Failed(FailureKind::Handler(e.class()), e.to_string()),
+            Err(panic) => Attempt::Failed(FailureKind::Panic, panic_text(&*panic)),
+        }
+    }
+
+    /// After a failed first attempt: retry with backoff while the policy
+    /// allows, then dead-letter.
+    async fn recover(&self, d: Delivery, mut kind: FailureKind, mut error: String) {
         let policy = &*self.policy;
+        let first = d.ack.redelivered();
         let mut local = 1u32;
         loop {
-            let attempt = d.ack.redelivered().saturating_add(local);
-            let (kind, error) = match M::from_body(&d.body, &self.topic, attempt) {
-                Err(reason) => (FailureKind::Malformed, reason),
-                Ok(msg) => match AssertUnwindSafe(self.handler.handle(msg))
-                    .catch_unwind()
-                    .await
-                {
-                    Ok(Ok(())) => {
-                        self.counters().delivered.bump(1);
-                        if !d.ack.is_none() {
-                            self.settle_ack(d).await;
-                        }
-                        return;
-                    }
-                    Ok(Err(e)) if e.class() == ErrorClass::Skip => {
-                        self.counters().skipped.bump(1);
-                        self.settle_ack(d).await;
-                        return;
-                    }
-                    Ok(Err(e)) => (FailureKind::Handler(e.class()), e.to_string()),
-                    Err(panic) => (FailureKind::Panic, panic_text(&*panic)),
-                },
-            };
+            let attempt = first.saturating_add(local);
             self.counters().failed.bump(1);
-            if kind.is_retryable() && local < policy.retry.max_attempts {
-                self.counters().retried.bump(1);
-                tracing::debug!(topic = %self.topic, lane = self.index, attempt, %error, "handler failed; retrying");
-                tokio::time::sleep(policy.retry.backoff(local)).await;
-                local += 1;
-                continue;
+            if !(kind.is_retryable() && local < policy.retry.max_attempts) {
+                self.dead_letter(d, kind, &error, attempt).await;
+                return;
             }
-            self.dead_letter(d, kind, &error, attempt).await;
-            return;
+            self.counters().retried.bump(1);
+            tracing::debug!(topic = %self.topic, lane = self.index, attempt, %error, "handler failed; retrying");
+            tokio::time::sleep(policy.retry.backoff(local)).await;
+            local += 1;
+            match self.attempt(&d, first.saturating_add(local)).await {
+                Attempt::Handled => {
+                    self.counters().delivered.bump(1);
+                    self.settle_ack(d).await;
+                    return;
+                }
+                Attempt::Skipped => {
+                    self.counters().skipped.bump(1);
+                    self.settle_ack(d).await;
+                    return;
+                }
+                Attempt::Failed(k, e) => {
+                    kind = k;
+                    error = e;
+                }
+            }
         }
     }
 

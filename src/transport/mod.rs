@@ -56,7 +56,7 @@ impl TransportError {
 /// Settles one inbound broker record.
 ///
 /// Implemented by broker adapters; the memory transport needs none.
-pub trait AckHandle: Send + 'static {
+pub trait AckHandle: Send + Sync + 'static {
     /// The record is done with: never deliver it again.
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), TransportError>>;
     /// The record was not handled: deliver it again later.
