@@ -435,10 +435,7 @@ async fn plain_like(
 }
 
 async fn keyed(n: u64, base: Instant) -> Report {
-    let lanes = std::env::var("KEYED_LANES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+    let lanes = 8;
     let bus = Bus::memory();
     let probe = Probe::new(base);
     let last: Arc<Vec<AtomicI64>> = Arc::new((0..AGGREGATES).map(|_| AtomicI64::new(0)).collect());
