@@ -67,15 +67,19 @@ fn lanebus_threads(producers: u64) -> Duration {
     )
 }
 
-fn crossbeam_threads(producers: u64) -> Duration {
-    let (tx, rx) = crossbeam_channel::bounded::<u64>(CAP);
+/// A baseline queue driven through its non-blocking send and receive.
+fn queue_threads<S, R>(producers: u64, try_send: S, mut try_recv: R) -> Duration
+where
+    S: Fn(u64) -> Result<(), u64> + Sync,
+    R: FnMut() -> Option<u64> + Send,
+{
     run_threads(
         producers,
         |n| {
             for i in 0..n {
                 let mut v = i;
-                while let Err(e) = tx.try_send(v) {
-                    v = e.into_inner();
+                while let Err(back) = try_send(v) {
+                    v = back;
                     std::thread::yield_now();
                 }
             }
@@ -83,74 +87,47 @@ fn crossbeam_threads(producers: u64) -> Duration {
         move |total| {
             let mut got = 0;
             while got < total {
-                match rx.try_recv() {
-                    Ok(v) => {
+                match try_recv() {
+                    Some(v) => {
                         black_box(v);
                         got += 1;
                     }
-                    Err(_) => std::thread::yield_now(),
+                    None => std::thread::yield_now(),
                 }
             }
         },
+    )
+}
+
+fn crossbeam_threads(producers: u64) -> Duration {
+    let (tx, rx) = crossbeam_channel::bounded::<u64>(CAP);
+    queue_threads(
+        producers,
+        |v| tx.try_send(v).map_err(|e| e.into_inner()),
+        move || rx.try_recv().ok(),
     )
 }
 
 fn flume_threads(producers: u64) -> Duration {
     let (tx, rx) = flume::bounded::<u64>(CAP);
-    run_threads(
+    queue_threads(
         producers,
-        |n| {
-            for i in 0..n {
-                let mut v = i;
-                while let Err(e) = tx.try_send(v) {
-                    v = e.into_inner();
-                    std::thread::yield_now();
-                }
-            }
-        },
-        move |total| {
-            let mut got = 0;
-            while got < total {
-                match rx.try_recv() {
-                    Ok(v) => {
-                        black_box(v);
-                        got += 1;
-                    }
-                    Err(_) => std::thread::yield_now(),
-                }
-            }
-        },
+        |v| tx.try_send(v).map_err(|e| e.into_inner()),
+        move || rx.try_recv().ok(),
     )
 }
 
 fn tokio_threads(producers: u64) -> Duration {
+    use tokio::sync::mpsc::error::TrySendError;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(CAP);
-    run_threads(
+    queue_threads(
         producers,
-        |n| {
-            for i in 0..n {
-                let mut v = i;
-                while let Err(e) = tx.try_send(v) {
-                    v = match e {
-                        tokio::sync::mpsc::error::TrySendError::Full(v) => v,
-                        tokio::sync::mpsc::error::TrySendError::Closed(v) => v,
-                    };
-                    std::thread::yield_now();
-                }
-            }
+        |v| {
+            tx.try_send(v).map_err(|e| match e {
+                TrySendError::Full(v) | TrySendError::Closed(v) => v,
+            })
         },
-        move |total| {
-            let mut got = 0;
-            while got < total {
-                match rx.try_recv() {
-                    Ok(v) => {
-                        black_box(v);
-                        got += 1;
-                    }
-                    Err(_) => std::thread::yield_now(),
-                }
-            }
-        },
+        move || rx.try_recv().ok(),
     )
 }
 

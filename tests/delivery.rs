@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{collect, collect_with, recv, settle, Gate, HResult};
+use common::{collect, collect_with, gated, recv, settle, Gate, HResult};
 use lanebus::{
     Bus, Envelope, EnvelopeError, Message, OutboundMessage, PublishError, SubscribeOptions,
     TopicError, TryPublishError,
@@ -127,24 +127,16 @@ async fn keyed_plain_messages_keep_order() {
 async fn try_publish_full_hands_the_payload_back() {
     let bus = Bus::memory();
     let gate = Gate::new();
-    let g = gate.clone();
-    let _sub = bus
-        .subscribe_with(
-            "slow",
-            SubscribeOptions::default()
-                .lanes(1)
-                .ring_capacity(2)
-                .drain_batch(1),
-            move |_m: Message| {
-                let g = g.clone();
-                async move {
-                    g.pass().await;
-                    HResult::Ok(())
-                }
-            },
-        )
-        .await
-        .unwrap();
+    let _sub = gated(
+        &bus,
+        "slow",
+        SubscribeOptions::default()
+            .lanes(1)
+            .ring_capacity(2)
+            .drain_batch(1),
+        &gate,
+    )
+    .await;
     // One message is taken by the worker (blocked in the handler), two fill
     // the ring; then the lane is full.
     let mut accepted = 0;
@@ -172,24 +164,16 @@ async fn try_publish_full_hands_the_payload_back() {
 async fn back_pressure_wakes_a_blocked_publisher() {
     let bus = Bus::memory();
     let gate = Gate::new();
-    let g = gate.clone();
-    let _sub = bus
-        .subscribe_with(
-            "bp",
-            SubscribeOptions::default()
-                .lanes(1)
-                .ring_capacity(1)
-                .drain_batch(1),
-            move |_m: Message| {
-                let g = g.clone();
-                async move {
-                    g.pass().await;
-                    HResult::Ok(())
-                }
-            },
-        )
-        .await
-        .unwrap();
+    let _sub = gated(
+        &bus,
+        "bp",
+        SubscribeOptions::default()
+            .lanes(1)
+            .ring_capacity(1)
+            .drain_batch(1),
+        &gate,
+    )
+    .await;
     // Fill the lane: one message blocked in the handler, the ring full.
     let mut accepted = 0;
     while bus.try_publish("bp", "fill").is_ok() {
@@ -216,25 +200,17 @@ async fn back_pressure_wakes_a_blocked_publisher() {
 async fn fan_out_try_publish_is_all_or_nothing() {
     let bus = Bus::memory();
     let gate = Gate::new();
-    let g = gate.clone();
     let (_fast, mut fast_rx) = collect(&bus, "fo").await;
-    let _slow = bus
-        .subscribe_with(
-            "fo",
-            SubscribeOptions::default()
-                .lanes(1)
-                .ring_capacity(1)
-                .drain_batch(1),
-            move |_m: Message| {
-                let g = g.clone();
-                async move {
-                    g.pass().await;
-                    HResult::Ok(())
-                }
-            },
-        )
-        .await
-        .unwrap();
+    let _slow = gated(
+        &bus,
+        "fo",
+        SubscribeOptions::default()
+            .lanes(1)
+            .ring_capacity(1)
+            .drain_batch(1),
+        &gate,
+    )
+    .await;
     let mut accepted = 0;
     loop {
         match bus.try_publish("fo", "x") {

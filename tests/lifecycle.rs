@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{collect, settle, Gate, HResult};
+use common::{collect, gated, settle, Gate, HResult};
 use lanebus::{
     Bus, CloseError, HealthError, Message, Persistence, PublishError, SubscribeError,
     SubscribeOptions, TopicConfigError, TopicOptions, TryPublishError,
@@ -119,21 +119,13 @@ async fn close_drains_every_lane_then_refuses() {
 async fn close_deadline_reports_what_was_left() {
     let bus = Bus::memory();
     let gate = Gate::new();
-    let g = gate.clone();
-    let _sub = bus
-        .subscribe_with(
-            "stuck",
-            SubscribeOptions::default().lanes(1).drain_batch(1),
-            move |_m: Message| {
-                let g = g.clone();
-                async move {
-                    g.pass().await;
-                    HResult::Ok(())
-                }
-            },
-        )
-        .await
-        .unwrap();
+    let _sub = gated(
+        &bus,
+        "stuck",
+        SubscribeOptions::default().lanes(1).drain_batch(1),
+        &gate,
+    )
+    .await;
     for _ in 0..5 {
         bus.publish("stuck", "x").await.unwrap();
     }

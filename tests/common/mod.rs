@@ -68,6 +68,20 @@ impl Gate {
     }
 }
 
+/// Subscribes a handler that waits at `gate` before finishing each message.
+pub async fn gated(bus: &Bus, topic: &str, options: SubscribeOptions, gate: &Gate) -> Subscription {
+    let gate = gate.clone();
+    bus.subscribe_with(topic, options, move |_m: Message| {
+        let gate = gate.clone();
+        async move {
+            gate.pass().await;
+            HResult::Ok(())
+        }
+    })
+    .await
+    .expect("subscribe")
+}
+
 /// Lets other tasks run for a while (used to show something stays blocked).
 pub async fn settle() {
     for _ in 0..50 {
