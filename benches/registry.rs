@@ -54,39 +54,47 @@ fn lookups_rwlock(map: &RwLock<HashMap<String, u64>>, names: &[String], n: u64) 
     sum
 }
 
-fn lookup(c: &mut Criterion) {
-    let (reg, map) = filled();
-    let names = topics();
-    let mut g = c.benchmark_group("lookup");
+/// One lookup group: the registry (cached, and uncached when asked) beside
+/// the locked map, cycling over `names`.
+fn lookup_group(
+    c: &mut Criterion,
+    group: &str,
+    reg: &Registry,
+    map: &RwLock<HashMap<String, u64>>,
+    names: &[String],
+    with_uncached: bool,
+) {
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(1));
+    let next = |i: &mut usize| {
+        *i = (*i + 7) % names.len();
+        black_box(&names[*i])
+    };
     g.bench_function("lanebus_registry", |b| {
         let mut i = 0usize;
-        b.iter(|| {
-            i = (i + 7) % names.len();
-            reg.lookup(black_box(&names[i]))
-        })
+        b.iter(|| reg.lookup(next(&mut i)))
     });
-    g.bench_function("lanebus_registry_uncached", |b| {
-        let mut i = 0usize;
-        b.iter(|| {
-            i = (i + 7) % names.len();
-            reg.lookup_uncached(black_box(&names[i]))
-        })
-    });
+    if with_uncached {
+        g.bench_function("lanebus_registry_uncached", |b| {
+            let mut i = 0usize;
+            b.iter(|| reg.lookup_uncached(next(&mut i)))
+        });
+    }
     g.bench_function("rwlock_hashmap", |b| {
         let mut i = 0usize;
-        b.iter(|| {
-            i = (i + 7) % names.len();
-            map.read().get(black_box(names[i].as_str())).copied()
-        })
+        b.iter(|| map.read().get(next(&mut i).as_str()).copied())
     });
     g.finish();
+}
+
+fn lookup(c: &mut Criterion) {
+    let (reg, map) = filled();
+    lookup_group(c, "lookup", &reg, &map, &topics(), true);
 }
 
 fn lookup_churn(c: &mut Criterion) {
     let (reg, map) = filled();
     let (reg, map) = (Arc::new(reg), Arc::new(map));
-    let names = topics();
     let stop = Arc::new(AtomicBool::new(false));
     let churn = {
         let (reg, map, stop) = (reg.clone(), map.clone(), stop.clone());
@@ -102,23 +110,7 @@ fn lookup_churn(c: &mut Criterion) {
             }
         })
     };
-    let mut g = c.benchmark_group("lookup_churn");
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("lanebus_registry", |b| {
-        let mut i = 0usize;
-        b.iter(|| {
-            i = (i + 7) % names.len();
-            reg.lookup(black_box(&names[i]))
-        })
-    });
-    g.bench_function("rwlock_hashmap", |b| {
-        let mut i = 0usize;
-        b.iter(|| {
-            i = (i + 7) % names.len();
-            map.read().get(black_box(names[i].as_str())).copied()
-        })
-    });
-    g.finish();
+    lookup_group(c, "lookup_churn", &reg, &map, &topics(), false);
     stop.store(true, Ordering::Relaxed);
     churn.join().expect("churn thread");
 }
