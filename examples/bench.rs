@@ -562,7 +562,7 @@ async fn keyed(n: u64, base: Instant) -> Report {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     if args.transport != "memory" {
         return Err(format!("unknown transport `{}` (available: memory)", args.transport).into());
