@@ -26,6 +26,7 @@
 //! |---|---|
 //! | `engine::ring` | bounded lock-free MPSC ring, async wake-up and back-pressure (the only `unsafe`) |
 //! | `engine::registry` | atomic-snapshot topic registry, copy-on-write |
+//! | `engine::reader` | per-thread snapshot cache: the publish path's handler lookup |
 //! | `engine::lanes` | keyed lanes: `key_hash(key) % lanes` |
 //! | `engine::dispatch` | lane workers: handler, retry, dead-letter, ack |
 //! | [`envelope`] | [`Envelope`], validation, binary codec, Go-compatible JSON |

@@ -11,6 +11,7 @@
 //! - [`ring`]: the bounded lock-free MPSC ring (the crate's only `unsafe`).
 //! - [`registry`]: topic → subscriptions, an atomic snapshot with
 //!   copy-on-write updates.
+//! - [`reader`]: the per-thread snapshot cache publishers look topics up in.
 //! - [`lanes`]: a subscription's rings and the key → lane mapping.
 //! - [`dispatch`]: the lane worker: handler call, retry, dead-letter, ack.
 //!
