@@ -202,7 +202,7 @@ pub(crate) mod duration_serde {
         d.deserialize_any(DurationVisitor)
     }
 
-    /// Option<Duration> in the same format; `None` when absent or null.
+    /// `Option<Duration>` in the same format; `None` when absent or null.
     pub(crate) mod option {
         use super::*;
 
