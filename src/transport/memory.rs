@@ -57,7 +57,10 @@ pub(crate) enum TryRouteError {
 pub(crate) struct Waiting {
     route: Route,
     delivered: usize,
-    pending: Vec<(Arc<SubscriptionCore>, Delivery)>,
+    /// The first full lane's record (inline: a single-subscription topic
+    /// waits without another allocation), then any others.
+    first: (Arc<SubscriptionCore>, Delivery),
+    rest: Vec<(Arc<SubscriptionCore>, Delivery)>,
 }
 
 /// What [`route_now`] did.
@@ -95,7 +98,8 @@ pub(crate) fn route_now(
                 Err(TryPushError::Full(d)) => RouteNow::Wait(Waiting {
                     route,
                     delivered: 0,
-                    pending: vec![(sub.clone(), d)],
+                    first: (sub.clone(), d),
+                    rest: Vec::new(),
                 }),
             };
         }
@@ -115,14 +119,15 @@ pub(crate) fn route_now(
                 Err(TryPushError::Full(d)) => pending.push((sub.clone(), d)),
             }
         }
-        if pending.is_empty() {
-            RouteNow::Routed(Routed::of(delivered))
-        } else {
-            RouteNow::Wait(Waiting {
+        let mut pending = pending.into_iter();
+        match pending.next() {
+            None => RouteNow::Routed(Routed::of(delivered)),
+            Some(first) => RouteNow::Wait(Waiting {
                 route,
                 delivered,
-                pending,
-            })
+                first,
+                rest: pending.collect(),
+            }),
         }
     })
 }
@@ -132,7 +137,7 @@ impl Waiting {
     /// snapshot released.
     pub(crate) async fn finish(self) -> Routed {
         let mut delivered = self.delivered;
-        for (sub, d) in self.pending {
+        for (sub, d) in std::iter::once(self.first).chain(self.rest) {
             if sub.lanes.push(d, self.route).await.is_ok() {
                 delivered += 1;
             }
