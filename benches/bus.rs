@@ -28,6 +28,32 @@ async fn wait_for(counter: &AtomicU64, target: u64) {
     }
 }
 
+/// Counts handler calls.
+#[derive(Clone, Default)]
+struct Count(Arc<AtomicU64>);
+
+impl Count {
+    fn hit(&self) -> std::future::Ready<Result<(), HandlerError>> {
+        self.0.fetch_add(1, Ordering::Release);
+        std::future::ready(Ok(()))
+    }
+}
+
+/// A memory bus with one subscription (made by `subscribe`) whose handler
+/// counts its calls; the subscription lives for the whole bench.
+async fn counting_subscription<F, Fut>(subscribe: F) -> (Bus, Arc<AtomicU64>)
+where
+    F: FnOnce(Bus, Count) -> Fut,
+    Fut: std::future::Future<Output = Result<lanebus::Subscription, lanebus::SubscribeError>>,
+{
+    let bus = Bus::memory();
+    let count = Count::default();
+    let seen = count.0.clone();
+    let sub = subscribe(bus.clone(), count).await.expect("subscribe");
+    std::mem::forget(sub);
+    (bus, seen)
+}
+
 fn end_to_end(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("publish_to_handler");
@@ -35,27 +61,16 @@ fn end_to_end(c: &mut Criterion) {
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(5));
 
-    let (bus, seen) = rt.block_on(async {
-        let bus = Bus::memory();
-        let seen = Arc::new(AtomicU64::new(0));
-        let s = seen.clone();
-        let sub = bus
-            .subscribe_with(
-                "plain",
-                SubscribeOptions::default()
-                    .lanes(1)
-                    .ring_capacity(4096)
-                    .drain_batch(256),
-                move |_m: Message| {
-                    s.fetch_add(1, Ordering::Release);
-                    std::future::ready(Ok::<(), HandlerError>(()))
-                },
-            )
+    let options = |lanes| {
+        SubscribeOptions::default()
+            .lanes(lanes)
+            .ring_capacity(4096)
+            .drain_batch(256)
+    };
+    let (bus, seen) = rt.block_on(counting_subscription(|bus, count| async move {
+        bus.subscribe_with("plain", options(1), move |_m: Message| count.hit())
             .await
-            .expect("subscribe");
-        std::mem::forget(sub);
-        (bus, seen)
-    });
+    }));
     let payload = Bytes::from_static(b"0123456789abcdef0123456789abcdef");
     g.bench_function("plain", |b| {
         b.iter_custom(|iters| {
@@ -75,27 +90,10 @@ fn end_to_end(c: &mut Criterion) {
         })
     });
 
-    let (kbus, kseen) = rt.block_on(async {
-        let bus = Bus::memory();
-        let seen = Arc::new(AtomicU64::new(0));
-        let s = seen.clone();
-        let sub = bus
-            .subscribe_envelope_with(
-                "keyed",
-                SubscribeOptions::default()
-                    .lanes(8)
-                    .ring_capacity(4096)
-                    .drain_batch(256),
-                move |_e: Envelope| {
-                    s.fetch_add(1, Ordering::Release);
-                    std::future::ready(Ok::<(), HandlerError>(()))
-                },
-            )
+    let (kbus, kseen) = rt.block_on(counting_subscription(|bus, count| async move {
+        bus.subscribe_envelope_with("keyed", options(8), move |_e: Envelope| count.hit())
             .await
-            .expect("subscribe");
-        std::mem::forget(sub);
-        (bus, seen)
-    });
+    }));
     let ids: Vec<String> = (0..1000).map(|i| format!("order-{i}")).collect();
     g.bench_function("keyed_envelopes", |b| {
         b.iter_custom(|iters| {

@@ -115,6 +115,19 @@ fn lookup_churn(c: &mut Criterion) {
     churn.join().expect("churn thread");
 }
 
+/// Time of `iters` rounds of `threads` threads each running `work` once.
+fn on_threads(iters: u64, threads: u64, work: &(dyn Fn() -> u64 + Sync)) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| black_box(work()));
+            }
+        });
+    }
+    start.elapsed()
+}
+
 fn lookup_threads(c: &mut Criterion) {
     let (reg, map) = filled();
     let names = topics();
@@ -125,34 +138,14 @@ fn lookup_threads(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("lanebus_registry", threads),
             &threads,
-            |b, &t| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        std::thread::scope(|s| {
-                            for _ in 0..t {
-                                s.spawn(|| black_box(lookups(&reg, &names, LOOKUPS)));
-                            }
-                        });
-                    }
-                    start.elapsed()
-                })
-            },
+            |b, &t| b.iter_custom(|iters| on_threads(iters, t, &|| lookups(&reg, &names, LOOKUPS))),
         );
         g.bench_with_input(
             BenchmarkId::new("rwlock_hashmap", threads),
             &threads,
             |b, &t| {
                 b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        std::thread::scope(|s| {
-                            for _ in 0..t {
-                                s.spawn(|| black_box(lookups_rwlock(&map, &names, LOOKUPS)));
-                            }
-                        });
-                    }
-                    start.elapsed()
+                    on_threads(iters, t, &|| lookups_rwlock(&map, &names, LOOKUPS))
                 })
             },
         );
