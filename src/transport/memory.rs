@@ -67,8 +67,9 @@ pub(crate) struct Waiting {
 pub(crate) enum RouteNow {
     /// Done without waiting.
     Routed(Routed),
-    /// Some lanes were full: finish with [`Waiting::finish`].
-    Wait(Waiting),
+    /// Some lanes were full: finish with [`Waiting::finish`]. Boxed: the
+    /// rare case should not make the common result larger to move.
+    Wait(Box<Waiting>),
     /// The topic is not registered; the body is handed back.
     Unknown(Body),
 }
@@ -95,12 +96,12 @@ pub(crate) fn route_now(
             return match sub.lanes.try_push(Delivery::new(body), route) {
                 Ok(()) => RouteNow::Routed(Routed::Delivered(1)),
                 Err(TryPushError::Closed(_)) => RouteNow::Routed(Routed::Unrouted),
-                Err(TryPushError::Full(d)) => RouteNow::Wait(Waiting {
+                Err(TryPushError::Full(d)) => RouteNow::Wait(Box::new(Waiting {
                     route,
                     delivered: 0,
                     first: (sub.clone(), d),
                     rest: Vec::new(),
-                }),
+                })),
             };
         }
         let mut delivered = 0usize;
@@ -122,12 +123,12 @@ pub(crate) fn route_now(
         let mut pending = pending.into_iter();
         match pending.next() {
             None => RouteNow::Routed(Routed::of(delivered)),
-            Some(first) => RouteNow::Wait(Waiting {
+            Some(first) => RouteNow::Wait(Box::new(Waiting {
                 route,
                 delivered,
                 first,
                 rest: pending.collect(),
-            }),
+            })),
         }
     })
 }
