@@ -156,6 +156,13 @@ struct Report {
     order_ok: Option<bool>,
 }
 
+impl Report {
+    /// Our rate over the baseline's, in the same run.
+    fn ratio(&self) -> f64 {
+        self.msgs_per_sec / self.baseline_msgs_per_sec
+    }
+}
+
 /// Nanoseconds since the process's clock base (the send stamp).
 fn now_ns(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64
@@ -601,7 +608,7 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
                 r.p50_us,
                 r.p99_us,
                 r.baseline_msgs_per_sec,
-                r.msgs_per_sec / r.baseline_msgs_per_sec,
+                r.ratio(),
                 r.order_ok.map(|o| format!(",\"order_ok\":{o}")).unwrap_or_default(),
             );
         }
@@ -630,7 +637,7 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
                 r.p50_us,
                 r.p99_us,
                 r.baseline_msgs_per_sec,
-                r.msgs_per_sec / r.baseline_msgs_per_sec,
+                r.ratio(),
                 match r.order_ok {
                     Some(true) => "held",
                     Some(false) => "BROKEN",

@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{collect, collect_with, gated, recv, settle, Gate, HResult};
+use common::{collect, collect_with, gated, one_lane, recv, settle, Gate, HResult};
 use lanebus::{
     Bus, Envelope, EnvelopeError, Message, OutboundMessage, PublishError, SubscribeOptions,
     TopicError, TryPublishError,
@@ -127,16 +127,7 @@ async fn keyed_plain_messages_keep_order() {
 async fn try_publish_full_hands_the_payload_back() {
     let bus = Bus::memory();
     let gate = Gate::new();
-    let _sub = gated(
-        &bus,
-        "slow",
-        SubscribeOptions::default()
-            .lanes(1)
-            .ring_capacity(2)
-            .drain_batch(1),
-        &gate,
-    )
-    .await;
+    let _sub = gated(&bus, "slow", one_lane(2), &gate).await;
     // One message is taken by the worker (blocked in the handler), two fill
     // the ring; then the lane is full.
     let mut accepted = 0;
@@ -164,16 +155,7 @@ async fn try_publish_full_hands_the_payload_back() {
 async fn back_pressure_wakes_a_blocked_publisher() {
     let bus = Bus::memory();
     let gate = Gate::new();
-    let _sub = gated(
-        &bus,
-        "bp",
-        SubscribeOptions::default()
-            .lanes(1)
-            .ring_capacity(1)
-            .drain_batch(1),
-        &gate,
-    )
-    .await;
+    let _sub = gated(&bus, "bp", one_lane(1), &gate).await;
     // Fill the lane: one message blocked in the handler, the ring full.
     let mut accepted = 0;
     while bus.try_publish("bp", "fill").is_ok() {
@@ -201,16 +183,7 @@ async fn fan_out_try_publish_is_all_or_nothing() {
     let bus = Bus::memory();
     let gate = Gate::new();
     let (_fast, mut fast_rx) = collect(&bus, "fo").await;
-    let _slow = gated(
-        &bus,
-        "fo",
-        SubscribeOptions::default()
-            .lanes(1)
-            .ring_capacity(1)
-            .drain_batch(1),
-        &gate,
-    )
-    .await;
+    let _slow = gated(&bus, "fo", one_lane(1), &gate).await;
     let mut accepted = 0;
     loop {
         match bus.try_publish("fo", "x") {

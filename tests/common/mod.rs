@@ -68,6 +68,15 @@ impl Gate {
     }
 }
 
+/// Options of a subscription with one lane of `capacity` slots whose worker
+/// takes one record at a time: the easiest lane to fill in a test.
+pub fn one_lane(capacity: usize) -> SubscribeOptions {
+    SubscribeOptions::default()
+        .lanes(1)
+        .ring_capacity(capacity)
+        .drain_batch(1)
+}
+
 /// Subscribes a handler that waits at `gate` before finishing each message.
 pub async fn gated(bus: &Bus, topic: &str, options: SubscribeOptions, gate: &Gate) -> Subscription {
     let gate = gate.clone();
