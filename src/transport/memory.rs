@@ -109,11 +109,7 @@ pub(crate) fn route_now(
         let last = subs.len() - 1;
         let mut body = Some(body);
         for (i, sub) in subs.iter().enumerate() {
-            let b = if i == last {
-                body.take().expect("body moved once")
-            } else {
-                body.as_ref().expect("body present").share()
-            };
+            let b = fan_out(&mut body, i == last);
             match sub.lanes.try_push(Delivery::new(b), route) {
                 Ok(()) => delivered += 1,
                 Err(TryPushError::Closed(_)) => {}
@@ -193,12 +189,19 @@ fn try_route_in(
     }
     let mut body = Some(body);
     for (i, r) in reservations.into_iter().enumerate() {
-        let b = if i + 1 == n {
-            body.take().expect("body moved once")
-        } else {
-            body.as_ref().expect("body present").share()
-        };
+        let b = fan_out(&mut body, i + 1 == n);
         r.write(Delivery::new(b));
     }
     Ok(Routed::Delivered(n))
+}
+
+/// The body for the next subscription of a fan-out: a shared copy, or the
+/// body itself for the last one (so a single subscription never copies).
+#[inline]
+fn fan_out(body: &mut Option<Body>, last: bool) -> Body {
+    if last {
+        body.take().expect("body moved once")
+    } else {
+        body.as_ref().expect("body present").share()
+    }
 }
