@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::engine::reader::with_snapshot;
+use crate::engine::reader::with_topic;
 use crate::engine::registry::Registry as EngineRegistry;
 use crate::engine::ring::{Consumer as EngineConsumer, Ring as EngineRing, TryPushError};
 use crate::engine::TopicEntry;
@@ -100,7 +100,7 @@ impl Registry {
     /// generation check), then the topic. True when the topic is known.
     #[inline]
     pub fn lookup(&self, topic: &str) -> bool {
-        with_snapshot(self.bus, &self.inner, |s| s.get(topic).is_some())
+        with_topic(self.bus, &self.inner, topic, |e| e.is_some())
     }
 
     /// The lookup through a fresh `arc_swap` load of the snapshot.

@@ -12,7 +12,9 @@
 //! [`Registry::generation`](super::registry::Registry::generation)); if not,
 //! the thread loads the new snapshot once and caches it. This is
 //! `arc_swap::Cache`, kept in thread-local storage because a publisher has
-//! only `&Bus`.
+//! only `&Bus`. Each way also remembers where in its snapshot the thread's
+//! last topic was, so a thread publishing to one topic compares one string
+//! instead of hashing it.
 //!
 //! # Invariants
 //!
@@ -20,6 +22,8 @@
 //!   IDs, never reused) and only while the generation is unchanged.
 //! - A thread holds at most [`WAYS`] snapshots; an old one (of a dropped bus,
 //!   say) lives until its way is reused.
+//! - A remembered position is used only after its entry's name compared
+//!   equal to the topic, and only within the snapshot it was found in.
 
 use std::cell::RefCell;
 
@@ -34,6 +38,9 @@ struct Way {
     bus: u64,
     generation: u64,
     snapshot: Arc<Snapshot<TopicEntry>>,
+    /// Position in `snapshot` of the topic this thread published to last
+    /// (`usize::MAX`: none yet).
+    last: usize,
 }
 
 struct Cache {
@@ -50,15 +57,17 @@ thread_local! {
     };
 }
 
-/// Runs `f` on the current snapshot of `registry` (owned by bus `bus`).
+/// Runs `f` on `topic`'s entry in the current snapshot of `registry`
+/// (owned by bus `bus`), or on `None` when the topic is not registered.
 ///
 /// `f` runs while this thread's cache is borrowed; a nested call (none in
 /// the crate) falls back to a plain `load`.
 #[inline]
-pub(crate) fn with_snapshot<R>(
+pub(crate) fn with_topic<R>(
     bus: u64,
     registry: &Registry<TopicEntry>,
-    f: impl FnOnce(&Snapshot<TopicEntry>) -> R,
+    topic: &str,
+    f: impl FnOnce(Option<&TopicEntry>) -> R,
 ) -> R {
     let generation = registry.generation();
     let mut f = Some(f);
@@ -66,39 +75,61 @@ pub(crate) fn with_snapshot<R>(
         let mut cache = cell.try_borrow_mut().ok()?;
         // Most threads publish to one bus: check the first way before
         // scanning.
-        if let Some(w) = &cache.ways[0] {
-            if w.bus == bus && w.generation == generation {
-                return Some((f.take()?)(&w.snapshot));
-            }
+        let i = match &cache.ways[0] {
+            Some(w) if w.bus == bus => 0,
+            _ => cache.way_of(bus),
+        };
+        let way = &mut cache.ways[i];
+        if !matches!(way, Some(w) if w.bus == bus && w.generation == generation) {
+            *way = Some(Way {
+                bus,
+                generation,
+                snapshot: registry.load_full(),
+                last: usize::MAX,
+            });
         }
-        let i = match cache
+        let way = way.as_mut()?;
+        let entry = way.find(topic);
+        Some((f.take()?)(entry))
+    });
+    match (done, f) {
+        (Ok(Some(r)), _) => r,
+        // Thread-local storage is gone (thread exit) or already borrowed.
+        (_, Some(f)) => f(registry.load().get(topic)),
+        (_, None) => unreachable!("f ran but its result was lost"),
+    }
+}
+
+impl Cache {
+    /// The way holding `bus`, or the next one to replace.
+    fn way_of(&mut self, bus: u64) -> usize {
+        match self
             .ways
             .iter()
             .position(|w| w.as_ref().is_some_and(|w| w.bus == bus))
         {
             Some(i) => i,
             None => {
-                let i = cache.next;
-                cache.next = (i + 1) % WAYS;
+                let i = self.next;
+                self.next = (i + 1) % WAYS;
                 i
             }
-        };
-        let way = &mut cache.ways[i];
-        let fresh = matches!(way, Some(w) if w.bus == bus && w.generation == generation);
-        if !fresh {
-            *way = Some(Way {
-                bus,
-                generation,
-                snapshot: registry.load_full(),
-            });
         }
-        let snapshot = &way.as_ref()?.snapshot;
-        Some((f.take()?)(snapshot))
-    });
-    match (done, f) {
-        (Ok(Some(r)), _) => r,
-        // Thread-local storage is gone (thread exit) or already borrowed.
-        (_, Some(f)) => f(&registry.load()),
-        (_, None) => unreachable!("f ran but its result was lost"),
+    }
+}
+
+impl Way {
+    /// `topic`'s entry: the remembered position when it still names
+    /// `topic` (a string comparison), else a hashed lookup, remembered.
+    #[inline]
+    fn find(&mut self, topic: &str) -> Option<&TopicEntry> {
+        if let Some((name, _)) = self.snapshot.at(self.last) {
+            if name == topic {
+                return self.snapshot.at(self.last).map(|(_, e)| e);
+            }
+        }
+        let position = self.snapshot.position(topic)?;
+        self.last = position;
+        self.snapshot.at(position).map(|(_, e)| e)
     }
 }

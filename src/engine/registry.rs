@@ -6,7 +6,8 @@
 //! [`SnapshotCell`] (`arc_swap::ArcSwap` normally, a loom-checkable cell
 //! under loom). Readers — every publish and every broker record routed to a
 //! subscription — only `load()` the current snapshot and look the topic up
-//! in an `ahash` map: no lock, no reference-count traffic on the map itself.
+//! in an `ahash` index: no lock, no reference-count traffic on the map
+//! itself.
 //! Writers (subscribe, unsubscribe, configure) are rare: they serialise on a
 //! cold-path mutex, clone the map (values are cheap `Clone`, usually `Arc`s),
 //! apply their change and publish the new snapshot with one store. This is
@@ -26,27 +27,50 @@ use std::collections::HashMap;
 
 use super::sync::{Arc, AtomicU64, Mutex, Ordering, SnapshotCell, SnapshotGuard};
 
-/// One immutable view of the registry.
+/// One immutable view of the registry: the entries in a vector, found by
+/// name through an `ahash` index. Positions are stable for the snapshot's
+/// life, so a reader may remember one (see `reader`) and check it with a
+/// string comparison instead of hashing again.
 pub(crate) struct Snapshot<V> {
-    map: HashMap<Box<str>, V, ahash::RandomState>,
+    entries: Vec<(Box<str>, V)>,
+    index: HashMap<Box<str>, usize, ahash::RandomState>,
 }
 
 impl<V> Snapshot<V> {
+    fn empty(hasher: ahash::RandomState) -> Self {
+        Self {
+            entries: Vec::new(),
+            index: HashMap::with_hasher(hasher),
+        }
+    }
+
     /// The value registered under `topic`.
     #[inline]
     pub(crate) fn get(&self, topic: &str) -> Option<&V> {
-        self.map.get(topic)
+        self.position(topic).map(|i| &self.entries[i].1)
+    }
+
+    /// Where `topic`'s entry is in this snapshot.
+    #[inline]
+    pub(crate) fn position(&self, topic: &str) -> Option<usize> {
+        self.index.get(topic).copied()
+    }
+
+    /// The entry at `position`, if there is one.
+    #[inline]
+    pub(crate) fn at(&self, position: usize) -> Option<(&str, &V)> {
+        self.entries.get(position).map(|(k, v)| (&**k, v))
     }
 
     /// Every `(topic, value)` pair, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
-        self.map.iter().map(|(k, v)| (&**k, v))
+        self.entries.iter().map(|(k, v)| (&**k, v))
     }
 
     /// Number of topics.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.entries.len()
     }
 }
 
@@ -71,11 +95,8 @@ impl<V: Clone> Registry<V> {
     /// An empty registry.
     pub(crate) fn new() -> Self {
         let hasher = ahash::RandomState::new();
-        let empty = Snapshot {
-            map: HashMap::with_hasher(hasher.clone()),
-        };
         Self {
-            cell: SnapshotCell::new(Arc::new(empty)),
+            cell: SnapshotCell::new(Arc::new(Snapshot::empty(hasher.clone()))),
             generation: AtomicU64::new(0),
             writer: Mutex::new(()),
             hasher,
@@ -112,17 +133,15 @@ impl<V: Clone> Registry<V> {
     ) -> R {
         let _writer = self.writer.lock();
         let current = self.cell.load_full();
-        let (next, out) = change(current.map.get(topic));
-        let mut map = HashMap::with_capacity_and_hasher(current.map.len() + 1, self.hasher.clone());
-        for (k, v) in current.map.iter() {
-            if &**k != topic {
-                map.insert(k.clone(), v.clone());
-            }
+        let (next, out) = change(current.get(topic));
+        let mut snapshot = Snapshot::empty(self.hasher.clone());
+        let kept = current.iter().filter(|(k, _)| *k != topic);
+        let added = next.map(|v| (topic, v));
+        for (k, v) in kept.map(|(k, v)| (k, v.clone())).chain(added) {
+            snapshot.index.insert(Box::from(k), snapshot.entries.len());
+            snapshot.entries.push((Box::from(k), v));
         }
-        if let Some(v) = next {
-            map.insert(Box::from(topic), v);
-        }
-        self.cell.store(Arc::new(Snapshot { map }));
+        self.cell.store(Arc::new(snapshot));
         self.generation.fetch_add(1, Ordering::Release);
         out
     }

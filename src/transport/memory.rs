@@ -19,8 +19,8 @@
 use std::sync::Arc;
 
 use crate::engine::lanes::{Body, Delivery, Route};
-use crate::engine::reader::with_snapshot;
-use crate::engine::registry::{Registry, Snapshot};
+use crate::engine::reader::with_topic;
+use crate::engine::registry::Registry;
 use crate::engine::ring::{ReserveError, TryPushError};
 use crate::engine::{SubscriptionCore, TopicEntry};
 
@@ -85,8 +85,8 @@ pub(crate) fn route_now(
     topic: &str,
     body: Body,
 ) -> RouteNow {
-    with_snapshot(bus, registry, |snapshot| {
-        let subs = match snapshot.get(topic) {
+    with_topic(bus, registry, topic, |entry| {
+        let subs = match entry {
             Some(entry) if !entry.subs.is_empty() => &entry.subs,
             Some(_) => return RouteNow::Routed(Routed::Unrouted),
             None => return RouteNow::Unknown(body),
@@ -151,17 +151,11 @@ pub(crate) fn try_route(
     topic: &str,
     body: Body,
 ) -> Result<Routed, TryRouteError> {
-    with_snapshot(bus, registry, |snapshot| {
-        try_route_in(snapshot, topic, body)
-    })
+    with_topic(bus, registry, topic, |entry| try_route_in(entry, body))
 }
 
-fn try_route_in(
-    snapshot: &Snapshot<TopicEntry>,
-    topic: &str,
-    body: Body,
-) -> Result<Routed, TryRouteError> {
-    let subs = match snapshot.get(topic) {
+fn try_route_in(entry: Option<&TopicEntry>, body: Body) -> Result<Routed, TryRouteError> {
+    let subs = match entry {
         Some(entry) if !entry.subs.is_empty() => &entry.subs,
         Some(_) => return Ok(Routed::Unrouted),
         None => return Err(TryRouteError::Unknown(body)),
