@@ -312,7 +312,7 @@ impl Envelope {
         payload: impl Into<Bytes>,
     ) -> Self {
         Self {
-            event_id: uuid::Uuid::now_v7().hyphenated().to_string(),
+            event_id: new_event_id(),
             aggregate_id: aggregate_id.into(),
             event_type: event_type.into(),
             event_version,
@@ -626,6 +626,16 @@ impl Envelope {
     }
 }
 
+/// A fresh UUIDv7, lowercase and hyphenated, written straight into a string
+/// of the exact size (no formatting machinery, one allocation).
+fn new_event_id() -> String {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_owned()
+}
+
 fn check_len(field: &'static str, value: &str) -> Result<(), EnvelopeError> {
     if value.len() > MAX_FIELD_LEN {
         return Err(EnvelopeError::FieldTooLong {
@@ -640,6 +650,14 @@ fn validate_aggregate_id(id: &str) -> Result<(), EnvelopeError> {
     if id.is_empty() {
         return Err(EnvelopeError::EmptyAggregateId);
     }
+    // Fast path (every publish): every allowed character is ASCII, so a
+    // short ID of allowed bytes is valid without decoding characters.
+    let allowed =
+        |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-' | b'.' | b'/');
+    if id.len() <= MAX_AGGREGATE_ID_LEN && id.as_bytes().iter().all(allowed) {
+        return Ok(());
+    }
+    // Slow path: find the first problem, counted in characters.
     let len = id.chars().count();
     if len > MAX_AGGREGATE_ID_LEN {
         return Err(EnvelopeError::AggregateIdTooLong { len });
