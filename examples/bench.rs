@@ -453,9 +453,14 @@ async fn keyed(n: u64, base: Instant) -> Report {
             "keyed",
             SubscribeOptions::default()
                 .lanes(lanes)
-                .ring_capacity(4096)
+                .ring_capacity(
+                    std::env::var("BENCH_RING")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(4096),
+                )
                 .drain_batch(256),
-            move |ev: Envelope| {
+            move |ev: Arc<Envelope>| {
                 let idx: usize = ev.aggregate_id[4..].parse().unwrap_or(0);
                 let prev = last[idx].swap(ev.event_version, Ordering::Relaxed);
                 if prev + 1 != ev.event_version {
@@ -491,8 +496,34 @@ async fn keyed(n: u64, base: Instant) -> Report {
     for ev in events {
         bus.publish_envelope("keyed", ev).await.expect("publish");
     }
+    let published_in = start.elapsed();
     probe.wait(total).await;
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        eprintln!(
+            "keyed: started at {:?}, published in {published_in:?}, handled in {:?}",
+            start - base,
+            start.elapsed()
+        );
+    }
     let rate = total as f64 / start.elapsed().as_secs_f64();
+    if SKIP_LATENCY.load(Ordering::Relaxed) {
+        bus.close().await.expect("close");
+        drop(sub);
+        return Report {
+            scenario: "keyed",
+            messages: total,
+            msgs_per_sec: rate,
+            p50_us: f64::NAN,
+            p99_us: f64::NAN,
+            baseline_msgs_per_sec: f64::NAN,
+            order_ok: Some(
+                disorder.load(Ordering::Relaxed) == 0
+                    && last
+                        .iter()
+                        .all(|v| v.load(Ordering::Relaxed) == per_key as i64),
+            ),
+        };
+    }
 
     // Latency run, paced at half the rate; the send stamp rides in the payload.
     probe.timing.store(true, Ordering::Relaxed);

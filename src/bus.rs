@@ -13,6 +13,7 @@
 //! how many records were left.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -30,8 +31,8 @@ use crate::pipeline::metrics::{InFlight, LaneStats, ShardedCounter, Subscription
 use crate::transport::memory::{self, RouteNow, Routed, TryRouteError};
 use crate::transport::BoxFuture;
 use crate::{
-    validate_topic_name, BusConfig, BusStats, CloseError, ConfigError, Envelope, Handler,
-    HealthError, Message, OutboundMessage, PublishError, SubscribeError, SubscribeOptions,
+    validate_topic_name, BusConfig, BusStats, CloseError, ConfigError, Envelope, FromEnvelope,
+    Handler, HealthError, Message, OutboundMessage, PublishError, SubscribeError, SubscribeOptions,
     Subscription, TopicConfigError, TopicOptions, TryPublishError,
 };
 
@@ -214,18 +215,28 @@ impl Bus {
 
     /// Validates and publishes an envelope; every event of one aggregate
     /// goes to the same lane of each subscription, in publish order.
-    pub async fn publish_envelope(
-        &self,
-        topic: &str,
+    ///
+    /// The envelope moves into a shared allocation when this is called, so
+    /// the returned future holds one pointer rather than the envelope;
+    /// nothing is validated or published until it is polled.
+    pub fn publish_envelope<'a>(
+        &'a self,
+        topic: &'a str,
         envelope: Envelope,
-    ) -> Result<(), PublishError<Envelope>> {
-        if let Err(e) = envelope.validate() {
-            return Err(PublishError::InvalidEnvelope(envelope, e));
+    ) -> impl Future<Output = Result<(), PublishError<Envelope>>> + Send + 'a {
+        let shared = Arc::new(envelope);
+        async move {
+            if let Err(e) = shared.validate() {
+                return Err(PublishError::InvalidEnvelope(
+                    Arc::unwrap_or_clone(shared),
+                    e,
+                ));
+            }
+            self.inner
+                .route(topic, Body::Envelope(shared), false)
+                .await
+                .map_err(|e| map_err(e, body_envelope))
         }
-        self.inner
-            .route(topic, Body::Envelope(Arc::new(envelope)), false)
-            .await
-            .map_err(|e| map_err(e, body_envelope))
     }
 
     /// [`publish_envelope`](Self::publish_envelope) without waiting.
@@ -268,23 +279,27 @@ impl Bus {
     /// Subscribes an envelope handler with the bus's default options.
     /// Records that do not decode as envelopes are dead-lettered as
     /// `malformed`.
-    pub async fn subscribe_envelope<H: Handler<Envelope>>(
+    ///
+    /// The handler takes `Envelope` (its own copy per attempt) or
+    /// `Arc<Envelope>` (shared with the lane, no copy); see
+    /// [`FromEnvelope`].
+    pub async fn subscribe_envelope<M: FromEnvelope, H: Handler<M>>(
         &self,
         topic: &str,
         handler: H,
     ) -> Result<Subscription, SubscribeError> {
         let options = self.inner.config.subscribe.clone();
-        self.inner.subscribe::<Envelope, H>(topic, options, handler)
+        self.inner.subscribe::<M, H>(topic, options, handler)
     }
 
     /// Subscribes an envelope handler with these options.
-    pub async fn subscribe_envelope_with<H: Handler<Envelope>>(
+    pub async fn subscribe_envelope_with<M: FromEnvelope, H: Handler<M>>(
         &self,
         topic: &str,
         options: SubscribeOptions,
         handler: H,
     ) -> Result<Subscription, SubscribeError> {
-        self.inner.subscribe::<Envelope, H>(topic, options, handler)
+        self.inner.subscribe::<M, H>(topic, options, handler)
     }
 
     /// Creates or replaces a topic's configuration.

@@ -56,6 +56,36 @@ where
     }
 }
 
+/// What an envelope handler can take: [`Envelope`](crate::Envelope) or
+/// `Arc<Envelope>`.
+///
+/// The lane keeps every envelope until it is settled, for retries and the
+/// dead-letter topic. A handler taking `Envelope` gets its own copy per
+/// attempt (three `String` clones); one taking `Arc<Envelope>` shares the
+/// lane's, which costs two reference-count operations, and is the faster
+/// choice when the handler only reads the envelope.
+///
+/// Sealed: implemented for those two types only.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use lanebus::{Bus, Envelope, HandlerError};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = Bus::memory();
+/// let _projection = bus
+///     .subscribe_envelope("orders.events", |ev: Arc<Envelope>| async move {
+///         println!("{} v{}", ev.aggregate_id, ev.event_version);
+///         Ok::<(), HandlerError>(())
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub trait FromEnvelope: crate::engine::dispatch::Deliverable {}
+
 /// How the engine treats a failed attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

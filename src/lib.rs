@@ -92,7 +92,7 @@ pub use envelope::{key_hash, DecodeError, EncodeError, Envelope, EnvelopeError, 
 pub use error::{
     CloseError, HealthError, PublishError, SubscribeError, TopicConfigError, TryPublishError,
 };
-pub use handler::{ErrorClass, Handler, HandlerError};
+pub use handler::{ErrorClass, FromEnvelope, Handler, HandlerError};
 pub use headers::Headers;
 pub use message::{Message, OutboundMessage};
 pub use pipeline::dead_letter::{

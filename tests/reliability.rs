@@ -316,3 +316,63 @@ async fn disabled_dead_letter_counts_the_drop() {
     assert_eq!(s.total.dropped, 1);
     assert_eq!(s.total.dead_lettered, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_envelope_handler_sees_one_envelope_across_retries_then_dead_letters_it() {
+    let bus = Bus::memory();
+    let (_dlq, mut dlq_rx) = collect(&bus, "ledger.dlq").await;
+    let seen: Arc<Mutex<Vec<Arc<Envelope>>>> = Arc::default();
+    let s2 = seen.clone();
+    let _sub = bus
+        .subscribe_envelope_with("ledger", fast_retry(3), move |ev: Arc<Envelope>| {
+            let seen = s2.clone();
+            async move {
+                seen.lock().unwrap().push(ev);
+                Err::<(), _>(HandlerError::retryable("ledger unavailable"))
+            }
+        })
+        .await
+        .unwrap();
+    let original = Envelope::new("acct-9", "Debited", 1, r#"{"amount":5}"#).with_trace_id("t-9");
+    bus.publish_envelope("ledger", original.clone())
+        .await
+        .unwrap();
+    let dead = recv(&mut dlq_rx).await;
+    bus.close().await.unwrap();
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3, "one call per attempt");
+    assert!(seen.iter().all(|ev| **ev == original));
+    assert!(
+        seen.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])),
+        "every attempt shares the lane's envelope: no copy"
+    );
+    assert_eq!(Envelope::decode(dead.payload()).unwrap(), original);
+    assert_eq!(dead.headers().get(HEADER_ATTEMPTS), Some("3"));
+    assert_eq!(dead.headers().get(HEADER_ERROR_CLASS), Some("retryable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_envelope_handler_decodes_wire_envelopes_and_dead_letters_bad_ones() {
+    let bus = Bus::memory();
+    let (_dlq, mut dlq_rx) = collect(&bus, "wire.dlq").await;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g2 = got.clone();
+    let _sub = bus
+        .subscribe_envelope("wire", move |ev: Arc<Envelope>| {
+            let got = g2.clone();
+            async move {
+                got.lock().unwrap().push(Arc::unwrap_or_clone(ev));
+                HResult::Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    let good = Envelope::new("acct-1", "Opened", 1, r#"{"x":1}"#);
+    bus.publish("wire", good.encode()).await.unwrap();
+    bus.publish("wire", "\u{eb}not binary").await.unwrap();
+    let dead = recv(&mut dlq_rx).await;
+    bus.close().await.unwrap();
+    assert_eq!(*got.lock().unwrap(), vec![good]);
+    assert_eq!(dead.headers().get(HEADER_ERROR_CLASS), Some("malformed"));
+}

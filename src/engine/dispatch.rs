@@ -42,15 +42,22 @@ use crate::pipeline::metrics::{LaneCounters, LaneStats};
 use crate::{Envelope, ErrorClass, Handler, Message, RetryPolicy};
 
 /// A message type a handler can take: built from a lane record.
-pub(crate) trait Deliverable: Sized + Send + 'static {
+///
+/// `pub` inside a crate-private module: public traits can name it as a
+/// supertrait (sealing them), while users can neither name nor implement it;
+/// so its crate-private argument types are never visible either.
+#[allow(private_interfaces)]
+pub trait Deliverable: Sized + Send + 'static {
     /// `plain` or `envelope`, for stats.
     const KIND: &'static str;
 
     /// Builds the handler's message for one attempt; `Err` explains why the
     /// record is malformed.
+    #[doc(hidden)]
     fn from_body(body: &Body, topic: &StdArc<str>, attempt: u32) -> Result<Self, String>;
 }
 
+#[allow(private_interfaces)]
 impl Deliverable for Message {
     const KIND: &'static str = "plain";
 
@@ -67,22 +74,44 @@ impl Deliverable for Message {
     }
 }
 
+fn decode_envelope(payload: &bytes::Bytes) -> Result<Envelope, String> {
+    Envelope::decode_bytes(payload).map_err(|e| format!("malformed envelope: {e}"))
+}
+
+#[allow(private_interfaces)]
 impl Deliverable for Envelope {
     const KIND: &'static str = "envelope";
 
+    /// A copy per attempt: the lane keeps the original for retries and the
+    /// dead-letter topic.
     #[inline]
     fn from_body(body: &Body, _topic: &StdArc<str>, _attempt: u32) -> Result<Self, String> {
         match body {
             Body::Envelope(e) => Ok((**e).clone()),
-            Body::Plain { payload, .. } => {
-                Envelope::decode_bytes(payload).map_err(|e| format!("malformed envelope: {e}"))
-            }
+            Body::Plain { payload, .. } => decode_envelope(payload),
         }
     }
 }
 
-/// Spin iterations (about 10 ns each) an idle worker waits before parking.
-const IDLE_SPINS_BEFORE_PARK: u32 = 256;
+#[allow(private_interfaces)]
+impl Deliverable for StdArc<Envelope> {
+    const KIND: &'static str = "envelope";
+
+    /// Shared with the lane: no copy for in-process envelopes.
+    #[inline]
+    fn from_body(body: &Body, _topic: &StdArc<str>, _attempt: u32) -> Result<Self, String> {
+        match body {
+            Body::Envelope(e) => Ok(e.clone()),
+            Body::Plain { payload, .. } => decode_envelope(payload).map(StdArc::new),
+        }
+    }
+}
+
+impl crate::handler::FromEnvelope for Envelope {}
+impl crate::handler::FromEnvelope for StdArc<Envelope> {}
+
+/// Times an idle worker yields to the runtime before parking.
+const IDLE_YIELDS_BEFORE_PARK: u32 = 8;
 
 /// What one handler call did.
 enum Attempt {
@@ -141,13 +170,11 @@ impl<M: Deliverable, H: Handler<M>> LaneWorker<M, H> {
             // hundred nanoseconds: spin briefly before parking, which would
             // cost the next publisher a cross-thread wake-up (a futex call).
             let mut advanced = self.consumer.try_drain(&mut buf, batch);
-            let mut spins = 0;
-            while advanced == 0 && spins < IDLE_SPINS_BEFORE_PARK {
-                std::hint::spin_loop();
-                spins += 1;
-                if spins % 16 == 0 {
-                    advanced = self.consumer.try_drain(&mut buf, batch);
-                }
+            let mut yields = 0;
+            while advanced == 0 && yields < IDLE_YIELDS_BEFORE_PARK {
+                tokio::task::yield_now().await;
+                yields += 1;
+                advanced = self.consumer.try_drain(&mut buf, batch);
             }
             if advanced == 0 && !self.consumer.drain(&mut buf, batch).await {
                 break;
