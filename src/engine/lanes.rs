@@ -167,6 +167,9 @@ impl Lane {
 /// The lanes of one subscription.
 pub(crate) struct Lanes {
     lanes: Box<[Lane]>,
+    /// `len - 1` when the lane count is a power of two: `x % len` is then
+    /// `x & mask`, without a division on every publish.
+    mask: Option<u64>,
 }
 
 impl Lanes {
@@ -182,8 +185,10 @@ impl Lanes {
                     counters: CachePadded::new(LaneCounters::default()),
                 }
             })
-            .collect();
-        (Self { lanes }, consumers)
+            .collect::<Box<[Lane]>>();
+        let n = lanes.len() as u64;
+        let mask = n.is_power_of_two().then(|| n - 1);
+        (Self { lanes, mask }, consumers)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -198,11 +203,17 @@ impl Lanes {
         self.lanes.iter()
     }
 
+    /// The lane for `route`: `hash % len` for a keyed route (the stable
+    /// mapping), the cursor modulo `len` for a spread one.
     #[inline]
     fn first_choice(&self, route: Route) -> usize {
-        match route {
-            Route::Keyed(h) => (h % self.lanes.len() as u64) as usize,
-            Route::Spread(rr) => rr as usize % self.lanes.len(),
+        let x = match route {
+            Route::Keyed(h) => h,
+            Route::Spread(rr) => u64::from(rr),
+        };
+        match self.mask {
+            Some(mask) => (x & mask) as usize,
+            None => (x % self.lanes.len() as u64) as usize,
         }
     }
 

@@ -173,3 +173,37 @@ mod layout {
         );
     }
 }
+
+mod lane_mapping {
+    use bytes::Bytes;
+
+    use super::super::lanes::{Body, Delivery, Lanes, Route};
+
+    /// A keyed record lands on lane `key_hash(key) % N` for every lane
+    /// count, powers of two (masked) and others (divided) alike.
+    #[test]
+    fn keyed_records_land_on_hash_mod_n() {
+        for n in 1..=12usize {
+            let (lanes, _consumers) = Lanes::new(n, 64);
+            for k in 0..40u32 {
+                let key = format!("order-{k}");
+                let hash = crate::key_hash(key.as_bytes());
+                let before: Vec<usize> = lanes.iter().map(|l| l.ring.len()).collect();
+                let body =
+                    Body::plain_with(Bytes::new(), Some(key.as_str().into()), Default::default());
+                assert!(matches!(Route::of(&body), Route::Keyed(h) if h == hash));
+                assert!(lanes
+                    .try_push(Delivery::new(body), Route::Keyed(hash))
+                    .is_ok());
+                let grew: Vec<usize> = lanes
+                    .iter()
+                    .zip(&before)
+                    .enumerate()
+                    .filter(|(_, (l, b))| l.ring.len() > **b)
+                    .map(|(i, _)| i)
+                    .collect();
+                assert_eq!(grew, vec![(hash % n as u64) as usize], "{n} lanes, {key}");
+            }
+        }
+    }
+}
