@@ -3,7 +3,7 @@
 //! messages, with the same topology, in the same run.
 //!
 //! ```text
-//! cargo run --release --example bench -- --transport memory [--json] [--scale 1.0] [--scenario NAME]...
+//! cargo run --release --example bench -- --transport memory [--json] [--runs 3] [--scale 1.0] [--scenario NAME]...
 //! ```
 //!
 //! Scenarios (memory):
@@ -18,6 +18,10 @@
 //! measured throughput, each message carrying its send time. The baseline
 //! moves the same messages through bounded crossbeam channels to consumer
 //! threads (one per lane or subscription) running the same trivial handler.
+//! Each scenario runs `--runs` times (bus, then baseline, each time) and
+//! every figure reported is the median over the runs: this machine is
+//! shared and noisy, and the median of interleaved runs keeps one bad
+//! moment from deciding a ratio.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,6 +41,7 @@ struct Args {
     scale: f64,
     scenarios: Vec<String>,
     lanes: usize,
+    runs: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,6 +51,7 @@ fn parse_args() -> Result<Args, String> {
         scale: 1.0,
         scenarios: Vec::new(),
         lanes: 4,
+        runs: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -60,6 +66,14 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--lanes: {e}"))?
             }
+            "--runs" => {
+                args.runs = it
+                    .next()
+                    .ok_or("--runs needs a value")?
+                    .parse::<usize>()
+                    .map_err(|e| format!("--runs: {e}"))?
+                    .max(1)
+            }
             "--scale" => {
                 args.scale = it
                     .next()
@@ -71,7 +85,7 @@ fn parse_args() -> Result<Args, String> {
                 .scenarios
                 .push(it.next().ok_or("--scenario needs a value")?),
             "-h" | "--help" => {
-                println!("bench --transport memory [--json] [--scale F] [--lanes N] [--no-latency] [--scenario plain|keyed|fanout|contention]...");
+                println!("bench --transport memory [--json] [--runs N] [--scale F] [--lanes N] [--no-latency] [--scenario plain|keyed|fanout|contention]...");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -157,9 +171,31 @@ struct Report {
 }
 
 impl Report {
-    /// Our rate over the baseline's, in the same run.
+    /// Our rate over the baseline's, in the same runs.
     fn ratio(&self) -> f64 {
         self.msgs_per_sec / self.baseline_msgs_per_sec
+    }
+
+    /// Folds repeated runs of one scenario (each measuring the bus, then
+    /// the baseline) into one report: the median of each figure, so that a
+    /// noisy neighbour in one run moves neither side; order must hold in
+    /// every run.
+    fn median(runs: Vec<Report>) -> Report {
+        fn med(mut v: Vec<f64>) -> f64 {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        }
+        let pick = |f: fn(&Report) -> f64| med(runs.iter().map(f).collect());
+        let orders: Vec<bool> = runs.iter().filter_map(|r| r.order_ok).collect();
+        Report {
+            scenario: runs[0].scenario,
+            messages: runs[0].messages,
+            msgs_per_sec: pick(|r| r.msgs_per_sec),
+            p50_us: pick(|r| r.p50_us),
+            p99_us: pick(|r| r.p99_us),
+            baseline_msgs_per_sec: pick(|r| r.baseline_msgs_per_sec),
+            order_ok: (!orders.is_empty()).then(|| orders.iter().all(|&o| o)),
+        }
     }
 }
 
@@ -496,15 +532,7 @@ async fn keyed(n: u64, base: Instant) -> Report {
     for ev in events {
         bus.publish_envelope("keyed", ev).await.expect("publish");
     }
-    let published_in = start.elapsed();
     probe.wait(total).await;
-    if std::env::var_os("BENCH_DEBUG").is_some() {
-        eprintln!(
-            "keyed: started at {:?}, published in {published_in:?}, handled in {:?}",
-            start - base,
-            start.elapsed()
-        );
-    }
     let rate = total as f64 / start.elapsed().as_secs_f64();
     if SKIP_LATENCY.load(Ordering::Relaxed) {
         bus.close().await.expect("close");
@@ -617,18 +645,24 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Every scenario runs on a runtime worker (as a service's code would),
         // not on this thread.
         let lanes = args.lanes;
-        let name = s.clone();
-        let r = rt.block_on(rt.spawn(async move {
-            match name.as_str() {
-                "plain" => Ok(plain_like("plain", 1, 1, lanes, scaled(4_000_000.0), base).await),
-                "keyed" => Ok(keyed(scaled(1_000_000.0), base).await),
-                "fanout" => Ok(plain_like("fanout", 1, 4, 1, scaled(1_000_000.0), base).await),
-                "contention" => {
-                    Ok(plain_like("contention", 2, 1, lanes, scaled(4_000_000.0), base).await)
+        let mut runs = Vec::with_capacity(args.runs);
+        for _ in 0..args.runs {
+            let name = s.clone();
+            runs.push(rt.block_on(rt.spawn(async move {
+                match name.as_str() {
+                    "plain" => {
+                        Ok(plain_like("plain", 1, 1, lanes, scaled(4_000_000.0), base).await)
+                    }
+                    "keyed" => Ok(keyed(scaled(1_000_000.0), base).await),
+                    "fanout" => Ok(plain_like("fanout", 1, 4, 1, scaled(1_000_000.0), base).await),
+                    "contention" => {
+                        Ok(plain_like("contention", 2, 1, lanes, scaled(4_000_000.0), base).await)
+                    }
+                    other => Err(format!("unknown scenario `{other}`")),
                 }
-                other => Err(format!("unknown scenario `{other}`")),
-            }
-        }))??;
+            }))??);
+        }
+        let r = Report::median(runs);
         if args.json {
             println!(
                 "{{\"transport\":\"{}\",\"scenario\":\"{}\",\"messages\":{},\"msgs_per_sec\":{:.0},\"p50_us\":{:.2},\"p99_us\":{:.2},\"baseline_msgs_per_sec\":{:.0},\"ratio\":{:.3}{}}}",
