@@ -3,7 +3,9 @@
 //! `_uncached`: a fresh `arc_swap` load instead), beside a
 //! `parking_lot::RwLock<HashMap>` in the same groups.
 //!
-//! - `lookup`: one thread, 100 topics, no writers.
+//! - `lookup`: one thread cycling over 100 topics, no writers.
+//! - `lookup_one_topic`: one thread, always the same topic (a typical
+//!   publisher; the thread's memo of its last topic hits).
 //! - `lookup_churn`: the same while another thread subscribes and
 //!   unsubscribes (copy-on-write updates) without pause.
 //! - `lookup_threads`: 1 and 2 threads looking up at once (elements are
@@ -90,6 +92,9 @@ fn lookup_group(
 fn lookup(c: &mut Criterion) {
     let (reg, map) = filled();
     lookup_group(c, "lookup", &reg, &map, &topics(), true);
+    // The common publisher: one topic, over and over (the thread's memo of
+    // its last topic then saves the hashed lookup).
+    lookup_group(c, "lookup_one_topic", &reg, &map, &topics()[..1], true);
 }
 
 fn lookup_churn(c: &mut Criterion) {

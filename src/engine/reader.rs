@@ -39,8 +39,9 @@ struct Way {
     generation: u64,
     snapshot: Arc<Snapshot<TopicEntry>>,
     /// Position in `snapshot` of the topic this thread published to last
-    /// (`usize::MAX`: none yet).
+    /// (`usize::MAX`: none yet), and that topic's [`tag`].
     last: usize,
+    last_tag: u64,
 }
 
 struct Cache {
@@ -75,10 +76,13 @@ pub(crate) fn with_topic<R>(
         let mut cache = cell.try_borrow_mut().ok()?;
         // Most threads publish to one bus: check the first way before
         // scanning.
-        let i = match &cache.ways[0] {
-            Some(w) if w.bus == bus => 0,
-            _ => cache.way_of(bus),
-        };
+        if let Some(w) = &mut cache.ways[0] {
+            if w.bus == bus && w.generation == generation {
+                let entry = w.find(topic);
+                return Some((f.take()?)(entry));
+            }
+        }
+        let i = cache.way_of(bus);
         let way = &mut cache.ways[i];
         if !matches!(way, Some(w) if w.bus == bus && w.generation == generation) {
             *way = Some(Way {
@@ -86,6 +90,7 @@ pub(crate) fn with_topic<R>(
                 generation,
                 snapshot: registry.load_full(),
                 last: usize::MAX,
+                last_tag: 0,
             });
         }
         let way = way.as_mut()?;
@@ -120,16 +125,37 @@ impl Cache {
 
 impl Way {
     /// `topic`'s entry: the remembered position when it still names
-    /// `topic` (a string comparison), else a hashed lookup, remembered.
+    /// `topic`, else a hashed lookup, remembered. A different topic is
+    /// usually told apart by its [`tag`] alone, so a thread cycling over
+    /// many topics pays little for the memo.
     #[inline]
     fn find(&mut self, topic: &str) -> Option<&TopicEntry> {
-        if let Some((name, _)) = self.snapshot.at(self.last) {
-            if name == topic {
-                return self.snapshot.at(self.last).map(|(_, e)| e);
+        let tag = tag(topic);
+        if tag == self.last_tag {
+            if let Some((name, entry)) = self.snapshot.at(self.last) {
+                if name == topic {
+                    return Some(entry);
+                }
             }
         }
-        let position = self.snapshot.position(topic)?;
+        let (position, entry) = self.snapshot.find(topic)?;
         self.last = position;
-        self.snapshot.at(position).map(|(_, e)| e)
+        self.last_tag = tag;
+        Some(entry)
     }
+}
+
+/// A cheap fingerprint of a topic name: its length and last eight bytes
+/// (where topic families like `orders.v1`, `orders.v2` differ). Equal names
+/// have equal tags; the memo still compares the names themselves.
+#[inline]
+fn tag(topic: &str) -> u64 {
+    let bytes = topic.as_bytes();
+    let len = bytes.len();
+    let tail = match bytes.get(len.wrapping_sub(8)..) {
+        // One fixed-size load for names of 8 bytes or more.
+        Some(&[a, b, c, d, e, f, g, h]) => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
+        _ => bytes.iter().fold(0, |t, &b| t << 8 | u64::from(b)),
+    };
+    tail ^ (len as u64).rotate_right(8)
 }

@@ -27,13 +27,14 @@ use std::collections::HashMap;
 
 use super::sync::{Arc, AtomicU64, Mutex, Ordering, SnapshotCell, SnapshotGuard};
 
-/// One immutable view of the registry: the entries in a vector, found by
-/// name through an `ahash` index. Positions are stable for the snapshot's
-/// life, so a reader may remember one (see `reader`) and check it with a
-/// string comparison instead of hashing again.
+/// One immutable view of the registry: an `ahash` map from name to entry
+/// (one hashed probe finds the value), and the same entries in a vector.
+/// Positions in the vector are stable for the snapshot's life, so a reader
+/// may remember one (see `reader`) and check it with a string comparison
+/// instead of hashing again.
 pub(crate) struct Snapshot<V> {
     entries: Vec<(Box<str>, V)>,
-    index: HashMap<Box<str>, usize, ahash::RandomState>,
+    index: HashMap<Box<str>, (usize, V), ahash::RandomState>,
 }
 
 impl<V> Snapshot<V> {
@@ -47,13 +48,13 @@ impl<V> Snapshot<V> {
     /// The value registered under `topic`.
     #[inline]
     pub(crate) fn get(&self, topic: &str) -> Option<&V> {
-        self.position(topic).map(|i| &self.entries[i].1)
+        self.index.get(topic).map(|(_, v)| v)
     }
 
-    /// Where `topic`'s entry is in this snapshot.
+    /// The value registered under `topic`, with its position.
     #[inline]
-    pub(crate) fn position(&self, topic: &str) -> Option<usize> {
-        self.index.get(topic).copied()
+    pub(crate) fn find(&self, topic: &str) -> Option<(usize, &V)> {
+        self.index.get(topic).map(|(i, v)| (*i, v))
     }
 
     /// The entry at `position`, if there is one.
@@ -138,7 +139,8 @@ impl<V: Clone> Registry<V> {
         let kept = current.iter().filter(|(k, _)| *k != topic);
         let added = next.map(|v| (topic, v));
         for (k, v) in kept.map(|(k, v)| (k, v.clone())).chain(added) {
-            snapshot.index.insert(Box::from(k), snapshot.entries.len());
+            let position = snapshot.entries.len();
+            snapshot.index.insert(Box::from(k), (position, v.clone()));
             snapshot.entries.push((Box::from(k), v));
         }
         self.cell.store(Arc::new(snapshot));
