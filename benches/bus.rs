@@ -1,4 +1,5 @@
-//! Publish → handler end to end on the memory bus, plain and keyed, beside
+//! Publish → handler end to end on the memory bus, plain and keyed (handlers
+//! taking `Envelope` and `Arc<Envelope>`), beside
 //! raw crossbeam-channel moving the same messages to a consumer thread.
 //!
 //! Each iteration publishes `MSGS` messages from one task and waits until
@@ -54,6 +55,39 @@ where
     (bus, seen)
 }
 
+/// Publishes `MSGS` fresh envelopes over 1,000 aggregate IDs per iteration
+/// to `bus`'s `keyed` topic and waits for its handler to count them.
+fn keyed_bench(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    bus: &Bus,
+    seen: &AtomicU64,
+) {
+    let ids: Vec<String> = (0..1000).map(|i| format!("order-{i}")).collect();
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let target = seen.load(Ordering::Acquire) + MSGS;
+                    for i in 0..MSGS as usize {
+                        let ev = Envelope::new(
+                            ids[i % ids.len()].as_str(),
+                            "OrderUpdated",
+                            1,
+                            Bytes::from_static(b"{}"),
+                        );
+                        bus.publish_envelope("keyed", ev).await.expect("publish");
+                    }
+                    wait_for(seen, target).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+}
+
 fn end_to_end(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("publish_to_handler");
@@ -90,32 +124,18 @@ fn end_to_end(c: &mut Criterion) {
         })
     });
 
+    // Keyed envelopes, built per message, to a handler taking its own copy
+    // (`Envelope`) and to one sharing the lane's (`Arc<Envelope>`).
     let (kbus, kseen) = rt.block_on(counting_subscription(|bus, count| async move {
         bus.subscribe_envelope_with("keyed", options(8), move |_e: Envelope| count.hit())
             .await
     }));
-    let ids: Vec<String> = (0..1000).map(|i| format!("order-{i}")).collect();
-    g.bench_function("keyed_envelopes", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let target = kseen.load(Ordering::Acquire) + MSGS;
-                    for i in 0..MSGS as usize {
-                        let ev = Envelope::new(
-                            ids[i % ids.len()].as_str(),
-                            "OrderUpdated",
-                            1,
-                            Bytes::from_static(b"{}"),
-                        );
-                        kbus.publish_envelope("keyed", ev).await.expect("publish");
-                    }
-                    wait_for(&kseen, target).await;
-                }
-                start.elapsed()
-            })
-        })
-    });
+    keyed_bench(&mut g, &rt, "keyed_envelopes", &kbus, &kseen);
+    let (sbus, sseen) = rt.block_on(counting_subscription(|bus, count| async move {
+        bus.subscribe_envelope_with("keyed", options(8), move |_e: Arc<Envelope>| count.hit())
+            .await
+    }));
+    keyed_bench(&mut g, &rt, "keyed_envelopes_shared", &sbus, &sseen);
 
     g.bench_function("crossbeam_channel_baseline", |b| {
         b.iter_custom(|iters| {
