@@ -39,9 +39,10 @@ struct Way {
     generation: u64,
     snapshot: Arc<Snapshot<TopicEntry>>,
     /// Position in `snapshot` of the topic this thread published to last
-    /// (`usize::MAX`: none yet), and that topic's [`tag`].
+    /// (`usize::MAX`: none yet), and that topic's [`tag`] and length.
     last: usize,
     last_tag: u64,
+    last_len: usize,
 }
 
 struct Cache {
@@ -91,6 +92,7 @@ pub(crate) fn with_topic<R>(
                 snapshot: registry.load_full(),
                 last: usize::MAX,
                 last_tag: 0,
+                last_len: 0,
             });
         }
         let way = way.as_mut()?;
@@ -126,14 +128,14 @@ impl Cache {
 impl Way {
     /// `topic`'s entry: the remembered position when it still names
     /// `topic`, else a hashed lookup, remembered. A different topic is
-    /// usually told apart by its [`tag`] alone, so a thread cycling over
-    /// many topics pays little for the memo.
+    /// usually told apart by its length and [`tag`] alone; a name shorter
+    /// than 8 bytes is fully determined by them, a longer one is compared.
     #[inline]
     fn find(&mut self, topic: &str) -> Option<&TopicEntry> {
-        let tag = tag(topic);
-        if tag == self.last_tag {
+        let tag = tag(topic.as_bytes());
+        if tag == self.last_tag && topic.len() == self.last_len {
             if let Some((name, entry)) = self.snapshot.at(self.last) {
-                if name == topic {
+                if topic.len() < 8 || same_long_name(name.as_bytes(), topic.as_bytes()) {
                     return Some(entry);
                 }
             }
@@ -141,21 +143,82 @@ impl Way {
         let (position, entry) = self.snapshot.find(topic)?;
         self.last = position;
         self.last_tag = tag;
+        self.last_len = topic.len();
         Some(entry)
     }
 }
 
-/// A cheap fingerprint of a topic name: its length and last eight bytes
-/// (where topic families like `orders.v1`, `orders.v2` differ). Equal names
-/// have equal tags; the memo still compares the names themselves.
+/// Eight bytes of `s` from `at`, as a word, if there are eight.
 #[inline]
-fn tag(topic: &str) -> u64 {
-    let bytes = topic.as_bytes();
-    let len = bytes.len();
-    let tail = match bytes.get(len.wrapping_sub(8)..) {
-        // One fixed-size load for names of 8 bytes or more.
-        Some(&[a, b, c, d, e, f, g, h]) => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
-        _ => bytes.iter().fold(0, |t, &b| t << 8 | u64::from(b)),
-    };
-    tail ^ (len as u64).rotate_right(8)
+fn word(s: &[u8], at: usize) -> Option<u64> {
+    s.get(at..at.checked_add(8)?)
+        .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        .map(u64::from_le_bytes)
+}
+
+/// Four bytes of `s` from `at`, as a word, if there are four.
+#[inline]
+fn half(s: &[u8], at: usize) -> Option<u64> {
+    s.get(at..at.checked_add(4)?)
+        .and_then(|w| <[u8; 4]>::try_from(w).ok())
+        .map(|w| u64::from(u32::from_le_bytes(w)))
+}
+
+/// A fingerprint of a topic name of known length, from at most two fixed
+/// loads. For names shorter than 8 bytes it covers every byte, so equal
+/// length and tag mean equal names; for longer ones it is the last eight
+/// bytes (where topic families like `orders.v1`, `orders.v2` differ).
+#[inline]
+fn tag(s: &[u8]) -> u64 {
+    let len = s.len();
+    match len {
+        0 => 0,
+        1..=3 => u64::from(s[0]) | u64::from(s[len / 2]) << 8 | u64::from(s[len - 1]) << 16,
+        4..=7 => half(s, 0).unwrap_or(0) | half(s, len - 4).unwrap_or(0) << 32,
+        _ => word(s, len - 8).unwrap_or(0),
+    }
+}
+
+/// `a == b` for names of 8 bytes or more; up to 16 bytes as two
+/// overlapping words instead of through `memcmp`.
+#[inline]
+fn same_long_name(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    match len {
+        8..=16 => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{same_long_name, tag};
+
+    /// What `Way::find` accepts as "the remembered topic".
+    fn memo_says_same(a: &[u8], b: &[u8]) -> bool {
+        a.len() == b.len() && tag(a) == tag(b) && (a.len() < 8 || same_long_name(a, b))
+    }
+
+    proptest! {
+        /// The memo's test agrees with string equality, on names from a
+        /// tiny alphabet (so that near-collisions are common).
+        #[test]
+        fn memo_test_is_equality(a in "[ab.]{0,20}", b in "[ab.]{0,20}") {
+            prop_assert_eq!(memo_says_same(a.as_bytes(), b.as_bytes()), a == b);
+        }
+
+        /// The same with one byte changed anywhere.
+        #[test]
+        fn one_byte_apart_is_different(a in "[a-z.]{1,24}", at in any::<prop::sample::Index>(), to in b'0'..=b'9') {
+            let mut b = a.clone().into_bytes();
+            b[at.index(a.len())] = to;
+            prop_assert!(!memo_says_same(a.as_bytes(), &b));
+            prop_assert!(memo_says_same(a.as_bytes(), a.as_bytes()));
+        }
+    }
 }
