@@ -523,18 +523,27 @@ impl BusInner {
             self.refused.add(1);
             return Err(PublishError::Closed(body));
         }
-        let routed = match memory::route_now(self.id, &self.registry, topic, body) {
+        // The body stays in `slot` (scoped here, so never part of the
+        // future across the wait) when the topic is unknown.
+        let now = {
+            let mut slot = Some(body);
+            match memory::route_now(self.id, &self.registry, topic, &mut slot) {
+                RouteNow::Unknown => match (slot.take(), validate_topic_name(topic)) {
+                    (Some(body), Err(e)) => {
+                        self.refused.add(1);
+                        return Err(PublishError::InvalidTopic(body, e));
+                    }
+                    _ => RouteNow::Routed(Routed::Unrouted),
+                },
+                now => now,
+            }
+        };
+        let routed = match now {
             RouteNow::Routed(r) => r,
             // Only a publish that meets a full lane pays for a boxed wait,
             // which keeps the common path's future small.
             RouteNow::Wait(w) => Box::pin(w.finish()).await,
-            RouteNow::Unknown(body) => {
-                if let Err(e) = validate_topic_name(topic) {
-                    self.refused.add(1);
-                    return Err(PublishError::InvalidTopic(body, e));
-                }
-                Routed::Unrouted
-            }
+            RouteNow::Unknown => Routed::Unrouted,
         };
         self.count_unrouted(routed);
         Ok(())

@@ -63,33 +63,41 @@ pub(crate) struct Waiting {
     rest: Vec<(Arc<SubscriptionCore>, Delivery)>,
 }
 
-/// What [`route_now`] did.
+/// What [`route_now`] did. Two words: the common result is cheap to return
+/// through the layers of a publish.
 pub(crate) enum RouteNow {
     /// Done without waiting.
     Routed(Routed),
     /// Some lanes were full: finish with [`Waiting::finish`]. Boxed: the
     /// rare case should not make the common result larger to move.
     Wait(Box<Waiting>),
-    /// The topic is not registered; the body is handed back.
-    Unknown(Body),
+    /// The topic is not registered; the body was left in place.
+    Unknown,
 }
 
-/// Routes `body` to every subscription of `topic`, pushing without waiting
-/// where there is room (the common case: no future, no allocation) and
-/// handing back the records whose lanes were full. `bus` keys the calling
+/// Routes the body in `slot` to every subscription of `topic`, pushing
+/// without waiting where there is room (the common case: no future, no
+/// allocation) and handing back the records whose lanes were full. The body
+/// is taken from `slot` unless the topic is unknown. `bus` keys the calling
 /// thread's snapshot cache.
 #[inline]
 pub(crate) fn route_now(
     bus: u64,
     registry: &Registry<TopicEntry>,
     topic: &str,
-    body: Body,
+    slot: &mut Option<Body>,
 ) -> RouteNow {
     with_topic(bus, registry, topic, |entry| {
         let subs = match entry {
             Some(entry) if !entry.subs.is_empty() => &entry.subs,
-            Some(_) => return RouteNow::Routed(Routed::Unrouted),
-            None => return RouteNow::Unknown(body),
+            Some(_) => {
+                *slot = None;
+                return RouteNow::Routed(Routed::Unrouted);
+            }
+            None => return RouteNow::Unknown,
+        };
+        let Some(body) = slot.take() else {
+            return RouteNow::Routed(Routed::Unrouted);
         };
         let route = Route::of(&body);
         if let [sub] = &subs[..] {
