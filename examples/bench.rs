@@ -7,8 +7,10 @@
 //! ```
 //!
 //! Scenarios (memory):
-//! - `plain`: 1 publisher → 1 subscription (4 lanes), plain messages.
-//! - `keyed`: envelopes over 1,000 aggregate IDs on 8 lanes; per-key order is
+//! - `plain`: 1 publisher → 1 subscription (4 lanes, `--lanes`), plain
+//!   messages.
+//! - `keyed`: envelopes over 1,000 aggregate IDs on 8 lanes (`--keyed-lanes`),
+//!   to a handler taking `Arc<Envelope>`; per-key order is
 //!   verified and reported.
 //! - `fanout`: 1 publisher → 4 subscriptions on one topic.
 //! - `contention`: 2 publishers → 1 subscription.
@@ -41,6 +43,7 @@ struct Args {
     scale: f64,
     scenarios: Vec<String>,
     lanes: usize,
+    keyed_lanes: usize,
     runs: usize,
 }
 
@@ -51,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
         scale: 1.0,
         scenarios: Vec::new(),
         lanes: 4,
+        keyed_lanes: 8,
         runs: 3,
     };
     let mut it = std::env::args().skip(1);
@@ -65,6 +69,13 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or("--lanes needs a value")?
                     .parse()
                     .map_err(|e| format!("--lanes: {e}"))?
+            }
+            "--keyed-lanes" => {
+                args.keyed_lanes = it
+                    .next()
+                    .ok_or("--keyed-lanes needs a value")?
+                    .parse()
+                    .map_err(|e| format!("--keyed-lanes: {e}"))?
             }
             "--runs" => {
                 args.runs = it
@@ -85,7 +96,7 @@ fn parse_args() -> Result<Args, String> {
                 .scenarios
                 .push(it.next().ok_or("--scenario needs a value")?),
             "-h" | "--help" => {
-                println!("bench --transport memory [--json] [--runs N] [--scale F] [--lanes N] [--no-latency] [--scenario plain|keyed|fanout|contention]...");
+                println!("bench --transport memory [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario plain|keyed|fanout|contention]...");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -477,8 +488,7 @@ async fn plain_like(
     }
 }
 
-async fn keyed(n: u64, base: Instant) -> Report {
-    let lanes = 8;
+async fn keyed(lanes: usize, n: u64, base: Instant) -> Report {
     let bus = Bus::memory();
     let probe = Probe::new(base);
     let last: Arc<Vec<AtomicI64>> = Arc::new((0..AGGREGATES).map(|_| AtomicI64::new(0)).collect());
@@ -644,7 +654,7 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
     for s in &args.scenarios {
         // Every scenario runs on a runtime worker (as a service's code would),
         // not on this thread.
-        let lanes = args.lanes;
+        let (lanes, keyed_lanes) = (args.lanes, args.keyed_lanes);
         let mut runs = Vec::with_capacity(args.runs);
         for _ in 0..args.runs {
             let name = s.clone();
@@ -653,7 +663,7 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "plain" => {
                         Ok(plain_like("plain", 1, 1, lanes, scaled(4_000_000.0), base).await)
                     }
-                    "keyed" => Ok(keyed(scaled(1_000_000.0), base).await),
+                    "keyed" => Ok(keyed(keyed_lanes, scaled(1_000_000.0), base).await),
                     "fanout" => Ok(plain_like("fanout", 1, 4, 1, scaled(1_000_000.0), base).await),
                     "contention" => {
                         Ok(plain_like("contention", 2, 1, lanes, scaled(4_000_000.0), base).await)
