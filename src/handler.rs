@@ -2,7 +2,8 @@
 //!
 //! A handler is anything implementing [`Handler<M>`]: most often an async
 //! closure `|msg: Message| async move { ... }` or `|ev: Envelope| async move
-//! { ... }`, or a type with an `async fn handle`. Lane workers are generic
+//! { ... }` (or `|ev: Arc<Envelope>|`, sharing the lane's envelope, see
+//! [`FromEnvelope`]), or a type with an `async fn handle`. Lane workers are generic
 //! over the handler type, so the hot path has no boxing and no dynamic
 //! dispatch.
 //!
