@@ -8,8 +8,9 @@
 //!   publisher; the thread's memo of its last topic hits).
 //! - `lookup_churn`: the same while another thread subscribes and
 //!   unsubscribes (copy-on-write updates) without pause.
-//! - `lookup_threads`: 1 and 2 threads looking up at once (elements are
-//!   lookups over all threads, so linear scaling doubles the rate).
+//! - `lookup_threads`: 1 and 2 threads looking up at once, cycling over
+//!   the 100 topics and on one topic each (elements are lookups over all
+//!   threads, so linear scaling doubles the rate).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -144,6 +145,13 @@ fn lookup_threads(c: &mut Criterion) {
             BenchmarkId::new("lanebus_registry", threads),
             &threads,
             |b, &t| b.iter_custom(|iters| on_threads(iters, t, &|| lookups(&reg, &names, LOOKUPS))),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("lanebus_registry_one_topic", threads),
+            &threads,
+            |b, &t| {
+                b.iter_custom(|iters| on_threads(iters, t, &|| lookups(&reg, &names[..1], LOOKUPS)))
+            },
         );
         g.bench_with_input(
             BenchmarkId::new("rwlock_hashmap", threads),
