@@ -174,7 +174,7 @@ impl Bus {
         self.inner
             .route(topic, body, false)
             .await
-            .map_err(|e| map_err(e, body_payload))
+            .map_err(|e| e.map_value(Body::into_payload))
     }
 
     /// Publishes a plain message with a key and/or headers.
@@ -184,9 +184,9 @@ impl Bus {
         msg: OutboundMessage,
     ) -> Result<(), PublishError<OutboundMessage>> {
         self.inner
-            .route(topic, outbound_body(msg), false)
+            .route(topic, Body::from_outbound(msg), false)
             .await
-            .map_err(|e| map_err(e, body_outbound))
+            .map_err(|e| e.map_value(Body::into_outbound))
     }
 
     /// Publishes without waiting: `Full` hands the payload back when a lane
@@ -199,7 +199,7 @@ impl Bus {
         let body = Body::plain(payload.into());
         self.inner
             .try_route(topic, body)
-            .map_err(|e| map_try_err(e, body_payload))
+            .map_err(|e| e.map_value(Body::into_payload))
     }
 
     /// [`try_publish`](Self::try_publish) with a key and/or headers.
@@ -209,8 +209,8 @@ impl Bus {
         msg: OutboundMessage,
     ) -> Result<(), TryPublishError<OutboundMessage>> {
         self.inner
-            .try_route(topic, outbound_body(msg))
-            .map_err(|e| map_try_err(e, body_outbound))
+            .try_route(topic, Body::from_outbound(msg))
+            .map_err(|e| e.map_value(Body::into_outbound))
     }
 
     /// Validates and publishes an envelope; every event of one aggregate
@@ -235,7 +235,7 @@ impl Bus {
             self.inner
                 .route(topic, Body::Envelope(shared), false)
                 .await
-                .map_err(|e| map_err(e, body_envelope))
+                .map_err(|e| e.map_value(Body::into_envelope))
         }
     }
 
@@ -253,7 +253,7 @@ impl Bus {
         }
         self.inner
             .try_route(topic, Body::Envelope(Arc::new(envelope)))
-            .map_err(|e| map_try_err(e, body_envelope))
+            .map_err(|e| e.map_value(Body::into_envelope))
     }
 
     /// Subscribes a plain-message handler with the bus's default options.
@@ -449,50 +449,6 @@ impl Bus {
         } else {
             Err(CloseError::Timeout { pending })
         }
-    }
-}
-
-fn map_err<T>(e: PublishError<Body>, f: fn(Body) -> T) -> PublishError<T> {
-    match e {
-        PublishError::Closed(b) => PublishError::Closed(f(b)),
-        PublishError::InvalidTopic(b, e) => PublishError::InvalidTopic(f(b), e),
-        PublishError::InvalidEnvelope(b, e) => PublishError::InvalidEnvelope(f(b), e),
-    }
-}
-
-fn map_try_err<T>(e: TryPublishError<Body>, f: fn(Body) -> T) -> TryPublishError<T> {
-    match e {
-        TryPublishError::Full(b) => TryPublishError::Full(f(b)),
-        TryPublishError::Closed(b) => TryPublishError::Closed(f(b)),
-        TryPublishError::InvalidTopic(b, e) => TryPublishError::InvalidTopic(f(b), e),
-        TryPublishError::InvalidEnvelope(b, e) => TryPublishError::InvalidEnvelope(f(b), e),
-    }
-}
-
-fn outbound_body(msg: OutboundMessage) -> Body {
-    Body::plain_with(msg.payload, msg.key, msg.headers)
-}
-
-fn body_payload(b: Body) -> Bytes {
-    match b {
-        Body::Plain { payload, .. } => payload,
-        Body::Envelope(e) => e.encode(),
-    }
-}
-
-fn body_outbound(b: Body) -> OutboundMessage {
-    let (payload, key, headers) = b.parts();
-    OutboundMessage {
-        payload,
-        key,
-        headers,
-    }
-}
-
-fn body_envelope(b: Body) -> Envelope {
-    match b {
-        Body::Envelope(e) => Arc::try_unwrap(e).unwrap_or_else(|e| (*e).clone()),
-        Body::Plain { .. } => unreachable!("an envelope publish routes an envelope body"),
     }
 }
 
@@ -692,7 +648,7 @@ impl Republish for BusInner {
         msg: OutboundMessage,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            self.route(topic, outbound_body(msg), true)
+            self.route(topic, Body::from_outbound(msg), true)
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -18,6 +18,15 @@ macro_rules! value_error_common {
                     $(Self::$inv(v, _) => v,)*
                 }
             }
+
+            /// The same error, holding `f` of the value (the engine's
+            /// record turned back into what the caller passed).
+            pub(crate) fn map_value<U>(self, f: impl FnOnce(T) -> U) -> $name<U> {
+                match self {
+                    $(Self::$variant(v) => $name::$variant(f(v)),)*
+                    $(Self::$inv(v, e) => $name::$inv(f(v), e),)*
+                }
+            }
         }
 
         impl<T> fmt::Debug for $name<T> {

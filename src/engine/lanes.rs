@@ -30,7 +30,7 @@ use super::ring::{Consumer, Reservation, ReserveError, Ring, TryPushError};
 use super::sync::Arc;
 use crate::pipeline::metrics::{LaneCounters, LaneStats};
 use crate::transport::Ack;
-use crate::{Envelope, Headers};
+use crate::{Envelope, Headers, OutboundMessage};
 
 /// A plain record's key and headers, boxed: most records have neither,
 /// and a lane slot stays within one cache line without them.
@@ -90,6 +90,39 @@ impl Body {
                 Some(StdArc::from(e.aggregate_id.as_str())),
                 e.headers.clone(),
             ),
+        }
+    }
+
+    /// The record of an outbound plain message.
+    pub(crate) fn from_outbound(msg: OutboundMessage) -> Body {
+        Body::plain_with(msg.payload, msg.key, msg.headers)
+    }
+
+    /// The payload handed back by a refused plain publish (an envelope's
+    /// binary encoding, should one be refused there).
+    pub(crate) fn into_payload(self) -> Bytes {
+        match self {
+            Body::Plain { payload, .. } => payload,
+            Body::Envelope(e) => e.encode(),
+        }
+    }
+
+    /// The message handed back by a refused `publish_with`.
+    pub(crate) fn into_outbound(self) -> OutboundMessage {
+        let (payload, key, headers) = self.parts();
+        OutboundMessage {
+            payload,
+            key,
+            headers,
+        }
+    }
+
+    /// The envelope handed back by a refused envelope publish: the original
+    /// when no lane shares it, else a copy.
+    pub(crate) fn into_envelope(self) -> Envelope {
+        match self {
+            Body::Envelope(e) => StdArc::try_unwrap(e).unwrap_or_else(|e| (*e).clone()),
+            Body::Plain { .. } => unreachable!("an envelope publish routes an envelope body"),
         }
     }
 
