@@ -39,10 +39,9 @@ struct Way {
     generation: u64,
     snapshot: Arc<Snapshot<TopicEntry>>,
     /// Position in `snapshot` of the topic this thread published to last
-    /// (`usize::MAX`: none yet), and that topic's [`tag`] and length.
+    /// (`usize::MAX`: none yet), and that topic's [`tag`].
     last: usize,
     last_tag: u64,
-    last_len: usize,
 }
 
 struct Cache {
@@ -92,7 +91,6 @@ pub(crate) fn with_topic<R>(
                 snapshot: registry.load_full(),
                 last: usize::MAX,
                 last_tag: 0,
-                last_len: 0,
             });
         }
         let way = way.as_mut()?;
@@ -127,15 +125,13 @@ impl Cache {
 
 impl Way {
     /// `topic`'s entry: the remembered position when it still names
-    /// `topic`, else a hashed lookup, remembered. A different topic is
-    /// usually told apart by its length and [`tag`] alone; a name shorter
-    /// than 8 bytes is fully determined by them, a longer one is compared.
+    /// `topic` (see [`names_match`]), else a hashed lookup, remembered.
     #[inline]
     fn find(&mut self, topic: &str) -> Option<&TopicEntry> {
         let tag = tag(topic.as_bytes());
-        if tag == self.last_tag && topic.len() == self.last_len {
+        if tag == self.last_tag {
             if let Some((name, entry)) = self.snapshot.at(self.last) {
-                if topic.len() < 8 || same_long_name(name.as_bytes(), topic.as_bytes()) {
+                if names_match(name.as_bytes(), self.last_tag, topic.as_bytes(), tag) {
                     return Some(entry);
                 }
             }
@@ -143,9 +139,19 @@ impl Way {
         let (position, entry) = self.snapshot.find(topic)?;
         self.last = position;
         self.last_tag = tag;
-        self.last_len = topic.len();
         Some(entry)
     }
+}
+
+/// Whether `topic` (with fingerprint `topic_tag`) is the remembered `name`
+/// (with `name_tag`). A different topic is usually told apart by the tags
+/// alone; a name shorter than 8 bytes is fully determined by its length and
+/// tag, a longer one is compared.
+#[inline]
+fn names_match(name: &[u8], name_tag: u64, topic: &[u8], topic_tag: u64) -> bool {
+    name_tag == topic_tag
+        && name.len() == topic.len()
+        && (topic.len() < 8 || same_long_name(name, topic))
 }
 
 /// Eight bytes of `s` from `at`, as a word, if there are eight.
@@ -197,11 +203,11 @@ fn same_long_name(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use proptest::prelude::*;
 
-    use super::{same_long_name, tag};
+    use super::{names_match, tag};
 
     /// What `Way::find` accepts as "the remembered topic".
     fn memo_says_same(a: &[u8], b: &[u8]) -> bool {
-        a.len() == b.len() && tag(a) == tag(b) && (a.len() < 8 || same_long_name(a, b))
+        names_match(a, tag(a), b, tag(b))
     }
 
     proptest! {
