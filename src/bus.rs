@@ -484,22 +484,22 @@ impl BusInner {
         let now = {
             let mut slot = Some(body);
             match memory::route_now(self.id, &self.registry, topic, &mut slot) {
+                RouteNow::Routed(r) => Ok(r),
+                RouteNow::Wait(w) => Err(w),
                 RouteNow::Unknown => match (slot.take(), validate_topic_name(topic)) {
                     (Some(body), Err(e)) => {
                         self.refused.add(1);
                         return Err(PublishError::InvalidTopic(body, e));
                     }
-                    _ => RouteNow::Routed(Routed::Unrouted),
+                    _ => Ok(Routed::Unrouted),
                 },
-                now => now,
             }
         };
         let routed = match now {
-            RouteNow::Routed(r) => r,
+            Ok(r) => r,
             // Only a publish that meets a full lane pays for a boxed wait,
             // which keeps the common path's future small.
-            RouteNow::Wait(w) => Box::pin(w.finish()).await,
-            RouteNow::Unknown => Routed::Unrouted,
+            Err(w) => Box::pin(w.finish()).await,
         };
         self.count_unrouted(routed);
         Ok(())
