@@ -53,6 +53,20 @@ struct Args {
     runs: usize,
 }
 
+/// The value after `flag`, parsed.
+fn value<T: std::str::FromStr>(
+    it: &mut impl Iterator<Item = String>,
+    flag: &str,
+) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    it.next()
+        .ok_or(format!("{flag} needs a value"))?
+        .parse()
+        .map_err(|e| format!("{flag}: {e}"))
+}
+
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         transport: "memory".into(),
@@ -69,35 +83,10 @@ fn parse_args() -> Result<Args, String> {
             "--transport" => args.transport = it.next().ok_or("--transport needs a value")?,
             "--json" => args.json = true,
             "--no-latency" => SKIP_LATENCY.store(true, Ordering::Relaxed),
-            "--lanes" => {
-                args.lanes = it
-                    .next()
-                    .ok_or("--lanes needs a value")?
-                    .parse()
-                    .map_err(|e| format!("--lanes: {e}"))?
-            }
-            "--keyed-lanes" => {
-                args.keyed_lanes = it
-                    .next()
-                    .ok_or("--keyed-lanes needs a value")?
-                    .parse()
-                    .map_err(|e| format!("--keyed-lanes: {e}"))?
-            }
-            "--runs" => {
-                args.runs = it
-                    .next()
-                    .ok_or("--runs needs a value")?
-                    .parse::<usize>()
-                    .map_err(|e| format!("--runs: {e}"))?
-                    .max(1)
-            }
-            "--scale" => {
-                args.scale = it
-                    .next()
-                    .ok_or("--scale needs a value")?
-                    .parse()
-                    .map_err(|e| format!("--scale: {e}"))?
-            }
+            "--lanes" => args.lanes = value(&mut it, "--lanes")?,
+            "--keyed-lanes" => args.keyed_lanes = value(&mut it, "--keyed-lanes")?,
+            "--runs" => args.runs = value::<usize>(&mut it, "--runs")?.max(1),
+            "--scale" => args.scale = value(&mut it, "--scale")?,
             "--scenario" => args
                 .scenarios
                 .push(it.next().ok_or("--scenario needs a value")?),
@@ -276,15 +265,7 @@ async fn plain_like(
     if SKIP_LATENCY.load(Ordering::Relaxed) {
         bus.close().await.expect("close");
         drop(subs);
-        return Report {
-            scenario,
-            messages: n,
-            msgs_per_sec: rate,
-            p50_us: f64::NAN,
-            p99_us: f64::NAN,
-            baseline_msgs_per_sec: f64::NAN,
-            order_ok: None,
-        };
+        return Report::throughput_only(scenario, n, rate, None);
     }
     probe.timing.store(true, Ordering::Relaxed);
     let lat_n = (rate * 0.5 * 0.4).clamp(10_000.0, 1_000_000.0) as u64; // ~0.4 s
@@ -336,12 +317,7 @@ async fn keyed(lanes: usize, n: u64, base: Instant) -> Report {
             "keyed",
             SubscribeOptions::default()
                 .lanes(lanes)
-                .ring_capacity(
-                    std::env::var("BENCH_RING")
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(4096),
-                )
+                .ring_capacity(4096)
                 .drain_batch(256),
             move |ev: Arc<Envelope>| {
                 let idx: usize = ev.aggregate_id[4..].parse().unwrap_or(0);
@@ -382,23 +358,20 @@ async fn keyed(lanes: usize, n: u64, base: Instant) -> Report {
     }
     probe.wait(total).await;
     let rate = total as f64 / start.elapsed().as_secs_f64();
+    // No aggregate was seen out of order, and each one's versions arrived
+    // up to the last one published.
+    let order_held = |published: &[i64]| {
+        disorder.load(Ordering::Relaxed) == 0
+            && last
+                .iter()
+                .zip(published)
+                .all(|(seen, want)| seen.load(Ordering::Relaxed) == *want)
+    };
     if SKIP_LATENCY.load(Ordering::Relaxed) {
         bus.close().await.expect("close");
         drop(sub);
-        return Report {
-            scenario: "keyed",
-            messages: total,
-            msgs_per_sec: rate,
-            p50_us: f64::NAN,
-            p99_us: f64::NAN,
-            baseline_msgs_per_sec: f64::NAN,
-            order_ok: Some(
-                disorder.load(Ordering::Relaxed) == 0
-                    && last
-                        .iter()
-                        .all(|v| v.load(Ordering::Relaxed) == per_key as i64),
-            ),
-        };
+        let published = vec![per_key as i64; AGGREGATES];
+        return Report::throughput_only("keyed", total, rate, Some(order_held(&published)));
     }
 
     // Latency run, paced at half the rate; the send stamp rides in the payload.
@@ -419,12 +392,7 @@ async fn keyed(lanes: usize, n: u64, base: Instant) -> Report {
     probe.wait(total + sent as u64).await;
     bus.close().await.expect("close");
     drop(sub);
-    // Every aggregate's versions arrived one after the other, up to the last.
-    let complete = last
-        .iter()
-        .zip(&published)
-        .all(|(seen, want)| seen.load(Ordering::Relaxed) == *want);
-    let order_ok = disorder.load(Ordering::Relaxed) == 0 && complete;
+    let order_ok = order_held(&published);
 
     // Baseline: the same envelopes through 8 crossbeam channels by key hash.
     let events = build();

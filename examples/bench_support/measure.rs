@@ -88,6 +88,24 @@ impl Report {
         self.msgs_per_sec / self.baseline_msgs_per_sec
     }
 
+    /// A throughput-only report (`--no-latency`): no latency, no baseline.
+    pub(crate) fn throughput_only(
+        scenario: &'static str,
+        messages: u64,
+        msgs_per_sec: f64,
+        order_ok: Option<bool>,
+    ) -> Report {
+        Report {
+            scenario,
+            messages,
+            msgs_per_sec,
+            p50_us: f64::NAN,
+            p99_us: f64::NAN,
+            baseline_msgs_per_sec: f64::NAN,
+            order_ok,
+        }
+    }
+
     /// Folds repeated runs of one scenario (each measuring the bus, then
     /// the baseline) into one report: the median of each figure, so that a
     /// noisy neighbour in one run moves neither side; order must hold in
