@@ -22,11 +22,12 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
-use crate::engine::dispatch::{spawn_workers, Deliverable, Policy};
+use crate::engine::dispatch::{spawn_workers, Policy};
 use crate::engine::lanes::{Body, Lanes};
 use crate::engine::registry::Registry;
 use crate::engine::{SubscriptionCore, TopicEntry};
-use crate::pipeline::dead_letter::Republish;
+use crate::handler::sealed::Incoming;
+use crate::pipeline::dead_letter::{Republish, Republished};
 use crate::pipeline::metrics::{InFlight, LaneStats, ShardedCounter, SubscriptionStats};
 use crate::transport::memory::{self, RouteNow, Routed, TryRouteError};
 use crate::transport::BoxFuture;
@@ -79,9 +80,15 @@ pub(crate) struct BusInner {
     /// Finished publishes that were refused (closed, invalid).
     refused: ShardedCounter,
     unrouted: ShardedCounter,
+    /// Dead-letter publishes the lane workers made (not user publishes).
+    republished: ShardedCounter,
     next_id: AtomicU64,
     live: Mutex<HashMap<u64, Live>>,
     retired: Arc<crate::sync::std_impl::Mutex<LaneStats>>,
+    /// Final counts of the subscriptions `close` stopped, by ID.
+    closed_subs: Mutex<Vec<SubscriptionStats>>,
+    /// The outcome of the one drain `close` runs; later calls return it.
+    close_outcome: tokio::sync::OnceCell<Result<(), CloseError>>,
     config: BusConfig,
     this: Weak<BusInner>,
 }
@@ -145,9 +152,12 @@ impl Bus {
             flight: InFlight::default(),
             refused: ShardedCounter::default(),
             unrouted: ShardedCounter::default(),
+            republished: ShardedCounter::default(),
             next_id: AtomicU64::new(1),
             live: Mutex::new(HashMap::new()),
             retired: Arc::default(),
+            closed_subs: Mutex::new(Vec::new()),
+            close_outcome: tokio::sync::OnceCell::new(),
             config,
             this: this.clone(),
         });
@@ -171,10 +181,10 @@ impl Bus {
         payload: impl Into<Bytes>,
     ) -> Result<(), PublishError<Bytes>> {
         let body = Body::plain(payload.into());
-        self.inner
-            .route(topic, body, false)
-            .await
-            .map_err(|e| e.map_value(Body::into_payload))
+        match self.inner.route(topic, body, false).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.map_value(Body::into_payload)),
+        }
     }
 
     /// Publishes a plain message with a key and/or headers.
@@ -183,10 +193,14 @@ impl Bus {
         topic: &str,
         msg: OutboundMessage,
     ) -> Result<(), PublishError<OutboundMessage>> {
-        self.inner
+        match self
+            .inner
             .route(topic, Body::from_outbound(msg), false)
             .await
-            .map_err(|e| e.map_value(Body::into_outbound))
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.map_value(Body::into_outbound)),
+        }
     }
 
     /// Publishes without waiting: `Full` hands the payload back when a lane
@@ -232,10 +246,10 @@ impl Bus {
                     e,
                 ));
             }
-            self.inner
-                .route(topic, Body::Envelope(shared), false)
-                .await
-                .map_err(|e| e.map_value(Body::into_envelope))
+            match self.inner.route(topic, Body::Envelope(shared), false).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.map_value(Body::into_envelope)),
+            }
         }
     }
 
@@ -398,6 +412,9 @@ impl Bus {
         subs.sort_by_key(|s| s.id);
         let mut stats = BusStats::new(self.inner.published(), self.inner.unrouted.get(), subs);
         stats.absorb_retired(&self.inner.retired.lock());
+        // Subscriptions `close` stopped: listed with their final counts,
+        // which the retired totals already hold.
+        stats.list_closed(&self.inner.closed_subs.lock());
         stats
     }
 
@@ -413,41 +430,84 @@ impl Bus {
 
     /// Refuses new publishes, drains every lane within `deadline`, stops the
     /// workers and returns. Nothing accepted before is lost unless the
-    /// deadline passes, which `CloseError::Timeout` reports. Calling it
-    /// again (or on a clone) waits for the same drain.
+    /// deadline passes, which `CloseError::Timeout` reports.
+    ///
+    /// The drain runs once: calling `close` again (or on a clone) waits for
+    /// that drain and returns its outcome, so a close that timed out keeps
+    /// reporting `Timeout` (the records it left were never handled).
     pub async fn close_within(&self, deadline: Duration) -> Result<(), CloseError> {
         let inner = &self.inner;
         inner.closed.store(true, Ordering::SeqCst);
-        let until = Instant::now() + deadline;
-        let quiet = inner.wait_quiescent(until).await;
-        let live: Vec<Live> = {
-            let mut map = inner.live.lock();
-            map.drain().map(|(_, l)| l).collect()
-        };
-        for l in &live {
-            l.core.lanes.close();
-        }
-        let mut pending = 0;
-        for l in live {
-            let remaining = until.saturating_duration_since(Instant::now());
-            let mut timed_out = false;
-            for w in l.workers {
-                if timed_out {
-                    w.abort();
-                    continue;
-                }
-                let abort = w.abort_handle();
-                if tokio::time::timeout(remaining, w).await.is_err() {
-                    abort.abort();
-                    timed_out = true;
-                }
+        inner
+            .close_outcome
+            .get_or_init(|| inner.drain_and_stop(deadline))
+            .await
+            .clone()
+    }
+
+    /// Waits until every record accepted so far (every publish that has
+    /// returned `Ok`, on every subscription) has been handled, skipped or
+    /// dead-lettered, without closing the bus. Records published while it
+    /// waits are not waited for, nor are the dead letters it causes to be
+    /// handled on their own topic. Returns at once on a closed bus.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use lanebus::{Bus, HandlerError, Message};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::memory();
+    /// let seen = Arc::new(AtomicUsize::new(0));
+    /// let counter = seen.clone();
+    /// let _sub = bus
+    ///     .subscribe("ticks", move |_m: Message| {
+    ///         let counter = counter.clone();
+    ///         async move {
+    ///             counter.fetch_add(1, Ordering::Relaxed);
+    ///             Ok::<(), HandlerError>(())
+    ///         }
+    ///     })
+    ///     .await?;
+    /// for _ in 0..100 {
+    ///     bus.publish("ticks", "t").await?;
+    /// }
+    /// bus.flush().await;
+    /// assert_eq!(seen.load(Ordering::Relaxed), 100);
+    /// # Ok(()) }
+    /// ```
+    pub async fn flush(&self) {
+        let marks: Vec<(Arc<SubscriptionCore>, Vec<u64>)> = self
+            .inner
+            .live
+            .lock()
+            .values()
+            .map(|l| {
+                let claimed = l
+                    .core
+                    .lanes
+                    .iter()
+                    .map(|lane| lane.ring.claimed())
+                    .collect();
+                (l.core.clone(), claimed)
+            })
+            .collect();
+        let mut pause = Duration::from_micros(50);
+        loop {
+            let done = marks.iter().all(|(core, claimed)| {
+                core.lanes
+                    .iter()
+                    .zip(claimed)
+                    .all(|(lane, &mark)| lane.processed() >= mark)
+            });
+            if done || self.inner.close_outcome.initialized() {
+                return;
             }
-            pending += l.core.pending();
-        }
-        if quiet && pending == 0 {
-            Ok(())
-        } else {
-            Err(CloseError::Timeout { pending })
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(5));
         }
     }
 }
@@ -462,19 +522,27 @@ pub(crate) fn subscription_stats(core: &SubscriptionCore) -> SubscriptionStats {
 }
 
 impl BusInner {
-    /// Publishes accepted so far.
+    /// User publishes accepted so far (dead letters not included).
     fn published(&self) -> u64 {
-        self.flight.finished().wrapping_sub(self.refused.get())
+        self.flight
+            .finished()
+            .wrapping_sub(self.refused.get())
+            .wrapping_sub(self.republished.get())
     }
 
+    /// Routes one record. `internal` marks a dead letter from a lane
+    /// worker: it still flows while `close` drains the lanes, and it is
+    /// counted apart from user publishes.
     async fn route(
         &self,
         topic: &str,
         body: Body,
         internal: bool,
-    ) -> Result<(), PublishError<Body>> {
+    ) -> Result<Routed, PublishError<Body>> {
         let _flight = self.flight.enter();
-        // Dead letters (internal) still flow while close drains the lanes.
+        if internal {
+            self.republished.add(1);
+        }
         if !internal && self.closed.load(Ordering::SeqCst) {
             self.refused.add(1);
             return Err(PublishError::Closed(body));
@@ -488,7 +556,9 @@ impl BusInner {
                 RouteNow::Wait(w) => Err(w),
                 RouteNow::Unknown => match (slot.take(), validate_topic_name(topic)) {
                     (Some(body), Err(e)) => {
-                        self.refused.add(1);
+                        if !internal {
+                            self.refused.add(1);
+                        }
                         return Err(PublishError::InvalidTopic(body, e));
                     }
                     _ => Ok(Routed::Unrouted),
@@ -501,8 +571,10 @@ impl BusInner {
             // which keeps the common path's future small.
             Err(w) => Box::pin(w.finish()).await,
         };
-        self.count_unrouted(routed);
-        Ok(())
+        if !internal {
+            self.count_unrouted(routed);
+        }
+        Ok(routed)
     }
 
     fn try_route(&self, topic: &str, body: Body) -> Result<(), TryPublishError<Body>> {
@@ -536,7 +608,7 @@ impl BusInner {
         }
     }
 
-    fn subscribe<M: Deliverable, H: Handler<M>>(
+    fn subscribe<M: Incoming, H: Handler<M>>(
         &self,
         topic: &str,
         options: SubscribeOptions,
@@ -547,6 +619,15 @@ impl BusInner {
         }
         validate_topic_name(topic)?;
         options.validate("options")?;
+        let dead_letter_topic = options.dead_letter.topic_for(topic);
+        if dead_letter_topic.as_deref() == Some(topic) {
+            // Its dead letters would come back to it, and a full lane would
+            // wait on itself.
+            return Err(SubscribeError::InvalidOptions(ConfigError::invalid(
+                "options.dead_letter.topic",
+                format!("`{topic}` is the subscribed topic itself; dead letters would loop"),
+            )));
+        }
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| SubscribeError::NoRuntime)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -560,7 +641,7 @@ impl BusInner {
         let sink: Weak<dyn Republish> = self.this.clone();
         let policy = Arc::new(Policy {
             retry: options.retry.clone(),
-            dead_letter_topic: options.dead_letter.topic_for(topic),
+            dead_letter_topic,
             drain_batch: options.drain_batch,
             sink,
             retired: self.retired.clone(),
@@ -619,6 +700,46 @@ impl BusInner {
         })
     }
 
+    /// The one drain behind `close`: waits for quiescence, closes the lanes,
+    /// joins the workers and keeps their subscriptions' final counts.
+    async fn drain_and_stop(&self, deadline: Duration) -> Result<(), CloseError> {
+        let until = Instant::now() + deadline;
+        let quiet = self.wait_quiescent(until).await;
+        let live: Vec<Live> = {
+            let mut map = self.live.lock();
+            map.drain().map(|(_, l)| l).collect()
+        };
+        for l in &live {
+            l.core.lanes.close();
+        }
+        let mut pending = 0;
+        let mut finals = Vec::with_capacity(live.len());
+        for l in live {
+            let remaining = until.saturating_duration_since(Instant::now());
+            let mut timed_out = false;
+            for w in l.workers {
+                if timed_out {
+                    w.abort();
+                    continue;
+                }
+                let abort = w.abort_handle();
+                if tokio::time::timeout(remaining, w).await.is_err() {
+                    abort.abort();
+                    timed_out = true;
+                }
+            }
+            pending += l.core.pending();
+            finals.push(subscription_stats(&l.core));
+        }
+        finals.sort_by_key(|s| s.id);
+        self.closed_subs.lock().extend(finals);
+        if quiet && pending == 0 {
+            Ok(())
+        } else {
+            Err(CloseError::Timeout { pending })
+        }
+    }
+
     /// Waits until every lane has processed all it accepted and no new
     /// record arrived during a full scan. False if `until` passed first.
     async fn wait_quiescent(&self, until: Instant) -> bool {
@@ -646,11 +767,13 @@ impl Republish for BusInner {
         &'a self,
         topic: &'a str,
         msg: OutboundMessage,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<Republished, String>> {
         Box::pin(async move {
-            self.route(topic, Body::from_outbound(msg), true)
-                .await
-                .map_err(|e| e.to_string())
+            match self.route(topic, Body::from_outbound(msg), true).await {
+                Ok(Routed::Unrouted) => Ok(Republished::NoSubscriber),
+                Ok(Routed::Delivered(_)) => Ok(Republished::Delivered),
+                Err(e) => Err(e.to_string()),
+            }
         })
     }
 }

@@ -166,7 +166,7 @@ pub enum TopicConfigError {
 }
 
 /// Why [`Bus::close`](crate::Bus::close) could not drain everything.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CloseError {
     /// The deadline passed with records still unprocessed; they were not

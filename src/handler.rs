@@ -7,6 +7,14 @@
 //! over the handler type, so the hot path has no boxing and no dynamic
 //! dispatch.
 //!
+//! Every handler can see its delivery [`Context`](crate::Context) (topic,
+//! attempt, redeliveries): plain handlers through
+//! [`Message::context`](crate::Message::context), envelope handlers by
+//! taking [`Event`](crate::Event).
+//!
+//! A struct handler shared with the rest of a service is subscribed as an
+//! `Arc<MyHandler>`: `Arc<H>` is a handler whenever `H` is.
+//!
 //! A [`HandlerError`] carries its [`ErrorClass`]: `Retryable` failures are
 //! retried with backoff and dead-lettered once the attempts run out;
 //! `Permanent` ones (poison messages) go straight to the dead-letter topic;
@@ -18,12 +26,22 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
-/// Handles messages of type `M` ([`Message`](crate::Message) or
-/// [`Envelope`](crate::Envelope)).
+use crate::context::{Context, Event, Inbound, InboundBody};
+use crate::{Envelope, Message};
+
+/// Handles messages of type `M`: [`Message`](crate::Message) for
+/// [`subscribe`](crate::Bus::subscribe); `Envelope`, `Arc<Envelope>` or
+/// [`Event`](crate::Event) for
+/// [`subscribe_envelope`](crate::Bus::subscribe_envelope).
 ///
 /// Implemented for every `Fn(M) -> impl Future<Output = Result<(),
-/// HandlerError>>` closure.
+/// HandlerError>>` closure, and for `Arc<H>` when `H` is a handler.
+///
+/// A panic anywhere in a handler (in `handle` itself or in the future it
+/// returns) is a failed attempt, retried like a retryable error; the lane
+/// carries on.
 ///
 /// # Examples
 ///
@@ -40,7 +58,19 @@ use std::future::Future;
 ///         Ok(())
 ///     }
 /// }
+///
+/// // Shared with the rest of the service:
+/// # async fn subscribe(bus: lanebus::Bus) -> Result<(), lanebus::SubscribeError> {
+/// let projector = std::sync::Arc::new(Projector);
+/// let _sub = bus.subscribe_envelope("orders.events", projector.clone()).await?;
+/// # Ok(()) }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a lanebus handler of `{M}`",
+    label = "not a `Handler<{M}>`",
+    note = "a handler is an async closure `|msg: {M}| async move {{ .. Ok::<(), HandlerError>(()) }}`, a type implementing `Handler<{M}>`, or an `Arc` of one",
+    note = "plain subscriptions take `Message`; envelope subscriptions take `Envelope`, `Arc<Envelope>` or `Event`"
+)]
 pub trait Handler<M>: Send + Sync + 'static {
     /// Handles one message. Called once per attempt.
     fn handle(&self, msg: M) -> impl Future<Output = Result<(), HandlerError>> + Send;
@@ -57,16 +87,24 @@ where
     }
 }
 
-/// What an envelope handler can take: [`Envelope`](crate::Envelope) or
-/// `Arc<Envelope>`.
+impl<M, H: Handler<M>> Handler<M> for Arc<H> {
+    #[inline]
+    fn handle(&self, msg: M) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        (**self).handle(msg)
+    }
+}
+
+/// What an envelope handler can take: [`Envelope`](crate::Envelope),
+/// `Arc<Envelope>` or [`Event`](crate::Event).
 ///
 /// The lane keeps every envelope until it is settled, for retries and the
 /// dead-letter topic. A handler taking `Envelope` gets its own copy per
-/// attempt (three `String` clones); one taking `Arc<Envelope>` shares the
-/// lane's, which costs two reference-count operations, and is the faster
-/// choice when the handler only reads the envelope.
+/// attempt; one taking `Arc<Envelope>` shares the lane's, which costs two
+/// reference-count operations, and is the faster choice when the handler
+/// only reads the envelope; one taking `Event` shares it too and also sees
+/// the delivery [`Context`](crate::Context).
 ///
-/// Sealed: implemented for those two types only.
+/// Sealed: implemented for those three types only.
 ///
 /// # Examples
 ///
@@ -85,7 +123,105 @@ where
 ///     .await?;
 /// # Ok(()) }
 /// ```
-pub trait FromEnvelope: crate::engine::dispatch::Deliverable {}
+pub trait FromEnvelope: sealed::Incoming {}
+
+impl FromEnvelope for Envelope {}
+impl FromEnvelope for Arc<Envelope> {}
+impl FromEnvelope for Event {}
+
+/// The sealing trait: how each handler message type is built from a lane
+/// record. `pub` inside a private module, so public traits can name it as a
+/// supertrait while users can neither name nor implement it.
+pub(crate) mod sealed {
+    use super::*;
+
+    pub trait Incoming: Sized + Send + 'static {
+        /// `plain` or `envelope`, for stats.
+        const KIND: &'static str;
+
+        /// Builds the handler's message for one attempt; `Err` explains
+        /// why the record is malformed.
+        #[doc(hidden)]
+        #[allow(private_interfaces)]
+        fn build(record: Inbound<'_>) -> Result<Self, String>;
+    }
+
+    impl Incoming for Message {
+        const KIND: &'static str = "plain";
+
+        #[inline]
+        #[allow(private_interfaces)]
+        fn build(record: Inbound<'_>) -> Result<Self, String> {
+            let (payload, key, headers) = match record.body {
+                InboundBody::Plain {
+                    payload,
+                    key,
+                    headers,
+                } => (payload.clone(), key.cloned(), headers.cloned()),
+                InboundBody::Envelope(e) => (
+                    e.encode(),
+                    Some(Arc::from(e.aggregate_id.as_str())),
+                    Some(e.headers.clone()),
+                ),
+            };
+            Ok(Message {
+                context: record.context,
+                payload,
+                key,
+                headers: headers.unwrap_or_default(),
+            })
+        }
+    }
+
+    fn decode(payload: &bytes::Bytes) -> Result<Envelope, String> {
+        Envelope::decode_bytes(payload).map_err(|e| format!("malformed envelope: {e}"))
+    }
+
+    impl Incoming for Arc<Envelope> {
+        const KIND: &'static str = "envelope";
+
+        /// Shared with the lane: no copy for in-process envelopes.
+        #[inline]
+        #[allow(private_interfaces)]
+        fn build(record: Inbound<'_>) -> Result<Self, String> {
+            match record.body {
+                InboundBody::Envelope(e) => Ok(e.clone()),
+                InboundBody::Plain { payload, .. } => decode(payload).map(Arc::new),
+            }
+        }
+    }
+
+    impl Incoming for Envelope {
+        const KIND: &'static str = "envelope";
+
+        /// A copy per attempt: the lane keeps the original for retries and
+        /// the dead-letter topic.
+        #[inline]
+        #[allow(private_interfaces)]
+        fn build(record: Inbound<'_>) -> Result<Self, String> {
+            match record.body {
+                InboundBody::Envelope(e) => Ok((**e).clone()),
+                InboundBody::Plain { payload, .. } => decode(payload),
+            }
+        }
+    }
+
+    impl Incoming for Event {
+        const KIND: &'static str = "envelope";
+
+        #[inline]
+        #[allow(private_interfaces)]
+        fn build(record: Inbound<'_>) -> Result<Self, String> {
+            let headers = match &record.body {
+                InboundBody::Plain { headers, .. } => headers.cloned().unwrap_or_default(),
+                InboundBody::Envelope(_) => crate::Headers::new(),
+            };
+            let context: Context = record.context.clone();
+            let envelope = <Arc<Envelope> as Incoming>::build(record)?;
+            Ok(Event::new(envelope, context, headers))
+        }
+    }
+}
 
 /// How the engine treats a failed attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -58,6 +58,7 @@
 
 mod bus;
 mod config;
+mod context;
 pub(crate) mod engine;
 pub mod envelope;
 mod error;
@@ -87,7 +88,9 @@ pub mod __bench;
 mod loom_models;
 
 pub use bus::{Bus, HealthReport};
+pub use bytes::Bytes;
 pub use config::{BusConfig, ConfigError, TransportKind};
+pub use context::{Context, Event};
 pub use envelope::{key_hash, DecodeError, EncodeError, Envelope, EnvelopeError, WireFormat};
 pub use error::{
     CloseError, HealthError, PublishError, SubscribeError, TopicConfigError, TryPublishError,
@@ -96,7 +99,8 @@ pub use handler::{ErrorClass, FromEnvelope, Handler, HandlerError};
 pub use headers::Headers;
 pub use message::{Message, OutboundMessage};
 pub use pipeline::dead_letter::{
-    DeadLetter, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC,
+    DeadLetter, DeadLetterInfo, HEADER_ATTEMPTS, HEADER_DEAD_LETTER_TRAIL, HEADER_ERROR,
+    HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC,
 };
 pub use pipeline::metrics::{BusStats, LaneStats, SubscriptionStats};
 pub use pipeline::retry::RetryPolicy;

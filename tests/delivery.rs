@@ -107,7 +107,7 @@ async fn keyed_plain_messages_keep_order() {
         let key = format!("user-{}", i % 3);
         bus.publish_with(
             "k",
-            OutboundMessage::new(i.to_le_bytes().to_vec()).key(&key),
+            OutboundMessage::new(i.to_le_bytes().to_vec()).with_key(&key),
         )
         .await
         .unwrap();

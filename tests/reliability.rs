@@ -71,8 +71,8 @@ async fn exhausted_retries_go_to_dead_letter() {
     bus.publish_with(
         "jobs",
         OutboundMessage::new("payload")
-            .key("k1")
-            .header("trace", "t-1"),
+            .with_key("k1")
+            .with_header("trace", "t-1"),
     )
     .await
     .unwrap();
@@ -87,10 +87,16 @@ async fn exhausted_retries_go_to_dead_letter() {
     assert_eq!(dead.headers().get(HEADER_ATTEMPTS), Some("3"));
     bus.close().await.unwrap();
     let s = bus.stats();
-    let jobs = s.subscriptions.iter().find(|s| s.topic == "jobs");
-    assert!(
-        jobs.is_none(),
-        "close removes subscriptions from the live list"
+    let jobs = s
+        .subscriptions
+        .iter()
+        .find(|s| s.topic == "jobs")
+        .expect("close keeps the subscription's final counts readable");
+    assert_eq!(jobs.total.dead_lettered, 1);
+    assert_eq!(jobs.total.failed, 3);
+    assert_eq!(
+        s.published, 1,
+        "the dead-letter republish is not a user publish"
     );
     assert_eq!(s.total.dead_lettered, 1);
     assert_eq!(s.total.failed, 3);

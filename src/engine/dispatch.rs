@@ -31,84 +31,26 @@
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc as StdArc, Weak};
+use std::time::Duration;
 
 use futures_util::FutureExt;
 
 use super::lanes::{Body, Delivery};
 use super::ring::Consumer;
 use super::sync::Mutex;
-use crate::pipeline::dead_letter::{dead_letter_message, FailureKind, Republish};
+use crate::context::{Context, Inbound, InboundBody};
+use crate::handler::sealed::Incoming;
+use crate::pipeline::dead_letter::{
+    closes_cycle, dead_letter_message, FailureKind, Republish, Republished,
+};
 use crate::pipeline::metrics::{LaneCounters, LaneStats};
-use crate::{Envelope, ErrorClass, Handler, Message, RetryPolicy};
+use crate::{ErrorClass, Handler, RetryPolicy};
 
-/// A message type a handler can take: built from a lane record.
-///
-/// `pub` inside a crate-private module: public traits can name it as a
-/// supertrait (sealing them), while users can neither name nor implement it;
-/// so its crate-private argument types are never visible either.
-#[allow(private_interfaces)]
-pub trait Deliverable: Sized + Send + 'static {
-    /// `plain` or `envelope`, for stats.
-    const KIND: &'static str;
-
-    /// Builds the handler's message for one attempt; `Err` explains why the
-    /// record is malformed.
-    #[doc(hidden)]
-    fn from_body(body: &Body, topic: &StdArc<str>, attempt: u32) -> Result<Self, String>;
-}
-
-#[allow(private_interfaces)]
-impl Deliverable for Message {
-    const KIND: &'static str = "plain";
-
-    #[inline]
-    fn from_body(body: &Body, topic: &StdArc<str>, attempt: u32) -> Result<Self, String> {
-        let (payload, key, headers) = body.parts();
-        Ok(Message {
-            topic: topic.clone(),
-            payload,
-            key,
-            headers,
-            attempt,
-        })
-    }
-}
-
-fn decode_envelope(payload: &bytes::Bytes) -> Result<Envelope, String> {
-    Envelope::decode_bytes(payload).map_err(|e| format!("malformed envelope: {e}"))
-}
-
-#[allow(private_interfaces)]
-impl Deliverable for Envelope {
-    const KIND: &'static str = "envelope";
-
-    /// A copy per attempt: the lane keeps the original for retries and the
-    /// dead-letter topic.
-    #[inline]
-    fn from_body(body: &Body, _topic: &StdArc<str>, _attempt: u32) -> Result<Self, String> {
-        match body {
-            Body::Envelope(e) => Ok((**e).clone()),
-            Body::Plain { payload, .. } => decode_envelope(payload),
-        }
-    }
-}
-
-#[allow(private_interfaces)]
-impl Deliverable for StdArc<Envelope> {
-    const KIND: &'static str = "envelope";
-
-    /// Shared with the lane: no copy for in-process envelopes.
-    #[inline]
-    fn from_body(body: &Body, _topic: &StdArc<str>, _attempt: u32) -> Result<Self, String> {
-        match body {
-            Body::Envelope(e) => Ok(e.clone()),
-            Body::Plain { payload, .. } => decode_envelope(payload).map(StdArc::new),
-        }
-    }
-}
-
-impl crate::handler::FromEnvelope for Envelope {}
-impl crate::handler::FromEnvelope for StdArc<Envelope> {}
+/// Longest a lane waits for its dead-letter publish (a full dead-letter
+/// lane, a slow broker) before it counts the record as dropped, logs it at
+/// error level and moves on: a dead-letter cycle through full topics can
+/// never block a lane for good.
+pub(crate) const DEAD_LETTER_WAIT: Duration = Duration::from_secs(5);
 
 /// Spin iterations (one `spin_loop` hint each, a few to tens of nanoseconds
 /// on current x86) an idle worker waits before yielding.
@@ -117,11 +59,32 @@ const IDLE_SPINS: u32 = 64;
 /// Times an idle worker then yields to the runtime before parking.
 const IDLE_YIELDS_BEFORE_PARK: u32 = 1;
 
-/// What one handler call did.
+/// What one handler call did (or, after recovery, how the record ended).
 enum Attempt {
     Handled,
     Skipped,
     Failed(FailureKind, String),
+}
+
+impl Attempt {
+    /// Runs a handler call, catching a panic in `handle` itself (a handler
+    /// that does work before returning its future) as well as in the
+    /// future it returns.
+    #[inline]
+    async fn run<F: std::future::Future<Output = Result<(), crate::HandlerError>>>(
+        call: impl FnOnce() -> F,
+    ) -> Attempt {
+        let future = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+            Ok(future) => future,
+            Err(panic) => return Attempt::Failed(FailureKind::Panic, panic_text(&*panic)),
+        };
+        match AssertUnwindSafe(future).catch_unwind().await {
+            Ok(Ok(())) => Attempt::Handled,
+            Ok(Err(e)) if e.class() == ErrorClass::Skip => Attempt::Skipped,
+            Ok(Err(e)) => Attempt::Failed(FailureKind::Handler(e.class()), e.to_string()),
+            Err(panic) => Attempt::Failed(FailureKind::Panic, panic_text(&*panic)),
+        }
+    }
 }
 
 /// Where a worker sends dead letters and how it retries.
@@ -160,7 +123,7 @@ fn panic_text(panic: &(dyn Any + Send)) -> String {
     }
 }
 
-impl<M: Deliverable, H: Handler<M>> LaneWorker<M, H> {
+impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
     fn counters(&self) -> &LaneCounters {
         &self.lanes.lanes.get(self.index).counters
     }
@@ -203,75 +166,79 @@ impl<M: Deliverable, H: Handler<M>> LaneWorker<M, H> {
     }
 
     /// Handles one record: the first attempt inline (the common, fast
-    /// path), retries and dead-lettering in a separate boxed future so that
-    /// the worker's own future stays small and cheap to poll.
+    /// path), retries and dead-lettering in separate boxed futures so that
+    /// the worker's own future stays small and cheap to poll; the outcome
+    /// is settled in one place.
     #[inline]
     async fn process(&self, d: Delivery) {
-        let attempt = d.ack.redelivered().saturating_add(1);
-        match self.attempt(&d, attempt).await {
+        let first = d.ack.redelivered();
+        let mut attempts = first.saturating_add(1);
+        let mut outcome = self.attempt(&d, attempts, first).await;
+        if let Attempt::Failed(kind, error) = outcome {
+            (outcome, attempts) = Box::pin(self.recover(&d, kind, error)).await;
+        }
+        match outcome {
             Attempt::Handled => {
                 self.counters().delivered.bump(1);
-                if !d.ack.is_none() {
-                    self.settle_ack(d).await;
-                }
+                self.settle_ack(d).await;
             }
             Attempt::Skipped => {
                 self.counters().skipped.bump(1);
                 self.settle_ack(d).await;
             }
-            Attempt::Failed(kind, error) => Box::pin(self.recover(d, kind, error)).await,
+            Attempt::Failed(kind, error) => {
+                Box::pin(self.dead_letter(d, kind, &error, attempts)).await
+            }
         }
     }
 
     /// Runs the handler once on `d` (catching panics).
-    async fn attempt(&self, d: &Delivery, attempt: u32) -> Attempt {
-        let msg = match M::from_body(&d.body, &self.topic, attempt) {
+    async fn attempt(&self, d: &Delivery, attempt: u32, redelivered: u32) -> Attempt {
+        let body = match &d.body {
+            Body::Plain { payload, meta } => InboundBody::Plain {
+                payload,
+                key: meta.as_ref().and_then(|m| m.key.as_ref()),
+                headers: meta.as_ref().map(|m| &m.headers),
+            },
+            Body::Envelope(e) => InboundBody::Envelope(e),
+        };
+        let context = Context::new(self.topic.clone(), attempt, redelivered);
+        let msg = match M::build(Inbound { body, context }) {
             Ok(msg) => msg,
             Err(reason) => return Attempt::Failed(FailureKind::Malformed, reason),
         };
-        match AssertUnwindSafe(self.handler.handle(msg))
-            .catch_unwind()
-            .await
-        {
-            Ok(Ok(())) => Attempt::Handled,
-            Ok(Err(e)) if e.class() == ErrorClass::Skip => Attempt::Skipped,
-            Ok(Err(e)) => Attempt::Failed(FailureKind::Handler(e.class()), e.to_string()),
-            Err(panic) => Attempt::Failed(FailureKind::Panic, panic_text(&*panic)),
-        }
+        Attempt::run(|| self.handler.handle(msg)).await
     }
 
-    /// After a failed first attempt: retry with backoff while the policy
-    /// allows, then dead-letter.
-    async fn recover(&self, d: Delivery, mut kind: FailureKind, mut error: String) {
+    /// After a failed first attempt: retries with backoff while the policy
+    /// allows. Returns the final outcome and the attempts made; every
+    /// failed attempt is counted here. Broker redeliveries use up the retry
+    /// budget too: a record redelivered `r` times gets at most
+    /// `max_attempts - r` more local attempts.
+    async fn recover(
+        &self,
+        d: &Delivery,
+        mut kind: FailureKind,
+        mut error: String,
+    ) -> (Attempt, u32) {
         let policy = &*self.policy;
         let first = d.ack.redelivered();
-        let mut local = 1u32;
+        let mut attempt = first.saturating_add(1);
         loop {
-            let attempt = first.saturating_add(local);
             self.counters().failed.bump(1);
-            if !(kind.is_retryable() && local < policy.retry.max_attempts) {
-                self.dead_letter(d, kind, &error, attempt).await;
-                return;
+            if !(kind.is_retryable() && attempt < policy.retry.max_attempts) {
+                return (Attempt::Failed(kind, error), attempt);
             }
             self.counters().retried.bump(1);
             tracing::debug!(topic = %self.topic, lane = self.index, attempt, %error, "handler failed; retrying");
-            tokio::time::sleep(policy.retry.backoff(local)).await;
-            local += 1;
-            match self.attempt(&d, first.saturating_add(local)).await {
-                Attempt::Handled => {
-                    self.counters().delivered.bump(1);
-                    self.settle_ack(d).await;
-                    return;
-                }
-                Attempt::Skipped => {
-                    self.counters().skipped.bump(1);
-                    self.settle_ack(d).await;
-                    return;
-                }
+            tokio::time::sleep(policy.retry.backoff(attempt - first)).await;
+            attempt += 1;
+            match self.attempt(d, attempt, first).await {
                 Attempt::Failed(k, e) => {
                     kind = k;
                     error = e;
                 }
+                done => return (done, attempt),
             }
         }
     }
@@ -286,6 +253,9 @@ impl<M: Deliverable, H: Handler<M>> LaneWorker<M, H> {
         }
     }
 
+    /// Sends a record that failed for good to the dead-letter topic, waiting
+    /// at most [`DEAD_LETTER_WAIT`]; counts it as dead-lettered only when a
+    /// subscription or a broker got it, and as dropped otherwise.
     async fn dead_letter(&self, d: Delivery, kind: FailureKind, error: &str, attempts: u32) {
         let policy = &*self.policy;
         let Some(dlq) = policy.dead_letter_topic.as_deref() else {
@@ -296,14 +266,31 @@ impl<M: Deliverable, H: Handler<M>> LaneWorker<M, H> {
         };
         let (payload, key, headers) = d.body.parts();
         let msg = dead_letter_message(&self.topic, payload, key, headers, error, kind, attempts);
+        if closes_cycle(msg.headers(), dlq) {
+            self.counters().dropped.bump(1);
+            tracing::error!(topic = %self.topic, dead_letter_topic = dlq, kind = kind.as_str(), attempts, %error, "dead letter failed again and its next dead-letter topic is on its trail (a cycle); dropped");
+            self.settle_ack(d).await;
+            return;
+        }
         let sent = match policy.sink.upgrade() {
-            Some(sink) => sink.republish(dlq, msg).await,
+            Some(sink) => tokio::time::timeout(DEAD_LETTER_WAIT, sink.republish(dlq, msg))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "the dead-letter topic did not take it within {DEAD_LETTER_WAIT:?}"
+                    ))
+                }),
             None => Err("the bus was dropped".to_owned()),
         };
         match sent {
-            Ok(()) => {
+            Ok(Republished::Delivered) => {
                 self.counters().dead_lettered.bump(1);
                 tracing::warn!(topic = %self.topic, dead_letter_topic = dlq, kind = kind.as_str(), attempts, %error, "message dead-lettered");
+                self.settle_ack(d).await;
+            }
+            Ok(Republished::NoSubscriber) => {
+                self.counters().dropped.bump(1);
+                tracing::error!(topic = %self.topic, dead_letter_topic = dlq, kind = kind.as_str(), attempts, %error, "message failed and its dead-letter topic has no subscriber (memory transport); dropped");
                 self.settle_ack(d).await;
             }
             Err(reason) => {
@@ -328,7 +315,7 @@ impl<M, H> Drop for LaneWorker<M, H> {
 }
 
 /// Spawns one worker per lane on the current Tokio runtime.
-pub(crate) fn spawn_workers<M: Deliverable, H: Handler<M>>(
+pub(crate) fn spawn_workers<M: Incoming, H: Handler<M>>(
     runtime: &tokio::runtime::Handle,
     core: &StdArc<super::SubscriptionCore>,
     consumers: Vec<Consumer<Delivery>>,

@@ -189,6 +189,11 @@ impl Lane {
         self.counters.processed.get() == self.ring.claimed()
     }
 
+    /// Ring positions fully processed so far (monotone).
+    pub(crate) fn processed(&self) -> u64 {
+        self.counters.processed.get()
+    }
+
     /// Records accepted but not yet fully processed.
     pub(crate) fn pending(&self) -> u64 {
         self.ring

@@ -21,6 +21,10 @@ pub const HEADER_ERROR: &str = "lanebus-error";
 pub const HEADER_ERROR_CLASS: &str = "lanebus-error-class";
 /// Header holding how many attempts were made.
 pub const HEADER_ATTEMPTS: &str = "lanebus-attempts";
+/// Header listing, comma-separated and oldest first, every topic a record
+/// was dead-lettered from; a record whose dead-letter topic is already on
+/// its trail would go round a cycle, and is dropped instead.
+pub const HEADER_DEAD_LETTER_TRAIL: &str = "lanebus-dead-letter-trail";
 
 /// Longest error text copied into [`HEADER_ERROR`].
 const MAX_ERROR_HEADER: usize = 1024;
@@ -136,6 +140,11 @@ pub(crate) fn dead_letter_message(
         }
         text.truncate(cut);
     }
+    let trail = match headers.get(HEADER_DEAD_LETTER_TRAIL) {
+        Some(earlier) if !earlier.is_empty() => format!("{earlier},{source_topic}"),
+        _ => source_topic.to_owned(),
+    };
+    headers.insert(HEADER_DEAD_LETTER_TRAIL, trail);
     headers.insert(HEADER_SOURCE_TOPIC, source_topic);
     headers.insert(HEADER_ERROR, text);
     headers.insert(HEADER_ERROR_CLASS, kind.as_str());
@@ -147,6 +156,24 @@ pub(crate) fn dead_letter_message(
     }
 }
 
+/// True when sending a dead letter whose headers are `headers` to
+/// `dead_letter_topic` would close a cycle: the topic already sent it on.
+pub(crate) fn closes_cycle(headers: &Headers, dead_letter_topic: &str) -> bool {
+    headers
+        .get(HEADER_DEAD_LETTER_TRAIL)
+        .is_some_and(|trail| trail.split(',').any(|t| t == dead_letter_topic))
+}
+
+/// Where a dead-letter publish ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Republished {
+    /// Stored (a broker) or handed to at least one subscription (memory).
+    Delivered,
+    /// Accepted by a transport that keeps nothing for absent subscribers
+    /// (memory): the dead letter is gone.
+    NoSubscriber,
+}
+
 /// Publishes dead letters (implemented by the bus, for every transport).
 pub(crate) trait Republish: Send + Sync + 'static {
     /// Publishes `msg` to `topic`, also while the bus is closing.
@@ -154,5 +181,92 @@ pub(crate) trait Republish: Send + Sync + 'static {
         &'a self,
         topic: &'a str,
         msg: OutboundMessage,
-    ) -> crate::transport::BoxFuture<'a, Result<(), String>>;
+    ) -> crate::transport::BoxFuture<'a, Result<Republished, String>>;
+}
+
+/// What the error headers of a dead letter say: read back by a subscriber
+/// of a dead-letter topic with [`Message::dead_letter`](crate::Message::dead_letter)
+/// or [`Event::dead_letter`](crate::Event::dead_letter).
+///
+/// # The dead-letter format
+///
+/// A dead letter is the failed record itself — the original payload bytes
+/// (for an in-process envelope: its binary encoding, so
+/// `subscribe_envelope` decodes it), the original key and headers — plus
+/// four headers:
+///
+/// | header | value |
+/// |---|---|
+/// | [`HEADER_SOURCE_TOPIC`] | the topic it was consumed from |
+/// | [`HEADER_ERROR`] | the last error's text, at most 1024 bytes |
+/// | [`HEADER_ERROR_CLASS`] | `retryable`, `permanent`, `panic` or `malformed` |
+/// | [`HEADER_ATTEMPTS`] | attempts made, in decimal |
+/// | [`HEADER_DEAD_LETTER_TRAIL`] | every topic it was dead-lettered from, comma-separated |
+///
+/// A dead letter that fails again on its dead-letter topic is dead-lettered
+/// onward (`orders.dlq` to `orders.dlq.dlq`), except where that would close
+/// a cycle (the next topic is on its trail): then it is dropped, counted
+/// and logged at error level.
+///
+/// # Examples
+///
+/// ```
+/// use lanebus::{Bus, DeadLetter, Envelope, Event, HandlerError, SubscribeOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = Bus::memory();
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// let _dlq = bus
+///     .subscribe_envelope("orders.dlq", move |ev: Event| {
+///         let tx = tx.clone();
+///         async move {
+///             tx.send((ev.aggregate_id.clone(), ev.dead_letter().unwrap())).unwrap();
+///             Ok::<(), HandlerError>(())
+///         }
+///     })
+///     .await?;
+/// let _orders = bus
+///     .subscribe_envelope("orders", |_ev: Event| async move {
+///         Err::<(), _>(HandlerError::permanent("unknown product"))
+///     })
+///     .await?;
+/// bus.publish_envelope("orders", Envelope::new("order-1", "OrderPlaced", 1, "{}")).await?;
+/// let (aggregate, why) = rx.recv().await.unwrap();
+/// assert_eq!(aggregate, "order-1");
+/// assert_eq!(why.source_topic, "orders");
+/// assert_eq!(why.error, "unknown product");
+/// assert_eq!(why.error_class, "permanent");
+/// assert_eq!(why.attempts, 1);
+/// # bus.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetterInfo {
+    /// The topic the failed record was consumed from.
+    pub source_topic: String,
+    /// The last error's text.
+    pub error: String,
+    /// The last error's class: `retryable`, `permanent`, `panic` or
+    /// `malformed`.
+    pub error_class: String,
+    /// Attempts made before giving up.
+    pub attempts: u32,
+}
+
+impl DeadLetterInfo {
+    /// Reads the dead-letter headers; `None` unless the source topic and
+    /// error headers are present.
+    pub fn from_headers(headers: &Headers) -> Option<Self> {
+        Some(Self {
+            source_topic: headers.get(HEADER_SOURCE_TOPIC)?.to_owned(),
+            error: headers.get(HEADER_ERROR)?.to_owned(),
+            error_class: headers.get(HEADER_ERROR_CLASS).unwrap_or("").to_owned(),
+            attempts: headers
+                .get(HEADER_ATTEMPTS)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0),
+        })
+    }
 }

@@ -12,8 +12,10 @@
 //!   of a locked RMW. Readers see a recent value.
 
 use std::cell::Cell;
+use std::fmt;
 
 use crossbeam_utils::CachePadded;
+use serde::Serialize;
 
 use crate::engine::sync::{AtomicU64, Ordering};
 
@@ -184,7 +186,7 @@ pub(crate) struct LaneCounters {
 }
 
 /// Counts of one lane.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct LaneStats {
     /// Messages waiting in the lane's ring.
@@ -229,7 +231,7 @@ impl LaneStats {
 }
 
 /// Counts of one subscription.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct SubscriptionStats {
     /// Its ID (unique within the bus).
@@ -261,16 +263,42 @@ impl SubscriptionStats {
 }
 
 /// A snapshot of a bus's counters; see [`Bus::stats`](crate::Bus::stats).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// `Serialize` gives a structured form for logs and endpoints; `Display`
+/// prints a compact table, one row per subscription.
+///
+/// # Examples
+///
+/// ```
+/// use lanebus::{Bus, HandlerError, Message};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = Bus::memory();
+/// let _sub = bus.subscribe("jobs", |_m: Message| async { Ok::<(), HandlerError>(()) }).await?;
+/// bus.publish("jobs", "1").await?;
+/// bus.close().await?;
+/// let stats = bus.stats();
+/// assert_eq!(stats.subscriptions[0].total.delivered, 1); // kept after close
+/// println!("{stats}");
+/// let json = serde_json::to_value(&stats)?;
+/// assert_eq!(json["published"], 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct BusStats {
-    /// Publishes accepted (each counted once, whatever the fan-out).
+    /// User publishes accepted (each counted once, whatever the fan-out;
+    /// dead letters the lanes publish are not counted here but as
+    /// `dead_lettered`).
     pub published: u64,
     /// Accepted publishes no subscription received.
     pub unrouted: u64,
-    /// Sums over every live subscription.
+    /// Sums over every subscription the bus has had, unsubscribed ones
+    /// included.
     pub total: LaneStats,
-    /// Per live subscription.
+    /// Per subscription: the live ones, and after `close` the ones it
+    /// stopped, with their final counts; sorted by ID.
     pub subscriptions: Vec<SubscriptionStats>,
 }
 
@@ -280,6 +308,13 @@ impl BusStats {
         let depth = self.total.depth;
         self.total.add_counts(retired);
         self.total.depth = depth;
+    }
+
+    /// Lists subscriptions `close` stopped; their counts are already in the
+    /// retired totals.
+    pub(crate) fn list_closed(&mut self, closed: &[SubscriptionStats]) {
+        self.subscriptions.extend_from_slice(closed);
+        self.subscriptions.sort_by_key(|s| s.id);
     }
 
     pub(crate) fn new(
@@ -298,4 +333,49 @@ impl BusStats {
             subscriptions,
         }
     }
+}
+
+impl fmt::Display for BusStats {
+    /// A compact table: the bus totals, then one row per subscription.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "published {}  unrouted {}",
+            self.published, self.unrouted
+        )?;
+        let width = self
+            .subscriptions
+            .iter()
+            .map(|s| s.topic.len() + 1 + digits(s.id))
+            .max()
+            .unwrap_or(0)
+            .max(5);
+        writeln!(
+            f,
+            "{:<width$} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
+            "sub", "kind", "delivered", "failed", "retried", "dlq", "skipped", "dropped", "depth"
+        )?;
+        for s in &self.subscriptions {
+            row(f, &format!("{}#{}", s.topic, s.id), s.kind, &s.total, width)?;
+        }
+        row(f, "total", "", &self.total, width)
+    }
+}
+
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+fn row(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    kind: &str,
+    t: &LaneStats,
+    width: usize,
+) -> fmt::Result {
+    writeln!(
+        f,
+        "{name:<width$} {kind:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        t.delivered, t.failed, t.retried, t.dead_lettered, t.skipped, t.dropped, t.depth
+    )
 }

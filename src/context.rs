@@ -1,0 +1,211 @@
+//! What a handler sees besides its message: the delivery [`Context`], and
+//! [`Event`], an envelope together with its context.
+//!
+//! Every handler gets one way to see the topic a record came from, which
+//! attempt this is and how often a broker redelivered it: plain handlers
+//! through [`Message::context`](crate::Message::context), envelope handlers
+//! by taking [`Event`] instead of `Envelope` or `Arc<Envelope>`. An `Event`
+//! shares the lane's envelope (no copy per attempt) and dereferences to
+//! [`Envelope`], so `ev.aggregate_id` reads as it does on an envelope.
+//!
+//! # Invariants
+//!
+//! - `attempt() >= 1` and `attempt() > redelivered()`: the attempt counts
+//!   the broker's earlier deliveries plus this subscription's local tries.
+//! - Building a context costs one reference-count increment (the topic) on
+//!   the hot path; nothing is copied.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::pipeline::dead_letter::DeadLetterInfo;
+use crate::{Envelope, Headers};
+
+/// Where and how a record is being delivered: its topic, the attempt number
+/// and the broker's redelivery count.
+///
+/// # Examples
+///
+/// ```
+/// use lanebus::{Bus, HandlerError, Message};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = Bus::memory();
+/// let _sub = bus
+///     .subscribe("jobs", |msg: Message| async move {
+///         let ctx = msg.context();
+///         // Fail the first two attempts on purpose.
+///         if ctx.attempt() <= 2 {
+///             return Err(HandlerError::retryable("not yet"));
+///         }
+///         assert_eq!(ctx.topic(), "jobs");
+///         Ok(())
+///     })
+///     .await?;
+/// bus.publish("jobs", "work").await?;
+/// bus.close().await?;
+/// assert_eq!(bus.stats().total.retried, 2);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    topic: Arc<str>,
+    attempt: u32,
+    redelivered: u32,
+}
+
+impl Context {
+    pub(crate) fn new(topic: Arc<str>, attempt: u32, redelivered: u32) -> Self {
+        Self {
+            topic,
+            attempt,
+            redelivered,
+        }
+    }
+
+    /// The topic the record was published to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Which delivery of this record to this subscription this is, from 1:
+    /// the broker's earlier deliveries plus local retries.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// How often a broker delivered this record before (always 0 on the
+    /// memory transport).
+    pub fn redelivered(&self) -> u32 {
+        self.redelivered
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("topic", &self.topic)
+            .field("attempt", &self.attempt)
+            .field("redelivered", &self.redelivered)
+            .finish()
+    }
+}
+
+/// An envelope as a handler receives it, with its delivery [`Context`].
+///
+/// Dereferences to [`Envelope`]. The envelope is shared with the lane (as
+/// with `Arc<Envelope>` handlers), so taking `Event` costs no copy per
+/// attempt.
+///
+/// # Examples
+///
+/// ```
+/// use lanebus::{Bus, Envelope, Event, HandlerError};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = Bus::memory();
+/// let _sub = bus
+///     .subscribe_envelope("orders.events", |ev: Event| async move {
+///         println!(
+///             "{} of {} on {}, attempt {}",
+///             ev.event_type,
+///             ev.aggregate_id,
+///             ev.context().topic(),
+///             ev.context().attempt()
+///         );
+///         Ok::<(), HandlerError>(())
+///     })
+///     .await?;
+/// bus.publish_envelope("orders.events", Envelope::new("order-1", "OrderPlaced", 1, "{}"))
+///     .await?;
+/// bus.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Event {
+    envelope: Arc<Envelope>,
+    context: Context,
+    record_headers: Headers,
+}
+
+impl Event {
+    pub(crate) fn new(envelope: Arc<Envelope>, context: Context, record_headers: Headers) -> Self {
+        Self {
+            envelope,
+            context,
+            record_headers,
+        }
+    }
+
+    /// The delivery context.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// The shared envelope.
+    pub fn envelope(&self) -> &Arc<Envelope> {
+        &self.envelope
+    }
+
+    /// Takes the shared envelope out.
+    pub fn into_envelope(self) -> Arc<Envelope> {
+        self.envelope
+    }
+
+    /// The headers of the record that carried the envelope, apart from the
+    /// envelope's own [`headers`](Envelope::headers): a broker's message
+    /// headers, or the error headers of a dead letter. Empty for envelopes
+    /// published in-process with [`Bus::publish_envelope`](crate::Bus::publish_envelope).
+    pub fn record_headers(&self) -> &Headers {
+        &self.record_headers
+    }
+
+    /// Why the envelope was dead-lettered, when this event was consumed from
+    /// a dead-letter topic (read from [`record_headers`](Self::record_headers)).
+    pub fn dead_letter(&self) -> Option<DeadLetterInfo> {
+        DeadLetterInfo::from_headers(&self.record_headers)
+    }
+}
+
+impl Deref for Event {
+    type Target = Envelope;
+
+    fn deref(&self) -> &Envelope {
+        &self.envelope
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("envelope", &self.envelope)
+            .field("context", &self.context)
+            .field("record_headers", &self.record_headers)
+            .finish()
+    }
+}
+
+/// One record as the lane worker hands it to a message type's constructor:
+/// the engine's record seen through public types only, so that handler
+/// types never depend on the engine.
+pub(crate) struct Inbound<'a> {
+    pub(crate) body: InboundBody<'a>,
+    pub(crate) context: Context,
+}
+
+/// The record's content.
+pub(crate) enum InboundBody<'a> {
+    /// Payload bytes, with key and headers when the record has them.
+    Plain {
+        payload: &'a Bytes,
+        key: Option<&'a Arc<str>>,
+        headers: Option<&'a Headers>,
+    },
+    /// An envelope published in-process.
+    Envelope(&'a Arc<Envelope>),
+}
