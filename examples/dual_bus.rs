@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lanebus::{Bus, Envelope, HandlerError, Message, SubscribeOptions};
+use parking_lot::Mutex;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -61,20 +62,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
             .await?
     };
-    let dead_letters = Arc::new(AtomicU64::new(0));
+    // Dead letters are kept and reported under the domain bus's heading.
+    let dead_letters = Arc::new(Mutex::new(Vec::new()));
     let _dlq_sub = {
         let dead = dead_letters.clone();
         domain
             .subscribe("orders.events.dlq", move |m: Message| {
                 let dead = dead.clone();
                 async move {
-                    let class = m.headers().get(lanebus::HEADER_ERROR_CLASS).unwrap_or("?");
-                    println!(
-                        "  dead letter from {}: {} ({class})",
-                        m.headers().get(lanebus::HEADER_SOURCE_TOPIC).unwrap_or("?"),
-                        m.headers().get(lanebus::HEADER_ERROR).unwrap_or("?"),
-                    );
-                    dead.fetch_add(1, Ordering::Relaxed);
+                    if let Some(why) = m.dead_letter() {
+                        dead.lock().push(why);
+                    }
                     Ok::<(), HandlerError>(())
                 }
             })
@@ -91,8 +89,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
+    let regular_events = events.len();
     events.push(Envelope::new("order-poison", "OrderCorrupted", 1, "{}"));
-    let total_events = events.len();
 
     let started = Instant::now();
     for ev in events {
@@ -121,7 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let publishers = 2;
     let per_publisher = notifications / publishers;
-    let payload = bytes::Bytes::from_static(b"{\"kind\":\"email\",\"to\":\"customer\"}");
+    let payload = lanebus::Bytes::from_static(b"{\"kind\":\"email\",\"to\":\"customer\"}");
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..publishers {
@@ -131,7 +129,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             for _ in 0..per_publisher {
                 fast.publish("notifications", payload.clone()).await?;
             }
-            Ok::<(), lanebus::PublishError<bytes::Bytes>>(())
+            Ok::<(), lanebus::PublishError<lanebus::Bytes>>(())
         }));
     }
     for t in tasks {
@@ -146,15 +144,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let complete = last_version
         .iter()
         .all(|v| v.load(Ordering::Relaxed) == events_per_order as i64);
+    let dead = dead_letters.lock();
+    let total_events = regular_events + 1;
     println!("domain bus (envelopes, keyed lanes):");
     println!(
-        "  published {total_events} events for {orders} orders ({events_per_order} versions each) + 1 poison event"
+        "  published {total_events} events: {regular_events} for {orders} orders ({events_per_order} versions each) and 1 poison event"
     );
     println!(
         "  handled {handled}, dead-lettered {}, failed attempts {}",
-        dead_letters.load(Ordering::Relaxed),
+        dead.len(),
         stats.total.failed
     );
+    for why in dead.iter() {
+        println!(
+            "  dead letter from {}: {} ({}, {} attempt(s))",
+            why.source_topic, why.error, why.error_class, why.attempts
+        );
+    }
     println!(
         "  per-order order: {} ({disorder} out-of-order deliveries; every order reached its last version: {complete})",
         if disorder == 0 && complete { "HELD" } else { "BROKEN" }

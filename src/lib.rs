@@ -22,17 +22,22 @@
 //!
 //! ## Where things are
 //!
-//! | module | what |
+//! | you want to | look at |
 //! |---|---|
-//! | `engine::ring` | bounded lock-free MPSC ring, async wake-up and back-pressure (the only `unsafe`) |
-//! | `engine::registry` | atomic-snapshot topic registry, copy-on-write |
-//! | `engine::reader` | per-thread snapshot cache: the publish path's handler lookup |
-//! | `engine::lanes` | keyed lanes: `key_hash(key) % lanes` |
-//! | `engine::dispatch` | lane workers: handler, retry, dead-letter, ack |
-//! | [`envelope`] | [`Envelope`], validation, binary codec, Go-compatible JSON |
-//! | `transport` | the transport boundary ([`AckHandle`]) and the memory transport |
-//! | `pipeline` | [`RetryPolicy`], [`DeadLetter`], counters ([`BusStats`]) |
-//! | `sync` | the loom shim every engine atomic comes through |
+//! | publish and subscribe, flush, close, observe | [`Bus`], [`Subscription`], [`BusStats`], [`HealthReport`] |
+//! | write a handler | [`Handler`], [`HandlerError`] and its [`ErrorClass`], [`Message`], [`Event`], [`Context`] |
+//! | build and read domain events | [`Envelope`], [`envelope`] (codecs, limits, [`key_hash`]), [`WireFormat`] |
+//! | publish with a key or headers | [`OutboundMessage`], [`Headers`] |
+//! | tune a subscription | [`SubscribeOptions`], [`RetryPolicy`], [`DeadLetter`] |
+//! | read a dead letter | [`DeadLetterInfo`], [`HEADER_SOURCE_TOPIC`] and the other header names |
+//! | configure from YAML or TOML | [`BusConfig`], [`TopicOptions`], [`ConfigError`] |
+//! | handle failures of the bus itself | [`PublishError`], [`TryPublishError`], [`SubscribeError`], [`CloseError`] |
+//!
+//! Inside, the engine (`src/engine/`: the ring, the registry and its
+//! per-thread reader, the lanes, the lane workers), the pipeline
+//! (`src/pipeline/`: retry, dead letters, counters) and the transports
+//! (`src/transport/`) are private; each file opens with the algorithm it
+//! implements and its invariants.
 //!
 //! ## Quick start
 //!
