@@ -64,6 +64,7 @@ mod error;
 mod handler;
 mod headers;
 mod message;
+mod options;
 pub(crate) mod pipeline;
 mod subscription;
 pub(crate) mod sync;
@@ -87,7 +88,7 @@ pub mod __bench;
 mod loom_models;
 
 pub use bus::{Bus, HealthReport};
-pub use config::{BusConfig, ConfigError, TransportKind};
+pub use config::BusConfig;
 pub use envelope::{key_hash, DecodeError, EncodeError, Envelope, EnvelopeError, WireFormat};
 pub use error::{
     CloseError, HealthError, PublishError, SubscribeError, TopicConfigError, TryPublishError,
@@ -95,6 +96,7 @@ pub use error::{
 pub use handler::{ErrorClass, FromEnvelope, Handler, HandlerError};
 pub use headers::Headers;
 pub use message::{Message, OutboundMessage};
+pub use options::{ConfigError, TransportKind};
 pub use pipeline::dead_letter::{
     DeadLetter, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC,
 };

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{duration_serde, ConfigError};
+use crate::options::{duration, ConfigError, Fields, NO_ZERO_LIMIT};
 
 /// Longest topic name accepted (Kafka's limit).
 pub const MAX_TOPIC_LEN: usize = 249;
@@ -91,10 +91,7 @@ pub enum Persistence {
 #[non_exhaustive]
 pub struct Retention {
     /// Drop messages older than this.
-    #[serde(
-        with = "duration_serde::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
     pub max_age: Option<Duration>,
     /// Keep at most this many bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,35 +197,22 @@ impl TopicOptions {
 
     /// Checks the fields; `prefix` names where the options sit in a config.
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        if self.partitions == 0 {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.partitions"),
-                "must be at least 1",
-            ));
-        }
-        if self.replicas == 0 {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.replicas"),
-                "must be at least 1",
-            ));
-        }
-        if self.retention.max_age.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.retention.max_age"),
-                "must be positive (omit it for no limit)",
-            ));
-        }
-        if self.retention.max_bytes == Some(0) {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.retention.max_bytes"),
-                "must be positive (omit it for no limit)",
-            ));
-        }
-        if self.retention.max_messages == Some(0) {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.retention.max_messages"),
-                "must be positive (omit it for no limit)",
-            ));
+        let fields = Fields::at(prefix);
+        fields.range("partitions", self.partitions, 1..)?;
+        fields.range("replicas", self.replicas, 1..)?;
+        let limits = [
+            (
+                "retention.max_age",
+                self.retention.max_age.is_some_and(|d| d.is_zero()),
+            ),
+            ("retention.max_bytes", self.retention.max_bytes == Some(0)),
+            (
+                "retention.max_messages",
+                self.retention.max_messages == Some(0),
+            ),
+        ];
+        for (field, zero) in limits {
+            fields.ensure(field, !zero, NO_ZERO_LIMIT)?;
         }
         Ok(())
     }
@@ -237,6 +221,30 @@ impl TopicOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validate_names_the_field() {
+        let cases = [
+            (TopicOptions::default().partitions(0), "t.partitions"),
+            (TopicOptions::default().replicas(0), "t.replicas"),
+            (
+                TopicOptions::default().max_age(Duration::ZERO),
+                "t.retention.max_age",
+            ),
+            (
+                TopicOptions::default().max_bytes(0),
+                "t.retention.max_bytes",
+            ),
+            (
+                TopicOptions::default().max_messages(0),
+                "t.retention.max_messages",
+            ),
+        ];
+        for (options, field) in cases {
+            assert_eq!(options.validate("t").unwrap_err().field(), Some(field));
+        }
+        assert!(TopicOptions::default().max_bytes(1).validate("t").is_ok());
+    }
 
     #[test]
     fn names() {
