@@ -40,6 +40,15 @@ pub enum TransportKind {
     Memory,
 }
 
+impl TransportKind {
+    /// Its name in a config (`memory`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+        }
+    }
+}
+
 /// A configuration that cannot be used.
 ///
 /// # Examples
