@@ -6,16 +6,6 @@
 //! `"250ms"`, `"10s"`, `"1m30s"`, `"2h"`, `"7d"`; a bare number such as
 //! `close_timeout: 10` is an error (seconds or milliseconds?).
 //!
-//! # Algorithm
-//!
-//! Both formats deserialize through `serde_path_to_error`, which records the
-//! dotted path of the field being read; the parser's own error gives the
-//! position (YAML's location, TOML's byte span turned into a line and a
-//! column). Both go into [`ConfigError::Parse`], so a wrong type reads the
-//! same in either format: `cannot parse toml config at
-//! `subscribe.retry.max_attempts` (line 6, column 16): invalid value: …`.
-//! Then [`BusConfig::validate`] checks the ranges.
-//!
 //! ```yaml
 //! type: memory
 //! close_timeout: 10s
@@ -29,6 +19,16 @@
 //!     persistence: persistent
 //!     retention: { max_age: 7d, max_messages: 1000000 }
 //! ```
+//!
+//! # Algorithm
+//!
+//! Both formats deserialize through `serde_path_to_error`, which records the
+//! dotted path of the field being read; the parser's own error gives the
+//! position (YAML's location, TOML's byte span turned into a line and a
+//! column). Both go into [`ConfigError::Parse`], so a wrong type reads the
+//! same in either format: ``cannot parse toml config at
+//! `subscribe.retry.max_attempts` (line 6, column 16): invalid value: …``.
+//! Then [`BusConfig::validate`] checks the ranges and names the field.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-// Re-exported for the modules that still import it from here.
+// `subscription.rs` still imports `ConfigError` from here.
 pub(crate) use crate::options::ConfigError;
 use crate::options::{duration, Fields, TransportKind};
 use crate::{SubscribeOptions, TopicOptions};
@@ -147,24 +147,27 @@ impl BusConfig {
     }
 }
 
-/// The dotted path of the field an error sits in; `None` at the top.
+/// The dotted path of the field an error sits in; `None` at the top level
+/// or where the parser failed before reaching a field (a syntax error).
 fn field_path(path: &serde_path_to_error::Path) -> Option<String> {
-    (path.iter().next().is_some()).then(|| path.to_string())
+    let known = path
+        .iter()
+        .any(|s| !matches!(s, serde_path_to_error::Segment::Unknown));
+    known.then(|| path.to_string())
 }
 
 fn yaml_error(e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> ConfigError {
     let path = field_path(e.path());
     let inner = e.into_inner();
     let position = inner.location().map(|l| (l.line(), l.column()));
-    // serde_yaml_ng writes `<its path>: <message> at line L column C`; the
+    // serde_yaml_ng writes `<its path>: <message> at line L column C` (a
+    // syntax error: `<message> at line L column C, while parsing …`); the
     // path and position go into their own fields, the message stays.
-    let text = inner.to_string();
-    let mut message = text.as_str();
+    let mut text = inner.to_string();
     if let Some((line, column)) = position {
-        message = message
-            .strip_suffix(&format!(" at line {line} column {column}"))
-            .unwrap_or(message);
+        text = text.replacen(&format!(" at line {line} column {column}"), "", 1);
     }
+    let mut message = text.as_str();
     // Its path is ours or, for an unknown key, our path's parent.
     let mut prefix = path.as_deref().unwrap_or("");
     while !prefix.is_empty() {
@@ -210,5 +213,26 @@ mod tests {
         assert_eq!(line_column(text, 6), (2, 1));
         assert_eq!(line_column(text, text.find('x').unwrap()), (2, 6));
         assert_eq!(line_column(text, 999), (3, 1));
+    }
+
+    #[test]
+    fn yaml_errors_keep_the_message_once() {
+        let e = BusConfig::from_yaml_str("subscribe:\n  lanes: 4\n lanes: 5\n").unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::parse(
+                "yaml",
+                None,
+                Some((3, 2)),
+                "did not find expected key, while parsing a block mapping"
+            )
+        );
+        let e = BusConfig::from_yaml_str("subscribe:\n  lane: 4\n").unwrap_err();
+        assert_eq!(e.field(), Some("subscribe.lane"));
+        let shown = e.to_string();
+        assert!(
+            shown.contains("(line 2, column 3): unknown field `lane`, expected one of `lanes`"),
+            "{shown}"
+        );
     }
 }
