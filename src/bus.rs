@@ -162,6 +162,7 @@ impl Bus {
             this: this.clone(),
         });
         for (topic, options) in topics {
+            crate::topic::warn_unhonoured(&topic, &options, inner.config.transport);
             inner.set_topic_config(&topic, Some(options));
         }
         Self { inner }
@@ -327,6 +328,7 @@ impl Bus {
         }
         validate_topic_name(topic)?;
         options.validate("options")?;
+        crate::topic::warn_unhonoured(topic, &options, self.inner.config.transport);
         self.inner.set_topic_config(topic, Some(options));
         Ok(())
     }

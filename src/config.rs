@@ -2,8 +2,9 @@
 //!
 //! Every struct has a `Default`, unknown fields are rejected (a typo is an
 //! error, not a silent default), and `validate()` names the bad field by its
-//! path, e.g. `subscribe.retry.max_attempts`. Durations are written as
-//! `"250ms"`, `"2s"`, `"1m"`, `"1h"` or as a number of milliseconds.
+//! path, e.g. `subscribe.retry.max_attempts`. Durations carry a unit:
+//! `"250ms"`, `"10s"`, `"1m30s"`, `"2h"`, `"7d"`; a bare number such as
+//! `close_timeout: 10` is an error (seconds or milliseconds?).
 //!
 //! ```yaml
 //! type: memory
@@ -18,6 +19,16 @@
 //!     persistence: persistent
 //!     retention: { max_age: 7d, max_messages: 1000000 }
 //! ```
+//!
+//! # Algorithm
+//!
+//! Both formats deserialize through `serde_path_to_error`, which records the
+//! dotted path of the field being read; the parser's own error gives the
+//! position (YAML's location, TOML's byte span turned into a line and a
+//! column). Both go into [`ConfigError::Parse`], so a wrong type reads the
+//! same in either format: ``cannot parse toml config at
+//! `subscribe.retry.max_attempts` (line 6, column 16): invalid value: …``.
+//! Then [`BusConfig::validate`] checks the ranges and names the field.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,17 +36,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::options::{duration, ConfigError, Fields, TransportKind};
 use crate::{SubscribeOptions, TopicOptions};
-
-/// Which transport a bus runs on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum TransportKind {
-    /// The in-process transport: the engine's rings are the transport.
-    #[default]
-    Memory,
-}
 
 /// Configuration of one bus.
 ///
@@ -61,7 +63,7 @@ pub struct BusConfig {
     #[serde(rename = "type")]
     pub transport: TransportKind,
     /// How long `close()` waits for lanes to drain.
-    #[serde(with = "duration_serde")]
+    #[serde(with = "duration")]
     pub close_timeout: Duration,
     /// Defaults for every subscription made without explicit options.
     pub subscribe: SubscribeOptions,
@@ -87,20 +89,23 @@ impl BusConfig {
     }
 
     /// Parses YAML and validates the result.
+    ///
+    /// A parse error names the field path and the line and column.
     pub fn from_yaml_str(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
-            format: "yaml",
-            message: e.to_string(),
-        })?;
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let config: Self = serde_path_to_error::deserialize(de).map_err(yaml_error)?;
         config.validate()?;
         Ok(config)
     }
 
     /// Parses TOML and validates the result.
+    ///
+    /// A parse error names the field path and the line and column.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            format: "toml",
-            message: e.message().to_string(),
+        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, None, e))?;
+        let config: Self = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = field_path(e.path());
+            toml_error(text, path, e.into_inner())
         })?;
         config.validate()?;
         Ok(config)
@@ -125,9 +130,11 @@ impl BusConfig {
 
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.close_timeout.is_zero() {
-            return Err(ConfigError::invalid("close_timeout", "must be positive"));
-        }
+        Fields::at("").ensure(
+            "close_timeout",
+            !self.close_timeout.is_zero(),
+            "must be positive",
+        )?;
         self.subscribe.validate("subscribe")?;
         for (topic, options) in &self.topics {
             crate::topic::validate_topic_name(topic)
@@ -138,192 +145,92 @@ impl BusConfig {
     }
 }
 
-/// A configuration that cannot be used.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A field holds a value out of range.
-    #[error("invalid config field `{field}`: {reason}")]
-    Invalid {
-        /// Path of the field, e.g. `subscribe.lanes`.
-        field: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The text is not valid YAML/TOML for this structure (unknown fields
-    /// and wrong types included; the message names the field).
-    #[error("cannot parse {format} config: {message}")]
-    Parse {
-        /// `yaml` or `toml`.
-        format: &'static str,
-        /// The parser's message.
-        message: String,
-    },
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {message}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The OS error.
-        message: String,
-    },
+/// The dotted path of the field an error sits in; `None` at the top level
+/// or where the parser failed before reaching a field (a syntax error).
+fn field_path(path: &serde_path_to_error::Path) -> Option<String> {
+    let known = path
+        .iter()
+        .any(|s| !matches!(s, serde_path_to_error::Segment::Unknown));
+    known.then(|| path.to_string())
 }
 
-impl ConfigError {
-    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Invalid {
-            field: field.into(),
-            reason: reason.into(),
-        }
+fn yaml_error(e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> ConfigError {
+    let path = field_path(e.path());
+    let inner = e.into_inner();
+    let position = inner.location().map(|l| (l.line(), l.column()));
+    // serde_yaml_ng writes `<its path>: <message> at line L column C` (a
+    // syntax error: `<message> at line L column C, while parsing …`); the
+    // path and position go into their own fields, the message stays.
+    let mut text = inner.to_string();
+    if let Some((line, column)) = position {
+        text = text.replacen(&format!(" at line {line} column {column}"), "", 1);
     }
-
-    /// The path of the offending field, for `Invalid`.
-    pub fn field(&self) -> Option<&str> {
-        match self {
-            Self::Invalid { field, .. } => Some(field),
-            _ => None,
+    let mut message = text.as_str();
+    // Its path is ours or, for an unknown key, our path's parent.
+    let mut prefix = path.as_deref().unwrap_or("");
+    while !prefix.is_empty() {
+        if let Some(rest) = message
+            .strip_prefix(prefix)
+            .and_then(|m| m.strip_prefix(": "))
+        {
+            message = rest;
+            break;
         }
+        prefix = prefix.rfind('.').map_or("", |dot| &prefix[..dot]);
     }
+    ConfigError::parse("yaml", path, position, message)
 }
 
-/// Serde for `Duration` as `"250ms"`, `"2s"`, `"1m"`, `"1h"`, `"7d"` or a
-/// number of milliseconds. Writes the shortest exact unit.
-pub(crate) mod duration_serde {
-    use std::time::Duration;
+fn toml_error(text: &str, path: Option<String>, e: toml::de::Error) -> ConfigError {
+    let position = e.span().map(|span| line_column(text, span.start));
+    ConfigError::parse("toml", path, position, e.message())
+}
 
-    use serde::de::{self, Visitor};
-    use serde::{Deserializer, Serializer};
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
 
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(*d))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_column_counts_from_one() {
+        let text = "a = 1\nbé = x\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 6), (2, 1));
+        assert_eq!(line_column(text, text.find('x').unwrap()), (2, 6));
+        assert_eq!(line_column(text, 999), (3, 1));
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_any(DurationVisitor)
-    }
-
-    /// `Option<Duration>` in the same format; `None` when absent or null.
-    pub(crate) mod option {
-        use super::*;
-
-        pub(crate) fn serialize<S: Serializer>(
-            d: &Option<Duration>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
-            match d {
-                Some(d) => s.serialize_some(&format(*d)),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<Duration>, D::Error> {
-            struct OptVisitor;
-            impl<'de> Visitor<'de> for OptVisitor {
-                type Value = Option<Duration>;
-                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("a duration or null")
-                }
-                fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                    Ok(None)
-                }
-                fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                    Ok(None)
-                }
-                fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                    super::deserialize(d).map(Some)
-                }
-            }
-            d.deserialize_option(OptVisitor)
-        }
-    }
-
-    pub(crate) fn format(d: Duration) -> String {
-        let ms = d.as_millis();
-        if d.subsec_nanos() % 1_000_000 != 0 {
-            return format!("{}us", d.as_micros());
-        }
-        for (unit, size) in [
-            ("d", 86_400_000u128),
-            ("h", 3_600_000),
-            ("m", 60_000),
-            ("s", 1_000),
-        ] {
-            if ms != 0 && ms % size == 0 {
-                return format!("{}{unit}", ms / size);
-            }
-        }
-        format!("{ms}ms")
-    }
-
-    pub(crate) fn parse(text: &str) -> Result<Duration, String> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(text.len());
-        let (num, unit) = text.split_at(split);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration like 250ms, 2s, 1m"))?;
-        let secs = match unit.trim() {
-            "ns" => value / 1e9,
-            "us" | "µs" => value / 1e6,
-            "ms" | "" => value / 1e3,
-            "s" => value,
-            "m" => value * 60.0,
-            "h" => value * 3600.0,
-            "d" => value * 86_400.0,
-            other => return Err(format!("unknown duration unit `{other}` in `{text}`")),
-        };
-        Duration::try_from_secs_f64(secs).map_err(|e| format!("`{text}`: {e}"))
-    }
-
-    struct DurationVisitor;
-
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a duration such as \"250ms\", \"2s\" or a number of milliseconds")
-        }
-
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_millis(v))
-        }
-
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            u64::try_from(v)
-                .map(Duration::from_millis)
-                .map_err(|_| E::custom("a duration cannot be negative"))
-        }
-
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-            Duration::try_from_secs_f64(v / 1e3).map_err(E::custom)
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            parse(v).map_err(E::custom)
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn parse_and_format() {
-            assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
-            assert_eq!(parse("2s").unwrap(), Duration::from_secs(2));
-            assert_eq!(parse("1.5s").unwrap(), Duration::from_millis(1500));
-            assert_eq!(parse("7d").unwrap(), Duration::from_secs(7 * 86_400));
-            assert!(parse("5 parsecs").is_err());
-            assert!(parse("-1s").is_err());
-            for d in [1, 250, 1000, 60_000, 90_000, 86_400_000] {
-                let d = Duration::from_millis(d);
-                assert_eq!(parse(&format(d)).unwrap(), d);
-            }
-            assert_eq!(format(Duration::from_secs(120)), "2m");
-        }
+    #[test]
+    fn yaml_errors_keep_the_message_once() {
+        let e = BusConfig::from_yaml_str("subscribe:\n  lanes: 4\n lanes: 5\n").unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::parse(
+                "yaml",
+                None,
+                Some((3, 2)),
+                "did not find expected key, while parsing a block mapping"
+            )
+        );
+        let e = BusConfig::from_yaml_str("subscribe:\n  lane: 4\n").unwrap_err();
+        assert_eq!(e.field(), Some("subscribe.lane"));
+        let shown = e.to_string();
+        assert!(
+            shown.contains("(line 2, column 3): unknown field `lane`, expected one of `lanes`"),
+            "{shown}"
+        );
     }
 }

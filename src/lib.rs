@@ -70,6 +70,7 @@ mod error;
 mod handler;
 mod headers;
 mod message;
+mod options;
 pub(crate) mod pipeline;
 mod subscription;
 pub(crate) mod sync;
@@ -94,7 +95,7 @@ mod loom_models;
 
 pub use bus::{Bus, HealthReport};
 pub use bytes::Bytes;
-pub use config::{BusConfig, ConfigError, TransportKind};
+pub use config::BusConfig;
 pub use context::{Context, Event};
 pub use envelope::{key_hash, DecodeError, EncodeError, Envelope, EnvelopeError, WireFormat};
 pub use error::{
@@ -103,6 +104,7 @@ pub use error::{
 pub use handler::{ErrorClass, FromEnvelope, Handler, HandlerError};
 pub use headers::Headers;
 pub use message::{Message, OutboundMessage};
+pub use options::{ConfigError, TransportKind};
 pub use pipeline::dead_letter::{
     DeadLetter, DeadLetterInfo, HEADER_ATTEMPTS, HEADER_DEAD_LETTER_TRAIL, HEADER_ERROR,
     HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC,

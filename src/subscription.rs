@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 use serde::{Deserialize, Serialize};
 
 use crate::bus::BusInner;
-use crate::config::ConfigError;
+use crate::options::ConfigError;
 use crate::engine::SubscriptionCore;
 use crate::{DeadLetter, RetryPolicy, SubscriptionStats};
 
@@ -97,27 +97,13 @@ impl SubscribeOptions {
 
     /// Checks the fields; `prefix` names where the options sit in a config.
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        if !(1..=MAX_LANES).contains(&self.lanes) {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.lanes"),
-                format!("must be between 1 and {MAX_LANES}"),
-            ));
-        }
-        if !(1..=MAX_RING_CAPACITY).contains(&self.ring_capacity) {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.ring_capacity"),
-                format!("must be between 1 and {MAX_RING_CAPACITY}"),
-            ));
-        }
-        if self.drain_batch == 0 {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.drain_batch"),
-                "must be at least 1",
-            ));
-        }
-        self.retry.validate(&format!("{prefix}.retry"))?;
+        let fields = crate::options::Fields::at(prefix);
+        fields.range("lanes", self.lanes, 1..=MAX_LANES)?;
+        fields.range("ring_capacity", self.ring_capacity, 1..=MAX_RING_CAPACITY)?;
+        fields.range("drain_batch", self.drain_batch, 1..)?;
+        self.retry.validate(&fields.path("retry"))?;
         self.dead_letter
-            .validate(&format!("{prefix}.dead_letter.topic"))?;
+            .validate(&fields.path("dead_letter.topic"))?;
         Ok(())
     }
 }

@@ -6,12 +6,18 @@
 //! every transport accepts unchanged: Kafka topic names (`[A-Za-z0-9._-]`,
 //! at most 249 bytes) that are also valid NATS subjects (no empty token, so
 //! no leading, trailing or doubled `.`).
+//!
+//! Topic options are checked by [`TopicOptions::validate`] and, against the
+//! transport the bus runs on, by `TopicOptions::unhonoured_by`: options the
+//! transport cannot honour are kept (a broker config can be tried on the
+//! memory transport unchanged) and reported once per configuration by a
+//! `tracing` warning from `warn_unhonoured`.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{duration_serde, ConfigError};
+use crate::options::{duration, ConfigError, Fields, TransportKind, NO_ZERO_LIMIT};
 
 /// Longest topic name accepted (Kafka's limit).
 pub const MAX_TOPIC_LEN: usize = 249;
@@ -91,10 +97,7 @@ pub enum Persistence {
 #[non_exhaustive]
 pub struct Retention {
     /// Drop messages older than this.
-    #[serde(
-        with = "duration_serde::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
     pub max_age: Option<Duration>,
     /// Keep at most this many bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,6 +112,17 @@ pub struct Retention {
 /// The memory transport records it (and reports it back from
 /// [`Bus::topic_config`](crate::Bus::topic_config)); broker transports turn
 /// it into streams and topics.
+///
+/// # What each transport honours
+///
+/// A transport that cannot honour an option still accepts and records it,
+/// and the bus logs one `tracing` warning naming the topic and the options,
+/// when it is built with the topic in its config and at every
+/// [`Bus::configure_topic`](crate::Bus::configure_topic) call.
+///
+/// | transport | honours | warns about |
+/// |---|---|---|
+/// | memory | `persistence` (messages live as long as the process) | `retention.*`, `partitions` ≠ 1, `replicas` ≠ 1 |
 ///
 /// # Examples
 ///
@@ -200,43 +214,119 @@ impl TopicOptions {
 
     /// Checks the fields; `prefix` names where the options sit in a config.
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        if self.partitions == 0 {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.partitions"),
-                "must be at least 1",
-            ));
-        }
-        if self.replicas == 0 {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.replicas"),
-                "must be at least 1",
-            ));
-        }
-        if self.retention.max_age.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.retention.max_age"),
-                "must be positive (omit it for no limit)",
-            ));
-        }
-        if self.retention.max_bytes == Some(0) {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.retention.max_bytes"),
-                "must be positive (omit it for no limit)",
-            ));
-        }
-        if self.retention.max_messages == Some(0) {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.retention.max_messages"),
-                "must be positive (omit it for no limit)",
-            ));
+        let fields = Fields::at(prefix);
+        fields.range("partitions", self.partitions, 1..)?;
+        fields.range("replicas", self.replicas, 1..)?;
+        let limits = [
+            (
+                "retention.max_age",
+                self.retention.max_age.is_some_and(|d| d.is_zero()),
+            ),
+            ("retention.max_bytes", self.retention.max_bytes == Some(0)),
+            (
+                "retention.max_messages",
+                self.retention.max_messages == Some(0),
+            ),
+        ];
+        for (field, zero) in limits {
+            fields.ensure(field, !zero, NO_ZERO_LIMIT)?;
         }
         Ok(())
+    }
+
+    /// The options set here that `transport` cannot honour, by their config
+    /// names (`retention.max_age`, `partitions`, …); empty when it honours
+    /// them all. See [the table above](Self#what-each-transport-honours).
+    pub(crate) fn unhonoured_by(&self, transport: TransportKind) -> Vec<&'static str> {
+        match transport {
+            TransportKind::Memory => {
+                let set = [
+                    ("retention.max_age", self.retention.max_age.is_some()),
+                    ("retention.max_bytes", self.retention.max_bytes.is_some()),
+                    (
+                        "retention.max_messages",
+                        self.retention.max_messages.is_some(),
+                    ),
+                    ("partitions", self.partitions != 1),
+                    ("replicas", self.replicas != 1),
+                ];
+                set.into_iter()
+                    .filter_map(|(name, set)| set.then_some(name))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Logs one warning if `transport` cannot honour some of `options` for
+/// `topic`; the bus calls it once per topic configuration.
+pub(crate) fn warn_unhonoured(topic: &str, options: &TopicOptions, transport: TransportKind) {
+    let unhonoured = options.unhonoured_by(transport);
+    if !unhonoured.is_empty() {
+        tracing::warn!(
+            topic,
+            transport = transport.as_str(),
+            options = %unhonoured.join(", "),
+            "topic options recorded but not honoured by this transport"
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_names_what_it_cannot_honour() {
+        let memory = TransportKind::Memory;
+        assert!(TopicOptions::default().unhonoured_by(memory).is_empty());
+        assert!(TopicOptions::persistent().unhonoured_by(memory).is_empty());
+        assert!(TopicOptions::ephemeral().unhonoured_by(memory).is_empty());
+        let all = TopicOptions::persistent()
+            .max_age(Duration::from_secs(60))
+            .max_bytes(1 << 20)
+            .max_messages(1000)
+            .partitions(6)
+            .replicas(3);
+        assert_eq!(
+            all.unhonoured_by(memory),
+            [
+                "retention.max_age",
+                "retention.max_bytes",
+                "retention.max_messages",
+                "partitions",
+                "replicas"
+            ]
+        );
+        assert_eq!(
+            TopicOptions::default().replicas(3).unhonoured_by(memory),
+            ["replicas"]
+        );
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let cases = [
+            (TopicOptions::default().partitions(0), "t.partitions"),
+            (TopicOptions::default().replicas(0), "t.replicas"),
+            (
+                TopicOptions::default().max_age(Duration::ZERO),
+                "t.retention.max_age",
+            ),
+            (
+                TopicOptions::default().max_bytes(0),
+                "t.retention.max_bytes",
+            ),
+            (
+                TopicOptions::default().max_messages(0),
+                "t.retention.max_messages",
+            ),
+        ];
+        for (options, field) in cases {
+            assert_eq!(options.validate("t").unwrap_err().field(), Some(field));
+        }
+        assert!(TopicOptions::default().max_bytes(1).validate("t").is_ok());
+    }
 
     #[test]
     fn names() {

@@ -7,9 +7,11 @@
 //! names another topic. With dead-lettering disabled, a failed message is
 //! dropped *loudly*: counted as `dropped` and logged at error level.
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::ConfigError;
+use crate::options::ConfigError;
 use crate::{ErrorClass, Headers, OutboundMessage};
 
 /// Header naming the topic the message was consumed from.
@@ -32,9 +34,24 @@ const MAX_ERROR_HEADER: usize = 1024;
 /// Where a subscription's failed messages go.
 ///
 /// In YAML: `dead_letter: default`, `dead_letter: disabled` or
-/// `dead_letter: { topic: orders.failed }`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "DeadLetterRepr", into = "DeadLetterRepr")]
+/// `dead_letter: { topic: orders.failed }`; in TOML `dead_letter = "default"`
+/// or `dead_letter = { topic = "orders.failed" }`. Anything else is an
+/// error that names these three forms.
+///
+/// # Examples
+///
+/// ```
+/// use lanebus::{BusConfig, DeadLetter};
+///
+/// let c = BusConfig::from_yaml_str("subscribe:\n  dead_letter: { topic: orders.failed }\n")?;
+/// assert_eq!(c.subscribe.dead_letter, DeadLetter::Topic("orders.failed".into()));
+///
+/// let err = BusConfig::from_yaml_str("subscribe:\n  dead_letter: { topc: x }\n").unwrap_err();
+/// assert_eq!(err.field(), Some("subscribe.dead_letter"));
+/// assert!(err.to_string().contains("unknown field `topc`"));
+/// # Ok::<(), lanebus::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DeadLetter {
     /// `<topic>.dlq`.
@@ -46,37 +63,65 @@ pub enum DeadLetter {
     Topic(String),
 }
 
-/// The config form: a word (`default`, `disabled`) or `{ topic: name }`,
-/// the same in YAML and TOML.
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum DeadLetterRepr {
-    Word(String),
-    Topic { topic: String },
-}
+/// The accepted config forms, as every error about them lists them.
+const FORMS: &str = "`default`, `disabled` or `{ topic: <name> }`";
 
-impl TryFrom<DeadLetterRepr> for DeadLetter {
-    type Error = String;
-
-    fn try_from(r: DeadLetterRepr) -> Result<Self, String> {
-        match r {
-            DeadLetterRepr::Word(w) if w == "default" => Ok(Self::Default),
-            DeadLetterRepr::Word(w) if w == "disabled" => Ok(Self::Disabled),
-            DeadLetterRepr::Word(w) => Err(format!(
-                "unknown dead_letter `{w}`, expected `default`, `disabled` or {{ topic: <name> }}"
-            )),
-            DeadLetterRepr::Topic { topic } => Ok(Self::Topic(topic)),
+impl Serialize for DeadLetter {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Default => s.serialize_str("default"),
+            Self::Disabled => s.serialize_str("disabled"),
+            Self::Topic(topic) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("topic", topic)?;
+                map.end()
+            }
         }
     }
 }
 
-impl From<DeadLetter> for DeadLetterRepr {
-    fn from(d: DeadLetter) -> Self {
-        match d {
-            DeadLetter::Default => Self::Word("default".into()),
-            DeadLetter::Disabled => Self::Word("disabled".into()),
-            DeadLetter::Topic(topic) => Self::Topic { topic },
+impl<'de> Deserialize<'de> for DeadLetter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DeadLetterVisitor)
+    }
+}
+
+/// Reads a word (`default`, `disabled`) or a map holding only `topic`.
+struct DeadLetterVisitor;
+
+impl<'de> Visitor<'de> for DeadLetterVisitor {
+    type Value = DeadLetter;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(FORMS)
+    }
+
+    fn visit_str<E: de::Error>(self, word: &str) -> Result<DeadLetter, E> {
+        match word {
+            "default" => Ok(DeadLetter::Default),
+            "disabled" => Ok(DeadLetter::Disabled),
+            other => Err(E::custom(format_args!(
+                "unknown dead_letter `{other}`, expected {FORMS}"
+            ))),
         }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DeadLetter, A::Error> {
+        let mut topic = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "topic" {
+                return Err(de::Error::custom(format_args!(
+                    "unknown field `{key}` in dead_letter, expected {FORMS}"
+                )));
+            }
+            if topic.is_some() {
+                return Err(de::Error::duplicate_field("topic"));
+            }
+            topic = Some(map.next_value::<String>()?);
+        }
+        topic.map(DeadLetter::Topic).ok_or_else(|| {
+            de::Error::custom(format_args!("dead_letter has no `topic`, expected {FORMS}"))
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{duration_serde, ConfigError};
+use crate::options::{duration, ConfigError, Fields};
 
 /// How failed attempts are retried.
 ///
@@ -33,10 +33,10 @@ pub struct RetryPolicy {
     /// Attempts in all, the first included; `1` disables retries.
     pub max_attempts: u32,
     /// Wait before the second attempt.
-    #[serde(with = "duration_serde")]
+    #[serde(with = "duration")]
     pub initial_backoff: Duration,
     /// Upper bound of any wait.
-    #[serde(with = "duration_serde")]
+    #[serde(with = "duration")]
     pub max_backoff: Duration,
     /// Growth factor of the wait per attempt (≥ 1).
     pub multiplier: f64,
@@ -91,25 +91,18 @@ impl RetryPolicy {
 
     /// Checks the fields; `prefix` names where the policy sits in a config.
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        if self.max_attempts == 0 {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.max_attempts"),
-                "must be at least 1",
-            ));
-        }
-        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.multiplier"),
-                "must be a finite number of at least 1",
-            ));
-        }
-        if self.initial_backoff > self.max_backoff {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.initial_backoff"),
-                "must not exceed max_backoff",
-            ));
-        }
-        Ok(())
+        let fields = Fields::at(prefix);
+        fields.range("max_attempts", self.max_attempts, 1..)?;
+        fields.ensure(
+            "multiplier",
+            self.multiplier.is_finite() && self.multiplier >= 1.0,
+            "must be a finite number of at least 1",
+        )?;
+        fields.ensure(
+            "initial_backoff",
+            self.initial_backoff <= self.max_backoff,
+            "must not exceed max_backoff",
+        )
     }
 }
 
