@@ -11,8 +11,8 @@ use std::sync::{Arc, Weak};
 use serde::{Deserialize, Serialize};
 
 use crate::bus::BusInner;
-use crate::options::ConfigError;
 use crate::engine::SubscriptionCore;
+use crate::options::ConfigError;
 use crate::{DeadLetter, RetryPolicy, SubscriptionStats};
 
 /// Most lanes one subscription may have.
