@@ -176,6 +176,15 @@ impl Bus {
     /// Publishes a plain message, waiting while a lane is full.
     ///
     /// A topic without subscribers accepts it and counts it as unrouted.
+    ///
+    /// A plain message has no key, so its records are spread over the
+    /// lanes. That holds for an envelope encoded to bytes too (say, the Go
+    /// JSON form): an envelope subscription decodes it, but its lane was
+    /// picked without the aggregate ID, so per-aggregate order is not kept.
+    /// Publish such bytes with the aggregate ID as the key
+    /// ([`publish_with`](Self::publish_with) and
+    /// [`OutboundMessage::with_key`]), or decode them and use
+    /// [`publish_envelope`](Self::publish_envelope).
     pub async fn publish(
         &self,
         topic: &str,
@@ -230,6 +239,12 @@ impl Bus {
 
     /// Validates and publishes an envelope; every event of one aggregate
     /// goes to the same lane of each subscription, in publish order.
+    ///
+    /// The payload is opaque here: the memory transport hands envelopes
+    /// over without encoding them, so any payload bytes are accepted. A
+    /// transport that writes the Go-compatible JSON form refuses, at
+    /// publish, an envelope that form cannot carry (a payload that is not
+    /// one JSON value; see [`Envelope::encode_json`]).
     ///
     /// The envelope moves into a shared allocation when this is called, so
     /// the returned future holds one pointer rather than the envelope;
@@ -294,6 +309,12 @@ impl Bus {
     /// Subscribes an envelope handler with the bus's default options.
     /// Records that do not decode as envelopes are dead-lettered as
     /// `malformed`.
+    ///
+    /// Per-aggregate order holds for envelopes published with
+    /// [`publish_envelope`](Self::publish_envelope), and for encoded
+    /// envelopes published with their aggregate ID as the key; encoded
+    /// envelopes published without a key are spread over the lanes (see
+    /// [`publish`](Self::publish)).
     ///
     /// The handler takes `Envelope` (its own copy per attempt) or
     /// `Arc<Envelope>` (shared with the lane, no copy); see

@@ -356,3 +356,44 @@ async fn payloads_that_never_parse_are_dead_lettered_at_once() {
     assert_eq!((s.delivered, s.failed, s.retried), (1, 1, 0));
     bus.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_envelopes_published_with_their_aggregate_key_keep_order() {
+    use lanebus::OutboundMessage;
+    let bus = Bus::memory();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _sub = bus
+        .subscribe_envelope_with(
+            "orders",
+            SubscribeOptions::default().lanes(8),
+            move |ev: Arc<Envelope>| {
+                let tx = tx.clone();
+                async move {
+                    // Later versions finish faster: only the lane keeps order.
+                    let pause = 200u64.saturating_sub(ev.event_version as u64 * 10);
+                    tokio::time::sleep(Duration::from_micros(pause)).await;
+                    tx.send((ev.aggregate_id.clone(), ev.event_version))
+                        .unwrap();
+                    HResult::Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    for version in 1..=10 {
+        for order in 0..20 {
+            let ev = Envelope::new(format!("order-{order}"), "Updated", version, "{}");
+            let wire = ev.encode_json().unwrap();
+            let msg = OutboundMessage::new(wire).with_key(&ev.aggregate_id);
+            bus.publish_with("orders", msg).await.unwrap();
+        }
+    }
+    bus.flush().await;
+    let mut last = std::collections::HashMap::new();
+    for _ in 0..200 {
+        let (order, version) = recv(&mut rx).await;
+        let prev = last.insert(order.clone(), version).unwrap_or(0);
+        assert_eq!(prev + 1, version, "{order} out of order");
+    }
+    bus.close().await.unwrap();
+}
