@@ -19,10 +19,11 @@
 //! - decoding never panics and bounds every length before allocating;
 //! - a valid envelope survives `encode` → `decode` exactly (any payload
 //!   bytes, any representable time);
-//! - a valid envelope whose payload is one JSON value survives
+//! - an envelope that [`Envelope::encode_json`] accepts (it refuses what Go
+//!   or our decoder would reject, see [`EncodeError`]) survives
 //!   `encode_json` → `decode` exactly, except that empty optional IDs become
-//!   `None` (Go's `omitempty`), whitespace around the payload value is
-//!   dropped, and a payload of exactly `null` becomes empty (see `json.rs`).
+//!   `None` (Go's `omitempty`) and whitespace around the payload value is
+//!   dropped.
 
 mod binary;
 pub mod hash;
@@ -90,6 +91,14 @@ pub struct Envelope {
     /// ID correlating this event with the request or saga that caused it.
     pub correlation_id: Option<String>,
     /// Tenant the event belongs to.
+    ///
+    /// Go's envelope declares it as an `int` (a JSON number, omitted when
+    /// zero), so for the JSON form it must be an integer in canonical
+    /// decimal text, such as `"42"` or `"-7"`: [`decode_json`](Self::decode_json)
+    /// reads Go's number `42` as `"42"` (and a string, as older Go
+    /// publishers wrote it, as is), and [`encode_json`](Self::encode_json)
+    /// writes `"42"` as the number `42` and refuses any other text with
+    /// [`EncodeError::TenantIdNotInteger`]. The binary form carries any text.
     pub tenant_id: Option<String>,
     /// Extra string headers, in order.
     pub headers: Headers,
@@ -270,7 +279,12 @@ pub enum DecodeError {
     Invalid(#[from] EnvelopeError),
 }
 
-/// Why an envelope could not be encoded as JSON.
+/// Why an envelope could not be written in the Go-compatible JSON form.
+///
+/// [`Envelope::encode_json`] refuses what the Go envelope's `Validate`
+/// (run by its `FromBytes`) or our own decoder would reject, and what the
+/// JSON form cannot carry. [`Envelope::validate_for`] reports the same
+/// errors without writing.
 ///
 /// # Examples
 ///
@@ -279,6 +293,8 @@ pub enum DecodeError {
 ///
 /// let env = Envelope::new("order-1", "OrderPlaced", 1, "not json");
 /// assert_eq!(env.encode_json(), Err(EncodeError::PayloadNotJson));
+/// let env = Envelope::new("order-1", "OrderPlaced", 1, "");
+/// assert_eq!(env.encode_json(), Err(EncodeError::EmptyPayload));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -289,6 +305,34 @@ pub enum EncodeError {
     /// The timestamp is outside years 0000–9999, which RFC 3339 cannot write.
     #[error("timestamp out of rfc 3339 range")]
     TimestampOutOfRange,
+    /// The envelope fails [`Envelope::validate`]; Go's `Validate` or our
+    /// decoder would refuse it.
+    #[error("invalid envelope: {0}")]
+    Invalid(#[from] EnvelopeError),
+    /// The event ID or event type is only whitespace, which Go's `Validate`
+    /// refuses (it trims before checking).
+    #[error("{field} is only whitespace")]
+    Blank {
+        /// `event id` or `event type`.
+        field: &'static str,
+    },
+    /// The payload is empty; Go's `Validate` requires one.
+    #[error("empty payload: the go envelope requires one")]
+    EmptyPayload,
+    /// The tenant ID is not an integer in canonical decimal form within
+    /// `i64`; Go's envelope declares `tenant_id` as an `int`, so it could
+    /// not read it.
+    #[error("tenant id {tenant_id:?} is not an integer, as go's int tenant_id requires")]
+    TenantIdNotInteger {
+        /// The rejected tenant ID.
+        tenant_id: String,
+    },
+    /// The payload could not be serialized to JSON ([`Envelope::json`]).
+    #[error("payload serialization failed: {message}")]
+    Serialize {
+        /// serde_json's description of the problem.
+        message: String,
+    },
 }
 
 impl Envelope {
@@ -501,9 +545,17 @@ impl Envelope {
         binary::encode(self)
     }
 
-    /// Encodes the JSON form the Go envelope reads and writes. Fails when the
-    /// payload is not one JSON value or the timestamp is outside years
-    /// 0000–9999. An empty payload is written as `null`.
+    /// Encodes the JSON form the Go envelope reads and writes.
+    ///
+    /// Refuses, with a typed [`EncodeError`], every envelope that Go's
+    /// `Validate` or [`decode`](Self::decode) would reject or that the form
+    /// cannot carry: one that fails [`validate`](Self::validate); a blank
+    /// event ID or event type; an empty payload, or one that is not exactly
+    /// one JSON value (non-JSON payloads travel only in the binary form,
+    /// [`encode`](Self::encode)); a tenant ID that is not an integer (Go's
+    /// `tenant_id` is an `int`; see [`tenant_id`](Self::tenant_id)); a
+    /// timestamp outside years 0000–9999. So whatever it writes, both sides
+    /// read.
     ///
     /// # Examples
     ///
@@ -522,6 +574,33 @@ impl Envelope {
     /// ```
     pub fn encode_json(&self) -> Result<Bytes, EncodeError> {
         json::encode(self)
+    }
+
+    /// Checks that the envelope can be written in `format` and read back by
+    /// that form's readers, without writing it: for
+    /// [`WireFormat::Binary`] that is [`validate`](Self::validate); for
+    /// [`WireFormat::Json`] it is every check of
+    /// [`encode_json`](Self::encode_json), so an envelope the Go side would
+    /// reject is refused before it is sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::{EncodeError, Envelope, WireFormat};
+    ///
+    /// let env = Envelope::new("order-1", "OrderPlaced", 1, "{}").with_tenant_id("acme");
+    /// assert_eq!(env.validate_for(WireFormat::Binary), Ok(()));
+    /// assert_eq!(
+    ///     env.validate_for(WireFormat::Json),
+    ///     Err(EncodeError::TenantIdNotInteger { tenant_id: "acme".into() })
+    /// );
+    /// assert_eq!(env.with_tenant_id("42").validate_for(WireFormat::Json), Ok(()));
+    /// ```
+    pub fn validate_for(&self, format: WireFormat) -> Result<(), EncodeError> {
+        match format {
+            WireFormat::Binary => self.validate().map_err(EncodeError::Invalid),
+            WireFormat::Json => json::check(self).map(drop),
+        }
     }
 
     /// Decodes either wire form, chosen by [`detect`](Self::detect), and
@@ -584,8 +663,10 @@ impl Envelope {
 
     /// Decodes the Go-compatible JSON form only, and validates the result.
     /// The payload is the raw JSON text of the `payload` value, byte for
-    /// byte; `null` or a missing `payload` gives an empty payload. Empty
-    /// optional IDs become `None`; unknown fields are ignored.
+    /// byte (`null` stays `null`, as in Go's `json.RawMessage`); a missing
+    /// `payload` gives an empty payload. Empty optional IDs become `None`; a
+    /// numeric `tenant_id` (Go's `int`) is read as its decimal text; unknown
+    /// fields are ignored.
     ///
     /// # Examples
     ///
