@@ -785,3 +785,148 @@ mod fuzz_regressions {
         check(input);
     }
 }
+
+// ---- typed payloads and the serde form ------------------------------------
+
+mod typed {
+    use std::collections::BTreeMap;
+
+    use lanebus::{DecodeError, EncodeError, Envelope, ErrorClass, WireFormat};
+    use serde::{Deserialize, Serialize};
+
+    use super::{full, minimal, GO_NO_TENANT_UTC, GO_TENANT_42};
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct OrderPlaced {
+        order_id: String,
+        total_cents: u64,
+        items: Vec<String>,
+    }
+
+    fn order() -> OrderPlaced {
+        OrderPlaced {
+            order_id: "order-42".into(),
+            total_cents: 1999,
+            items: vec!["A-1".into(), "B-<7>".into()],
+        }
+    }
+
+    #[test]
+    fn json_builds_a_payload_that_reads_back() {
+        let env = Envelope::json("order-42", "OrderPlaced", 3, &order()).unwrap();
+        assert_eq!(env.aggregate_id, "order-42");
+        assert_eq!(env.event_type, "OrderPlaced");
+        assert_eq!(env.event_version, 3);
+        assert_eq!(
+            &env.payload[..],
+            br#"{"order_id":"order-42","total_cents":1999,"items":["A-1","B-<7>"]}"#
+        );
+        assert_eq!(env.payload_json::<OrderPlaced>().unwrap(), order());
+        // It is a JSON payload, so the Go form carries it.
+        assert_eq!(env.validate_for(WireFormat::Json), Ok(()));
+        let back = Envelope::decode(&env.encode_json().unwrap()).unwrap();
+        assert_eq!(back.payload_json::<OrderPlaced>().unwrap(), order());
+    }
+
+    #[test]
+    fn json_reports_unserializable_payloads() {
+        let mut map = BTreeMap::new();
+        map.insert(vec![1u8], 1);
+        let err = Envelope::json("a", "T", 1, &map).unwrap_err();
+        assert!(
+            matches!(&err, EncodeError::Serialize { message } if message.contains("key must be a string")),
+            "{err}"
+        );
+        assert!(err
+            .to_string()
+            .starts_with("payload serialization failed: "));
+    }
+
+    #[test]
+    fn payload_that_never_parses_is_a_permanent_error() {
+        for payload in [
+            &b"not json"[..],
+            br#"{"order_id":"x"}"#,
+            b"",
+            br#"{"total_cents":-1}"#,
+        ] {
+            let mut env = minimal();
+            env.payload = bytes::Bytes::copy_from_slice(payload);
+            let err = env.payload_json::<OrderPlaced>().unwrap_err();
+            assert_eq!(err.class(), ErrorClass::Permanent, "{payload:?}");
+            let decode = err
+                .source()
+                .downcast_ref::<DecodeError>()
+                .expect("a DecodeError inside");
+            assert!(
+                matches!(decode, DecodeError::PayloadJson { target, .. } if target.ends_with("OrderPlaced")),
+                "{decode:?}"
+            );
+            assert!(
+                err.to_string().starts_with("payload is not json of type "),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn payload_json_can_borrow() {
+        #[derive(Deserialize)]
+        struct Borrowed<'a> {
+            order_id: &'a str,
+        }
+        let env = Envelope::json("order-42", "OrderPlaced", 1, &order()).unwrap();
+        let view: Borrowed<'_> = env.payload_json().unwrap();
+        assert_eq!(view.order_id, "order-42");
+    }
+
+    #[test]
+    fn serialize_writes_exactly_what_encode_json_writes() {
+        for env in [
+            full(),
+            minimal().with_tenant_id("-3"),
+            minimal().with_trace_id("<&>"),
+        ] {
+            let text = serde_json::to_vec(&env).unwrap();
+            assert_eq!(text, env.encode_json().unwrap().to_vec());
+            let back: Envelope = serde_json::from_slice(&text).unwrap();
+            assert_eq!(back, env);
+        }
+        // Nested in a larger value, the envelope stays the same object
+        // (`Value` keeps one value per key, so no duplicate headers here).
+        let env = full().with_headers([("source", "api")].into_iter().collect());
+        let row = serde_json::json!({ "id": 7, "envelope": env });
+        let back: Envelope = serde_json::from_value(row["envelope"].clone()).unwrap();
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn serialize_fails_where_encode_json_fails() {
+        for env in [
+            minimal().with_tenant_id("acme"),
+            Envelope::new("order-1", "T", 1, "not json"),
+            Envelope::new("order-1", "T", 1, ""),
+        ] {
+            let err = serde_json::to_string(&env).unwrap_err();
+            assert_eq!(err.to_string(), env.encode_json().unwrap_err().to_string());
+        }
+    }
+
+    #[test]
+    fn deserialize_reads_go_text_like_decode_json() {
+        for go in [GO_TENANT_42, GO_NO_TENANT_UTC] {
+            let env: Envelope = serde_json::from_str(go).unwrap();
+            assert_eq!(env, Envelope::decode_json(go.as_bytes()).unwrap());
+            let from_reader: Envelope = serde_json::from_reader(go.as_bytes()).unwrap();
+            assert_eq!(from_reader, env);
+        }
+        let bad = GO_TENANT_42.replace(r#""event_version":3"#, r#""event_version":0"#);
+        let err = serde_json::from_str::<Envelope>(&bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid envelope: invalid event version 0: must be positive"
+        );
+        let err = serde_json::from_str::<Envelope>(r#"{"tenant_id":1.5}"#).unwrap_err();
+        assert!(err.to_string().contains("tenant"), "{err}");
+    }
+}

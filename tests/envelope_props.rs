@@ -249,6 +249,11 @@ proptest! {
         // The check the bus runs at publish refuses exactly what
         // encode_json refuses, and what it accepts decodes back.
         let check = env.validate_for(WireFormat::Json);
+        // The serde form is the same text, and fails where it fails.
+        prop_assert_eq!(
+            serde_json::to_vec(&env).ok(),
+            env.encode_json().ok().map(|b| b.to_vec())
+        );
         match env.encode_json() {
             Ok(json) => {
                 prop_assert_eq!(check, Ok(()));

@@ -107,6 +107,12 @@ pub(super) fn check(env: &Envelope) -> Result<Checked<'_>, EncodeError> {
 
 /// Writes the JSON form of `env`.
 pub(super) fn encode(env: &Envelope) -> Result<Bytes, EncodeError> {
+    encode_vec(env).map(Bytes::from)
+}
+
+/// Writes the JSON form of `env` into a new vector, which holds UTF-8:
+/// every piece written is a `str`, ASCII, or the payload checked as JSON.
+pub(super) fn encode_vec(env: &Envelope) -> Result<Vec<u8>, EncodeError> {
     let Checked {
         timestamp,
         tenant_id,
@@ -158,7 +164,7 @@ pub(super) fn encode(env: &Envelope) -> Result<Bytes, EncodeError> {
     out.extend_from_slice(b",\"payload\":");
     out.extend_from_slice(payload);
     out.push(b'}');
-    Ok(Bytes::from(out))
+    Ok(out)
 }
 
 /// Whether `text` is an integer as Go writes an `int`: an optional `-`,
@@ -180,55 +186,28 @@ pub(super) fn decode(
     input: &[u8],
     payload: impl FnOnce(Range<usize>) -> Bytes,
 ) -> Result<Envelope, DecodeError> {
-    let wire: WireIn<'_> = serde_json::from_slice(input).map_err(|e| DecodeError::InvalidJson {
-        message: e.to_string(),
-    })?;
-
-    let text = wire.timestamp.ok_or_else(|| DecodeError::BadTimestamp {
-        reason: "missing".to_owned(),
-    })?;
-    let parsed = OffsetDateTime::parse(&text, &Rfc3339).map_err(|e| DecodeError::BadTimestamp {
-        reason: e.to_string(),
-    })?;
-    let timestamp = from_unix(parsed.unix_timestamp(), parsed.nanosecond()).ok_or_else(|| {
-        DecodeError::BadTimestamp {
-            reason: format!("{text} is not a representable time"),
-        }
-    })?;
-
-    let payload = match wire.payload {
-        None => Bytes::new(),
-        Some(raw) => {
-            let range = subslice_range(input, raw.get().as_bytes()).ok_or_else(|| {
-                DecodeError::InvalidJson {
-                    message: "payload not borrowed from the input".to_owned(),
-                }
-            })?;
-            payload(range)
-        }
-    };
-
-    let env = Envelope {
-        event_id: wire.event_id,
-        aggregate_id: wire.aggregate_id,
-        event_type: wire.event_type,
-        event_version: wire.event_version,
-        timestamp,
-        trace_id: wire.trace_id.filter(|s| !s.is_empty()),
-        correlation_id: wire.correlation_id.filter(|s| !s.is_empty()),
-        tenant_id: wire.tenant_id.filter(|s| !s.is_empty()),
-        headers: wire.headers.map(|h| h.0).unwrap_or_default(),
-        payload,
-    };
-    env.validate()?;
-    Ok(env)
+    let wire: WireIn<&RawValue> =
+        serde_json::from_slice(input).map_err(|e| DecodeError::InvalidJson {
+            message: e.to_string(),
+        })?;
+    wire.finish(|raw| {
+        let range = subslice_range(input, raw.get().as_bytes()).ok_or_else(|| {
+            DecodeError::InvalidJson {
+                message: "payload not borrowed from the input".to_owned(),
+            }
+        })?;
+        Ok(payload(range))
+    })
 }
 
-/// The object as read. Missing strings and version default to Go's zero
-/// values, which validation then rejects with a precise error; a missing
-/// timestamp is reported as such rather than read as Go's year 1.
+/// The object as read, with the payload's raw JSON as `P` (borrowed from
+/// the input by [`decode`], owned by `Envelope`'s `Deserialize`). Missing
+/// strings and version default to Go's zero values, which validation then
+/// rejects with a precise error; a missing timestamp is reported as such
+/// rather than read as Go's year 1.
 #[derive(Deserialize)]
-struct WireIn<'a> {
+#[serde(bound(deserialize = "P: Deserialize<'de>"))]
+pub(super) struct WireIn<P> {
     #[serde(default)]
     event_id: String,
     #[serde(default)]
@@ -247,8 +226,49 @@ struct WireIn<'a> {
     tenant_id: Option<String>,
     #[serde(default)]
     headers: Option<OrderedHeaders>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    payload: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present")]
+    payload: Option<P>,
+}
+
+impl<P> WireIn<P> {
+    /// Builds the envelope, turning the raw payload (when present) into
+    /// bytes with `payload`, and validates it.
+    pub(super) fn finish(
+        self,
+        payload: impl FnOnce(P) -> Result<Bytes, DecodeError>,
+    ) -> Result<Envelope, DecodeError> {
+        let text = self.timestamp.ok_or_else(|| DecodeError::BadTimestamp {
+            reason: "missing".to_owned(),
+        })?;
+        let parsed =
+            OffsetDateTime::parse(&text, &Rfc3339).map_err(|e| DecodeError::BadTimestamp {
+                reason: e.to_string(),
+            })?;
+        let timestamp =
+            from_unix(parsed.unix_timestamp(), parsed.nanosecond()).ok_or_else(|| {
+                DecodeError::BadTimestamp {
+                    reason: format!("{text} is not a representable time"),
+                }
+            })?;
+        let payload = match self.payload {
+            None => Bytes::new(),
+            Some(raw) => payload(raw)?,
+        };
+        let env = Envelope {
+            event_id: self.event_id,
+            aggregate_id: self.aggregate_id,
+            event_type: self.event_type,
+            event_version: self.event_version,
+            timestamp,
+            trace_id: self.trace_id.filter(|s| !s.is_empty()),
+            correlation_id: self.correlation_id.filter(|s| !s.is_empty()),
+            tenant_id: self.tenant_id.filter(|s| !s.is_empty()),
+            headers: self.headers.map(|h| h.0).unwrap_or_default(),
+            payload,
+        };
+        env.validate()?;
+        Ok(env)
+    }
 }
 
 /// A JSON object of strings read into [`Headers`] keeping order and
