@@ -73,9 +73,9 @@ fn empty_ids_and_type_are_rejected() {
 #[test]
 fn aggregate_id_length_boundary() {
     let mut env = minimal();
-    env.aggregate_id = "a".repeat(256);
+    env.aggregate_id = "a".repeat(256).into();
     env.validate().unwrap();
-    env.aggregate_id = "a".repeat(257);
+    env.aggregate_id = "a".repeat(257).into();
     assert_eq!(
         invalid(&env),
         EnvelopeError::AggregateIdTooLong { len: 257 }
@@ -86,9 +86,9 @@ fn aggregate_id_length_boundary() {
 fn each_allowed_punctuation_char_is_accepted() {
     for ch in [':', '_', '-', '.', '/'] {
         let mut env = minimal();
-        env.aggregate_id = format!("a{ch}b");
+        env.aggregate_id = format!("a{ch}b").into();
         assert_eq!(env.validate(), Ok(()), "{ch:?}");
-        env.aggregate_id = ch.to_string();
+        env.aggregate_id = ch.to_string().into();
         assert_eq!(env.validate(), Ok(()), "{ch:?} alone");
     }
     let mut env = minimal();
@@ -100,7 +100,7 @@ fn each_allowed_punctuation_char_is_accepted() {
 fn other_chars_are_rejected_with_position() {
     for ch in [' ', '@', '#', '?', '\\', '*', '>', '\n', '\0', '+', '='] {
         let mut env = minimal();
-        env.aggregate_id = format!("ab{ch}");
+        env.aggregate_id = format!("ab{ch}").into();
         assert_eq!(
             invalid(&env),
             EnvelopeError::InvalidAggregateIdChar { ch, index: 2 },
@@ -130,7 +130,7 @@ fn version_must_be_positive() {
 #[test]
 fn sizes_are_bounded() {
     let mut env = minimal();
-    env.event_type = "T".repeat(257);
+    env.event_type = "T".repeat(257).into();
     assert_eq!(invalid(&env), EnvelopeError::EventTypeTooLong { len: 257 });
 
     let long = "x".repeat(MAX_FIELD_LEN + 1);

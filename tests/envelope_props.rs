@@ -132,9 +132,9 @@ fn envelope_with(
                 .with_event_id(event_id)
                 .with_timestamp(ts)
                 .with_headers(headers);
-            env.trace_id = trace;
-            env.correlation_id = corr;
-            env.tenant_id = tenant;
+            env.trace_id = trace.map(Into::into);
+            env.correlation_id = corr.map(Into::into);
+            env.tenant_id = tenant.map(Into::into);
             env
         },
     )

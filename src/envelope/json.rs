@@ -64,8 +64,9 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::binary::{from_unix, to_unix};
-use super::{DecodeError, EncodeError, Envelope};
+use super::{CompactString, DecodeError, EncodeError, Envelope, EventId};
 use crate::Headers;
+use compact_str::ToCompactString;
 
 /// What [`encode`] writes besides the plain fields, checked and prepared.
 pub(super) struct Checked<'a> {
@@ -78,7 +79,10 @@ pub(super) struct Checked<'a> {
 /// by [`decode`]; see the module docs for the rules.
 pub(super) fn check(env: &Envelope) -> Result<Checked<'_>, EncodeError> {
     env.validate().map_err(EncodeError::Invalid)?;
-    for (field, value) in [("event id", &env.event_id), ("event type", &env.event_type)] {
+    for (field, value) in [
+        ("event id", &*env.event_id),
+        ("event type", &*env.event_type),
+    ] {
         if value.trim().is_empty() {
             return Err(EncodeError::Blank { field });
         }
@@ -209,21 +213,21 @@ pub(super) fn decode(
 #[serde(bound(deserialize = "P: Deserialize<'de>"))]
 pub(super) struct WireIn<P> {
     #[serde(default)]
-    event_id: String,
+    event_id: EventId,
     #[serde(default)]
-    aggregate_id: String,
+    aggregate_id: CompactString,
     #[serde(default)]
-    event_type: String,
+    event_type: CompactString,
     #[serde(default)]
     event_version: i64,
     #[serde(default)]
     timestamp: Option<String>,
     #[serde(default)]
-    trace_id: Option<String>,
+    trace_id: Option<CompactString>,
     #[serde(default)]
-    correlation_id: Option<String>,
+    correlation_id: Option<CompactString>,
     #[serde(default, deserialize_with = "tenant_id")]
-    tenant_id: Option<String>,
+    tenant_id: Option<CompactString>,
     #[serde(default)]
     headers: Option<OrderedHeaders>,
     #[serde(default, deserialize_with = "present")]
@@ -314,18 +318,20 @@ where
 /// its decimal text) or as a string, as older Go publishers wrote it;
 /// `null` reads as `None`. Fractions, exponents and out-of-range numbers
 /// are refused, as Go refuses them.
-fn tenant_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+fn tenant_id<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<CompactString>, D::Error> {
     struct TenantVisitor;
 
     impl Visitor<'_> for TenantVisitor {
-        type Value = Option<String>;
+        type Value = Option<CompactString>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("an integer tenant id (or a string from older publishers)")
         }
 
         fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
-            Ok(Some(n.to_string()))
+            Ok(Some(n.to_compact_string()))
         }
 
         fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
@@ -338,7 +344,7 @@ fn tenant_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String
         }
 
         fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-            Ok(Some(s.to_owned()))
+            Ok(Some(CompactString::from(s)))
         }
 
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {

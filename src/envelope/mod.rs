@@ -28,6 +28,7 @@
 mod binary;
 mod error;
 pub mod hash;
+mod id;
 mod json;
 mod typed;
 
@@ -38,8 +39,10 @@ use bytes::Bytes;
 use crate::Headers;
 
 pub use binary::{FORMAT_VERSION, MAGIC, MAX_FIELD_LEN, MAX_HEADERS, MAX_PAYLOAD};
+pub use compact_str::CompactString;
 pub use error::{DecodeError, EncodeError, EnvelopeError};
 pub use hash::key_hash;
+pub use id::EventId;
 
 /// Longest aggregate ID accepted by [`Envelope::validate`], in characters.
 ///
@@ -93,20 +96,24 @@ pub const MAX_EVENT_TYPE_LEN: usize = 256;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Envelope {
-    /// Unique ID of the event; a lowercase hyphenated UUIDv7 by default.
-    pub event_id: String,
-    /// ID of the aggregate the event belongs to; the ordering key.
-    pub aggregate_id: String,
-    /// Name of the event type, e.g. `OrderPlaced`.
-    pub event_type: String,
+    /// Unique ID of the event; a lowercase hyphenated UUIDv7 by default,
+    /// any text from other publishers. Stored inline up to
+    /// [`EventId::INLINE_CAP`] bytes.
+    pub event_id: EventId,
+    /// ID of the aggregate the event belongs to; the ordering key. Stored
+    /// inline up to 24 bytes.
+    pub aggregate_id: CompactString,
+    /// Name of the event type, e.g. `OrderPlaced`. Stored inline up to 24
+    /// bytes.
+    pub event_type: CompactString,
     /// Version of the aggregate after this event; valid when positive.
     pub event_version: i64,
     /// When the event happened.
     pub timestamp: SystemTime,
     /// Distributed-tracing ID.
-    pub trace_id: Option<String>,
+    pub trace_id: Option<CompactString>,
     /// ID correlating this event with the request or saga that caused it.
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<CompactString>,
     /// Tenant the event belongs to.
     ///
     /// Go's envelope declares it as an `int` (a JSON number, omitted when
@@ -116,7 +123,7 @@ pub struct Envelope {
     /// publishers wrote it, as is), and [`encode_json`](Self::encode_json)
     /// writes `"42"` as the number `42` and refuses any other text with
     /// [`EncodeError::TenantIdNotInteger`]. The binary form carries any text.
-    pub tenant_id: Option<String>,
+    pub tenant_id: Option<CompactString>,
     /// Extra string headers, in order.
     pub headers: Headers,
     /// The event body, opaque to the bus.
@@ -158,17 +165,19 @@ impl Envelope {
     /// assert!(env.trace_id.is_none());
     /// ```
     pub fn new(
-        aggregate_id: impl Into<String>,
-        event_type: impl Into<String>,
+        aggregate_id: impl Into<CompactString>,
+        event_type: impl Into<CompactString>,
         event_version: i64,
         payload: impl Into<Bytes>,
     ) -> Self {
+        // One clock read serves the ID and the timestamp.
+        let timestamp = SystemTime::now();
         Self {
-            event_id: new_event_id(),
+            event_id: EventId::now_v7_at(timestamp),
             aggregate_id: aggregate_id.into(),
             event_type: event_type.into(),
             event_version,
-            timestamp: SystemTime::now(),
+            timestamp,
             trace_id: None,
             correlation_id: None,
             tenant_id: None,
@@ -185,7 +194,7 @@ impl Envelope {
     /// let env = lanebus::Envelope::new("a", "T", 1, "{}").with_trace_id("t-1");
     /// assert_eq!(env.trace_id.as_deref(), Some("t-1"));
     /// ```
-    pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
+    pub fn with_trace_id(mut self, trace_id: impl Into<CompactString>) -> Self {
         self.trace_id = Some(trace_id.into());
         self
     }
@@ -198,7 +207,7 @@ impl Envelope {
     /// let env = lanebus::Envelope::new("a", "T", 1, "{}").with_correlation_id("c-1");
     /// assert_eq!(env.correlation_id.as_deref(), Some("c-1"));
     /// ```
-    pub fn with_correlation_id(mut self, correlation_id: impl Into<String>) -> Self {
+    pub fn with_correlation_id(mut self, correlation_id: impl Into<CompactString>) -> Self {
         self.correlation_id = Some(correlation_id.into());
         self
     }
@@ -211,7 +220,7 @@ impl Envelope {
     /// let env = lanebus::Envelope::new("a", "T", 1, "{}").with_tenant_id("acme");
     /// assert_eq!(env.tenant_id.as_deref(), Some("acme"));
     /// ```
-    pub fn with_tenant_id(mut self, tenant_id: impl Into<String>) -> Self {
+    pub fn with_tenant_id(mut self, tenant_id: impl Into<CompactString>) -> Self {
         self.tenant_id = Some(tenant_id.into());
         self
     }
@@ -255,7 +264,7 @@ impl Envelope {
     /// let env = lanebus::Envelope::new("a", "T", 1, "{}").with_event_id("evt-1");
     /// assert_eq!(env.event_id, "evt-1");
     /// ```
-    pub fn with_event_id(mut self, event_id: impl Into<String>) -> Self {
+    pub fn with_event_id(mut self, event_id: impl Into<EventId>) -> Self {
         self.event_id = event_id.into();
         self
     }
@@ -513,16 +522,6 @@ impl Envelope {
             .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
         (*first == b'{').then_some(WireFormat::Json)
     }
-}
-
-/// A fresh UUIDv7, lowercase and hyphenated, written straight into a string
-/// of the exact size (no formatting machinery, one allocation).
-fn new_event_id() -> String {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::now_v7()
-        .hyphenated()
-        .encode_lower(&mut buf)
-        .to_owned()
 }
 
 fn check_len(field: &'static str, value: &str) -> Result<(), EnvelopeError> {

@@ -37,7 +37,7 @@ use serde::ser::{Error as _, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use super::json::{self, WireIn};
-use super::{DecodeError, EncodeError, Envelope};
+use super::{CompactString, DecodeError, EncodeError, Envelope};
 use crate::HandlerError;
 
 impl Envelope {
@@ -65,8 +65,8 @@ impl Envelope {
     /// # Ok::<(), lanebus::EncodeError>(())
     /// ```
     pub fn json<T: Serialize + ?Sized>(
-        aggregate_id: impl Into<String>,
-        event_type: impl Into<String>,
+        aggregate_id: impl Into<CompactString>,
+        event_type: impl Into<CompactString>,
         event_version: i64,
         payload: &T,
     ) -> Result<Envelope, EncodeError> {
