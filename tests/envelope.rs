@@ -775,6 +775,20 @@ mod fuzz_regressions {
         }
     }
 
+    /// The fuzz target's seed corpus (the Go form with a numeric and with a
+    /// string tenant, binary forms) keeps the target's properties.
+    #[test]
+    fn seed_corpus_keeps_the_properties() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/envelope_decode");
+        let mut decoded = 0;
+        for entry in std::fs::read_dir(dir).expect("seed corpus") {
+            let input = std::fs::read(entry.expect("entry").path()).expect("readable");
+            decoded += usize::from(Envelope::decode(&input).is_ok());
+            check(&input);
+        }
+        assert!(decoded >= 5, "every seed decodes: {decoded}");
+    }
+
     /// A binary envelope carrying a present-but-empty correlation ID: JSON
     /// cannot tell it from an absent one, so both forms now read it as none.
     #[test]

@@ -4,15 +4,30 @@
 //! key: the bus hashes it with [`key_hash`] to pick a keyed lane, so all
 //! events of one aggregate are handled in publish order.
 //!
+//! Building one is cheap: [`Envelope::new`] reads the clock once, and its
+//! [`EventId`] (a UUIDv7), aggregate ID and event type are stored inline
+//! ([`CompactString`] holds up to 24 bytes), so the common envelope needs
+//! no heap allocation until the bus shares it (one `Arc`, handed to the
+//! handler without a copy).
+//!
 //! Two wire forms exist, both self-describing so [`Envelope::decode`] can
 //! tell them apart from the first bytes:
 //!
-//! - **binary** (`binary.rs`): compact, versioned, little-endian, starting
-//!   with the magic bytes `0xEB 0x1B`, which can never begin a JSON text;
-//! - **JSON** (`json.rs`): the object the Go envelope writes, starting with
-//!   `{` after optional JSON whitespace.
+//! - **binary** ([`Envelope::encode`]): compact, versioned
+//!   ([`FORMAT_VERSION`]), little-endian, starting with the [`MAGIC`] bytes
+//!   `0xEB 0x1B`, which can never begin a JSON text. Then a flags byte (bits
+//!   0–2: trace, correlation and tenant ID present), the event ID,
+//!   aggregate ID and event type as varint-length-prefixed UTF-8, the
+//!   version as a zigzag varint, the time as `i64` seconds and `u32`
+//!   nanoseconds, the present optional IDs, a varint header count with
+//!   key/value pairs, and a varint-length payload that ends the input.
+//! - **JSON** ([`Envelope::encode_json`], also `Serialize`): the object the
+//!   Go envelope writes, starting with `{` after optional JSON whitespace;
+//!   its rules are on `encode_json`, `decode_json` and
+//!   [`Envelope::tenant_id`].
 //!
-//! Invariants:
+//! # Invariants
+//!
 //!
 //! - every decoder validates what it built ([`Envelope::validate`]), so a
 //!   successfully decoded envelope is always valid;
