@@ -182,6 +182,32 @@ impl EventId {
         }
     }
 
+    /// Length of the ID in bytes, read without looking at the text.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(lanebus::envelope::EventId::now_v7().len(), 36);
+    /// ```
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Repr::Inline { len, .. } => usize::from(*len),
+            Repr::Heap(text) => text.len(),
+        }
+    }
+
+    /// Whether the ID is empty (which
+    /// [`Envelope::validate`](super::Envelope::validate) rejects).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(lanebus::envelope::EventId::default().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether the ID is stored inline, without a heap allocation.
     ///
     /// # Examples

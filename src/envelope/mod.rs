@@ -317,10 +317,17 @@ impl Envelope {
     /// );
     /// ```
     pub fn validate(&self) -> Result<(), EnvelopeError> {
-        if self.event_id.is_empty() {
-            return Err(EnvelopeError::EmptyEventId);
+        // Lengths only: no need to look at the ID's text.
+        match self.event_id.len() {
+            0 => return Err(EnvelopeError::EmptyEventId),
+            len if len > MAX_FIELD_LEN => {
+                return Err(EnvelopeError::FieldTooLong {
+                    field: "event_id",
+                    len,
+                })
+            }
+            _ => {}
         }
-        check_len("event_id", &self.event_id)?;
         validate_aggregate_id(&self.aggregate_id)?;
         if self.event_type.is_empty() {
             return Err(EnvelopeError::EmptyEventType);
