@@ -30,7 +30,7 @@
 //! - An inline ID's `len <= INLINE_CAP` and `bytes[..len]` is UTF-8 (it is
 //!   only ever copied from a `str` or written as ASCII hex); a heap ID is
 //!   longer than `INLINE_CAP`, so each text has exactly one representation
-//!   and the derived comparisons could not tell them apart even if used.
+//!   (comparisons and hashing go through the text all the same).
 //! - IDs generated on one thread sort in generation order (text order and
 //!   UUID order agree, as lowercase hex sorts by value); across threads
 //!   they sort by millisecond.
