@@ -15,7 +15,7 @@ fn sample() -> Envelope {
     )
     .with_trace_id("4bf92f3577b34da6a3ce929d0e0e4736")
     .with_correlation_id("req-8812")
-    .with_tenant_id("acme")
+    .with_tenant_id("4711")
     .with_header("content-type", "application/json")
 }
 
@@ -43,6 +43,20 @@ fn codecs(c: &mut Criterion) {
                 1,
                 Bytes::from_static(b"{}"),
             )
+        })
+    });
+    g.bench_function("new_event_id", |b| {
+        b.iter(lanebus::envelope::EventId::now_v7)
+    });
+    g.bench_function("new_and_drop_shared", |b| {
+        // What a publish does per envelope: build it, share it, drop it.
+        b.iter(|| {
+            std::sync::Arc::new(Envelope::new(
+                black_box("order-1"),
+                "OrderPlaced",
+                1,
+                Bytes::from_static(b"{}"),
+            ))
         })
     });
     g.finish();

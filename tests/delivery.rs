@@ -72,7 +72,7 @@ async fn envelopes_keep_per_aggregate_order() {
                 async move {
                     seen.lock()
                         .unwrap()
-                        .push((ev.aggregate_id.clone(), ev.event_version));
+                        .push((ev.aggregate_id.to_string(), ev.event_version));
                     HResult::Ok(())
                 }
             },

@@ -24,7 +24,7 @@ fn full() -> Envelope {
     minimal()
         .with_trace_id("4bf92f3577b34da6a3ce929d0e0e4736")
         .with_correlation_id("corr-9")
-        .with_tenant_id("acme")
+        .with_tenant_id("1024")
         .with_headers(
             [("source", "checkout"), ("retry", "0"), ("source", "api")]
                 .into_iter()
@@ -73,9 +73,9 @@ fn empty_ids_and_type_are_rejected() {
 #[test]
 fn aggregate_id_length_boundary() {
     let mut env = minimal();
-    env.aggregate_id = "a".repeat(256);
+    env.aggregate_id = "a".repeat(256).into();
     env.validate().unwrap();
-    env.aggregate_id = "a".repeat(257);
+    env.aggregate_id = "a".repeat(257).into();
     assert_eq!(
         invalid(&env),
         EnvelopeError::AggregateIdTooLong { len: 257 }
@@ -86,9 +86,9 @@ fn aggregate_id_length_boundary() {
 fn each_allowed_punctuation_char_is_accepted() {
     for ch in [':', '_', '-', '.', '/'] {
         let mut env = minimal();
-        env.aggregate_id = format!("a{ch}b");
+        env.aggregate_id = format!("a{ch}b").into();
         assert_eq!(env.validate(), Ok(()), "{ch:?}");
-        env.aggregate_id = ch.to_string();
+        env.aggregate_id = ch.to_string().into();
         assert_eq!(env.validate(), Ok(()), "{ch:?} alone");
     }
     let mut env = minimal();
@@ -100,7 +100,7 @@ fn each_allowed_punctuation_char_is_accepted() {
 fn other_chars_are_rejected_with_position() {
     for ch in [' ', '@', '#', '?', '\\', '*', '>', '\n', '\0', '+', '='] {
         let mut env = minimal();
-        env.aggregate_id = format!("ab{ch}");
+        env.aggregate_id = format!("ab{ch}").into();
         assert_eq!(
             invalid(&env),
             EnvelopeError::InvalidAggregateIdChar { ch, index: 2 },
@@ -130,7 +130,7 @@ fn version_must_be_positive() {
 #[test]
 fn sizes_are_bounded() {
     let mut env = minimal();
-    env.event_type = "T".repeat(257);
+    env.event_type = "T".repeat(257).into();
     assert_eq!(invalid(&env), EnvelopeError::EventTypeTooLong { len: 257 });
 
     let long = "x".repeat(MAX_FIELD_LEN + 1);
@@ -437,7 +437,7 @@ fn go_sample_re_encodes_and_decodes_back_equal() {
 
 #[test]
 fn go_utc_sample_is_reproduced_byte_for_byte() {
-    let go = r#"{"event_id":"e-7","aggregate_id":"tenant:acme/order-7","event_type":"OrderShipped","event_version":12,"timestamp":"2024-05-01T02:30:00.5Z","trace_id":"a\u003cb\u0026c","correlation_id":"corr-1","tenant_id":"acme","payload":{"note":"\u003cb\u003e","n":[1,2.5,null]}}"#;
+    let go = r#"{"event_id":"e-7","aggregate_id":"tenant:acme/order-7","event_type":"OrderShipped","event_version":12,"timestamp":"2024-05-01T02:30:00.5Z","trace_id":"a\u003cb\u0026c","correlation_id":"corr-1","tenant_id":7,"payload":{"note":"\u003cb\u003e","n":[1,2.5,null]}}"#;
     let env = Envelope::decode_json(go.as_bytes()).unwrap();
     assert_eq!(env.trace_id.as_deref(), Some("a<b&c"));
     assert_eq!(
@@ -558,6 +558,20 @@ mod fuzz_regressions {
                 assert_eq!(Envelope::decode(&json).unwrap(), ev);
             }
         }
+    }
+
+    /// The fuzz target's seed corpus (the Go form with a numeric and with a
+    /// string tenant, binary forms) keeps the target's properties.
+    #[test]
+    fn seed_corpus_keeps_the_properties() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/envelope_decode");
+        let mut decoded = 0;
+        for entry in std::fs::read_dir(dir).expect("seed corpus") {
+            let input = std::fs::read(entry.expect("entry").path()).expect("readable");
+            decoded += usize::from(Envelope::decode(&input).is_ok());
+            check(&input);
+        }
+        assert!(decoded >= 5, "every seed decodes: {decoded}");
     }
 
     /// A binary envelope carrying a present-but-empty correlation ID: JSON

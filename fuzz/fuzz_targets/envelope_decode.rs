@@ -6,8 +6,9 @@
 //!   `decode_json`, `decode_bytes`);
 //! - the auto-detecting `decode` agrees with the decoder for the form it
 //!   detected;
-//! - whatever decodes re-encodes to binary that decodes back equal, and (when
-//!   its payload is JSON) to JSON that decodes back equal.
+//! - whatever decodes re-encodes to binary that decodes back equal, and
+//!   (when the Go form can carry it: see `Envelope::encode_json`) to JSON
+//!   that decodes back equal.
 #![no_main]
 
 use bytes::Bytes;
@@ -31,19 +32,11 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(text) = ev.encode_json() {
             let mut again = Envelope::decode(&text).expect("json re-encoding decodes");
             // JSON keeps the payload's JSON text; only surrounding white space
-            // and a literal `null` (read as empty) may differ.
-            assert_eq!(json_text(&again.payload), json_text(&ev.payload));
+            // may differ.
+            assert_eq!(again.payload.trim_ascii(), ev.payload.trim_ascii());
             again.payload = ev.payload.clone();
             assert_eq!(again, ev);
         }
     }
 });
 
-fn json_text(payload: &[u8]) -> &[u8] {
-    let trimmed = payload.trim_ascii();
-    if trimmed == b"null" {
-        b""
-    } else {
-        trimmed
-    }
-}

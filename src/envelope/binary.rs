@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::{DecodeError, Envelope};
+use super::{CompactString, DecodeError, Envelope, EventId};
 use crate::Headers;
 
 /// The two bytes every binary envelope starts with. `0xEB` can never begin a
@@ -167,9 +167,9 @@ pub(super) fn decode(
         return Err(DecodeError::UnknownFlags { flags });
     }
 
-    let event_id = r.string("event_id")?;
-    let aggregate_id = r.string("aggregate_id")?;
-    let event_type = r.string("event_type")?;
+    let event_id = EventId::from(r.string("event_id")?);
+    let aggregate_id = CompactString::from(r.string("aggregate_id")?);
+    let event_type = CompactString::from(r.string("event_type")?);
     let event_version = unzigzag(r.varint("event_version")?);
     let secs = i64::from_le_bytes(r.array("timestamp")?);
     let nanos = u32::from_le_bytes(r.array("timestamp")?);
@@ -280,12 +280,10 @@ impl<'a> Reader<'a> {
         Ok(len)
     }
 
-    fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
+    fn string(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
         let len = self.length(field, MAX_FIELD_LEN, true)?;
         let bytes = self.take(len, field)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::InvalidUtf8 { field })
+        std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8 { field })
     }
 
     fn optional(
@@ -293,13 +291,13 @@ impl<'a> Reader<'a> {
         flags: u8,
         bit: u8,
         field: &'static str,
-    ) -> Result<Option<String>, DecodeError> {
+    ) -> Result<Option<CompactString>, DecodeError> {
         if flags & bit == 0 {
             return Ok(None);
         }
         // Present but empty reads as absent: one meaning for "no ID".
         self.string(field)
-            .map(|s| Some(s).filter(|s| !s.is_empty()))
+            .map(|s| (!s.is_empty()).then(|| CompactString::from(s)))
     }
 }
 

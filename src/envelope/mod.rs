@@ -4,29 +4,48 @@
 //! key: the bus hashes it with [`key_hash`] to pick a keyed lane, so all
 //! events of one aggregate are handled in publish order.
 //!
+//! Building one is cheap: [`Envelope::new`] reads the clock once, and its
+//! [`EventId`] (a UUIDv7), aggregate ID and event type are stored inline
+//! ([`CompactString`] holds up to 24 bytes), so the common envelope needs
+//! no heap allocation until the bus shares it (one `Arc`, handed to the
+//! handler without a copy).
+//!
 //! Two wire forms exist, both self-describing so [`Envelope::decode`] can
 //! tell them apart from the first bytes:
 //!
-//! - **binary** (`binary.rs`): compact, versioned, little-endian, starting
-//!   with the magic bytes `0xEB 0x1B`, which can never begin a JSON text;
-//! - **JSON** (`json.rs`): the object the Go envelope writes, starting with
-//!   `{` after optional JSON whitespace.
+//! - **binary** ([`Envelope::encode`]): compact, versioned
+//!   ([`FORMAT_VERSION`]), little-endian, starting with the [`MAGIC`] bytes
+//!   `0xEB 0x1B`, which can never begin a JSON text. Then a flags byte (bits
+//!   0–2: trace, correlation and tenant ID present), the event ID,
+//!   aggregate ID and event type as varint-length-prefixed UTF-8, the
+//!   version as a zigzag varint, the time as `i64` seconds and `u32`
+//!   nanoseconds, the present optional IDs, a varint header count with
+//!   key/value pairs, and a varint-length payload that ends the input.
+//! - **JSON** ([`Envelope::encode_json`], also `Serialize`): the object the
+//!   Go envelope writes, starting with `{` after optional JSON whitespace;
+//!   its rules are on `encode_json`, `decode_json` and
+//!   [`Envelope::tenant_id`].
 //!
-//! Invariants:
+//! # Invariants
+//!
 //!
 //! - every decoder validates what it built ([`Envelope::validate`]), so a
 //!   successfully decoded envelope is always valid;
 //! - decoding never panics and bounds every length before allocating;
 //! - a valid envelope survives `encode` → `decode` exactly (any payload
 //!   bytes, any representable time);
-//! - a valid envelope whose payload is one JSON value survives
+//! - an envelope that [`Envelope::encode_json`] accepts (it refuses what Go
+//!   or our decoder would reject, see [`EncodeError`]) survives
 //!   `encode_json` → `decode` exactly, except that empty optional IDs become
-//!   `None` (Go's `omitempty`), whitespace around the payload value is
-//!   dropped, and a payload of exactly `null` becomes empty (see `json.rs`).
+//!   `None` (Go's `omitempty`) and whitespace around the payload value is
+//!   dropped.
 
 mod binary;
+mod error;
 pub mod hash;
+mod id;
 mod json;
+mod typed;
 
 use std::time::SystemTime;
 
@@ -35,7 +54,10 @@ use bytes::Bytes;
 use crate::Headers;
 
 pub use binary::{FORMAT_VERSION, MAGIC, MAX_FIELD_LEN, MAX_HEADERS, MAX_PAYLOAD};
+pub use compact_str::CompactString;
+pub use error::{DecodeError, EncodeError, EnvelopeError};
 pub use hash::key_hash;
+pub use id::EventId;
 
 /// Longest aggregate ID accepted by [`Envelope::validate`], in characters.
 ///
@@ -57,8 +79,22 @@ pub const MAX_EVENT_TYPE_LEN: usize = 256;
 
 /// One domain event with its routing and tracing metadata.
 ///
-/// Build it with [`Envelope::new`] and the `with_*` methods; the fields are
-/// public for reading and adjusting.
+/// Build it with [`Envelope::new`] (or [`Envelope::json`] for a typed
+/// payload) and the `with_*` methods; the fields are public for reading
+/// and adjusting. Read a JSON payload back with [`Envelope::payload_json`].
+///
+/// # Payload and wire forms
+///
+/// The payload is opaque bytes to the bus. The binary form
+/// ([`Envelope::encode`]) carries any bytes. The Go-compatible JSON form
+/// ([`Envelope::encode_json`], and `Serialize`) embeds the payload as raw
+/// JSON, so there it must be exactly one JSON value: an empty or non-JSON
+/// payload is refused with [`EncodeError::EmptyPayload`] or
+/// [`EncodeError::PayloadNotJson`], never re-encoded in some other way.
+/// [`Envelope::validate_for`] with [`WireFormat::Json`] runs the same
+/// checks without writing, for use before publishing where the wire form
+/// is JSON, so such an envelope is refused when it is published rather
+/// than failing later.
 ///
 /// # Examples
 ///
@@ -75,22 +111,34 @@ pub const MAX_EVENT_TYPE_LEN: usize = 256;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Envelope {
-    /// Unique ID of the event; a lowercase hyphenated UUIDv7 by default.
-    pub event_id: String,
-    /// ID of the aggregate the event belongs to; the ordering key.
-    pub aggregate_id: String,
-    /// Name of the event type, e.g. `OrderPlaced`.
-    pub event_type: String,
+    /// Unique ID of the event; a lowercase hyphenated UUIDv7 by default,
+    /// any text from other publishers. Stored inline up to
+    /// [`EventId::INLINE_CAP`] bytes.
+    pub event_id: EventId,
+    /// ID of the aggregate the event belongs to; the ordering key. Stored
+    /// inline up to 24 bytes.
+    pub aggregate_id: CompactString,
+    /// Name of the event type, e.g. `OrderPlaced`. Stored inline up to 24
+    /// bytes.
+    pub event_type: CompactString,
     /// Version of the aggregate after this event; valid when positive.
     pub event_version: i64,
     /// When the event happened.
     pub timestamp: SystemTime,
     /// Distributed-tracing ID.
-    pub trace_id: Option<String>,
+    pub trace_id: Option<CompactString>,
     /// ID correlating this event with the request or saga that caused it.
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<CompactString>,
     /// Tenant the event belongs to.
-    pub tenant_id: Option<String>,
+    ///
+    /// Go's envelope declares it as an `int` (a JSON number, omitted when
+    /// zero), so for the JSON form it must be an integer in canonical
+    /// decimal text, such as `"42"` or `"-7"`: [`decode_json`](Self::decode_json)
+    /// reads Go's number `42` as `"42"` (and a string, as older Go
+    /// publishers wrote it, as is), and [`encode_json`](Self::encode_json)
+    /// writes `"42"` as the number `42` and refuses any other text with
+    /// [`EncodeError::TenantIdNotInteger`]. The binary form carries any text.
+    pub tenant_id: Option<CompactString>,
     /// Extra string headers, in order.
     pub headers: Headers,
     /// The event body, opaque to the bus.
@@ -117,180 +165,6 @@ pub enum WireFormat {
     Json,
 }
 
-/// Why an envelope is invalid.
-///
-/// # Examples
-///
-/// ```
-/// use lanebus::{Envelope, EnvelopeError};
-///
-/// let env = Envelope::new("order 1", "OrderPlaced", 1, "{}");
-/// assert_eq!(
-///     env.validate(),
-///     Err(EnvelopeError::InvalidAggregateIdChar { ch: ' ', index: 5 })
-/// );
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum EnvelopeError {
-    /// The event ID is empty.
-    #[error("empty event id")]
-    EmptyEventId,
-    /// The aggregate ID is empty.
-    #[error("empty aggregate id")]
-    EmptyAggregateId,
-    /// The aggregate ID has more than [`MAX_AGGREGATE_ID_LEN`] characters.
-    #[error("aggregate id too long: {len} characters, max 256")]
-    AggregateIdTooLong {
-        /// Length of the rejected ID, in characters.
-        len: usize,
-    },
-    /// The aggregate ID holds a character outside `A-Z a-z 0-9 : _ - . /`.
-    #[error("invalid character {ch:?} at position {index} of aggregate id")]
-    InvalidAggregateIdChar {
-        /// The offending character.
-        ch: char,
-        /// Its position in the ID, counted in characters from 0.
-        index: usize,
-    },
-    /// The event type is empty.
-    #[error("empty event type")]
-    EmptyEventType,
-    /// The event type is longer than [`MAX_EVENT_TYPE_LEN`] bytes.
-    #[error("event type too long: {len} bytes, max 256")]
-    EventTypeTooLong {
-        /// Length of the rejected event type, in bytes.
-        len: usize,
-    },
-    /// The event version is zero or negative.
-    #[error("invalid event version {version}: must be positive")]
-    InvalidVersion {
-        /// The rejected version.
-        version: i64,
-    },
-    /// A string field is longer than [`MAX_FIELD_LEN`] bytes.
-    #[error("{field} too long: {len} bytes, max 4096")]
-    FieldTooLong {
-        /// The field: `event_id`, `trace_id`, `correlation_id`,
-        /// `tenant_id`, `header key` or `header value`.
-        field: &'static str,
-        /// Its length in bytes.
-        len: usize,
-    },
-    /// There are more than [`MAX_HEADERS`] headers.
-    #[error("too many headers: {count}, max 1024")]
-    TooManyHeaders {
-        /// Number of headers.
-        count: usize,
-    },
-    /// The payload is larger than [`MAX_PAYLOAD`].
-    #[error("payload too large: {len} bytes, max 64 MiB")]
-    PayloadTooLarge {
-        /// Payload size in bytes.
-        len: usize,
-    },
-}
-
-/// Why bytes could not be decoded into an envelope.
-///
-/// # Examples
-///
-/// ```
-/// use lanebus::{DecodeError, Envelope};
-///
-/// assert!(matches!(Envelope::decode(&[0xEB, 0x1B]), Err(DecodeError::Truncated { .. })));
-/// assert!(matches!(Envelope::decode(b"{\"x\":"), Err(DecodeError::InvalidJson { .. })));
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// The input ended while reading `field`.
-    #[error("truncated input reading {field}")]
-    Truncated {
-        /// The field being read.
-        field: &'static str,
-    },
-    /// The input is neither the binary form (wrong magic) nor JSON.
-    #[error("bad magic: neither binary envelope nor json")]
-    BadMagic,
-    /// The binary form has a format version this crate does not know.
-    #[error("unsupported binary format version {version}")]
-    UnsupportedVersion {
-        /// The version byte read.
-        version: u8,
-    },
-    /// The binary flags byte has reserved bits set.
-    #[error("unknown flags {flags:#04x}")]
-    UnknownFlags {
-        /// The flags byte read.
-        flags: u8,
-    },
-    /// A varint is longer than 10 bytes or overflows 64 bits.
-    #[error("malformed varint in {field}")]
-    BadVarint {
-        /// The field being read.
-        field: &'static str,
-    },
-    /// A length or count is over its cap.
-    #[error("{field} length {len} over limit {limit}")]
-    LengthOverLimit {
-        /// The field whose length was read.
-        field: &'static str,
-        /// The length read.
-        len: u64,
-        /// The largest accepted length.
-        limit: u64,
-    },
-    /// A string field is not UTF-8.
-    #[error("invalid utf-8 in {field}")]
-    InvalidUtf8 {
-        /// The field being read.
-        field: &'static str,
-    },
-    /// The JSON form is malformed or has wrongly typed fields.
-    #[error("invalid json: {message}")]
-    InvalidJson {
-        /// The JSON parser's description of the problem.
-        message: String,
-    },
-    /// The timestamp is malformed or out of range.
-    #[error("bad timestamp: {reason}")]
-    BadTimestamp {
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Bytes follow the end of the binary envelope.
-    #[error("{count} trailing bytes")]
-    TrailingBytes {
-        /// How many bytes follow.
-        count: usize,
-    },
-    /// The decoded envelope fails validation.
-    #[error("invalid envelope: {0}")]
-    Invalid(#[from] EnvelopeError),
-}
-
-/// Why an envelope could not be encoded as JSON.
-///
-/// # Examples
-///
-/// ```
-/// use lanebus::{EncodeError, Envelope};
-///
-/// let env = Envelope::new("order-1", "OrderPlaced", 1, "not json");
-/// assert_eq!(env.encode_json(), Err(EncodeError::PayloadNotJson));
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum EncodeError {
-    /// The payload is not one valid JSON value, so it cannot be embedded.
-    #[error("payload is not json")]
-    PayloadNotJson,
-    /// The timestamp is outside years 0000–9999, which RFC 3339 cannot write.
-    #[error("timestamp out of rfc 3339 range")]
-    TimestampOutOfRange,
-}
-
 impl Envelope {
     /// A new envelope with a fresh UUIDv7 event ID, the current time, no
     /// optional IDs and no headers. Does not validate.
@@ -306,17 +180,19 @@ impl Envelope {
     /// assert!(env.trace_id.is_none());
     /// ```
     pub fn new(
-        aggregate_id: impl Into<String>,
-        event_type: impl Into<String>,
+        aggregate_id: impl Into<CompactString>,
+        event_type: impl Into<CompactString>,
         event_version: i64,
         payload: impl Into<Bytes>,
     ) -> Self {
+        // One clock read serves the ID and the timestamp.
+        let timestamp = SystemTime::now();
         Self {
-            event_id: new_event_id(),
+            event_id: EventId::now_v7_at(timestamp),
             aggregate_id: aggregate_id.into(),
             event_type: event_type.into(),
             event_version,
-            timestamp: SystemTime::now(),
+            timestamp,
             trace_id: None,
             correlation_id: None,
             tenant_id: None,
@@ -333,7 +209,7 @@ impl Envelope {
     /// let env = lanebus::Envelope::new("a", "T", 1, "{}").with_trace_id("t-1");
     /// assert_eq!(env.trace_id.as_deref(), Some("t-1"));
     /// ```
-    pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
+    pub fn with_trace_id(mut self, trace_id: impl Into<CompactString>) -> Self {
         self.trace_id = Some(trace_id.into());
         self
     }
@@ -346,7 +222,7 @@ impl Envelope {
     /// let env = lanebus::Envelope::new("a", "T", 1, "{}").with_correlation_id("c-1");
     /// assert_eq!(env.correlation_id.as_deref(), Some("c-1"));
     /// ```
-    pub fn with_correlation_id(mut self, correlation_id: impl Into<String>) -> Self {
+    pub fn with_correlation_id(mut self, correlation_id: impl Into<CompactString>) -> Self {
         self.correlation_id = Some(correlation_id.into());
         self
     }
@@ -359,7 +235,7 @@ impl Envelope {
     /// let env = lanebus::Envelope::new("a", "T", 1, "{}").with_tenant_id("acme");
     /// assert_eq!(env.tenant_id.as_deref(), Some("acme"));
     /// ```
-    pub fn with_tenant_id(mut self, tenant_id: impl Into<String>) -> Self {
+    pub fn with_tenant_id(mut self, tenant_id: impl Into<CompactString>) -> Self {
         self.tenant_id = Some(tenant_id.into());
         self
     }
@@ -403,7 +279,7 @@ impl Envelope {
     /// let env = lanebus::Envelope::new("a", "T", 1, "{}").with_event_id("evt-1");
     /// assert_eq!(env.event_id, "evt-1");
     /// ```
-    pub fn with_event_id(mut self, event_id: impl Into<String>) -> Self {
+    pub fn with_event_id(mut self, event_id: impl Into<EventId>) -> Self {
         self.event_id = event_id.into();
         self
     }
@@ -441,10 +317,17 @@ impl Envelope {
     /// );
     /// ```
     pub fn validate(&self) -> Result<(), EnvelopeError> {
-        if self.event_id.is_empty() {
-            return Err(EnvelopeError::EmptyEventId);
+        // Lengths only: no need to look at the ID's text.
+        match self.event_id.len() {
+            0 => return Err(EnvelopeError::EmptyEventId),
+            len if len > MAX_FIELD_LEN => {
+                return Err(EnvelopeError::FieldTooLong {
+                    field: "event_id",
+                    len,
+                })
+            }
+            _ => {}
         }
-        check_len("event_id", &self.event_id)?;
         validate_aggregate_id(&self.aggregate_id)?;
         if self.event_type.is_empty() {
             return Err(EnvelopeError::EmptyEventType);
@@ -501,9 +384,17 @@ impl Envelope {
         binary::encode(self)
     }
 
-    /// Encodes the JSON form the Go envelope reads and writes. Fails when the
-    /// payload is not one JSON value or the timestamp is outside years
-    /// 0000–9999. An empty payload is written as `null`.
+    /// Encodes the JSON form the Go envelope reads and writes.
+    ///
+    /// Refuses, with a typed [`EncodeError`], every envelope that Go's
+    /// `Validate` or [`decode`](Self::decode) would reject or that the form
+    /// cannot carry: one that fails [`validate`](Self::validate); a blank
+    /// event ID or event type; an empty payload, or one that is not exactly
+    /// one JSON value (non-JSON payloads travel only in the binary form,
+    /// [`encode`](Self::encode)); a tenant ID that is not an integer (Go's
+    /// `tenant_id` is an `int`; see [`tenant_id`](Self::tenant_id)); a
+    /// timestamp outside years 0000–9999. So whatever it writes, both sides
+    /// read.
     ///
     /// # Examples
     ///
@@ -522,6 +413,33 @@ impl Envelope {
     /// ```
     pub fn encode_json(&self) -> Result<Bytes, EncodeError> {
         json::encode(self)
+    }
+
+    /// Checks that the envelope can be written in `format` and read back by
+    /// that form's readers, without writing it: for
+    /// [`WireFormat::Binary`] that is [`validate`](Self::validate); for
+    /// [`WireFormat::Json`] it is every check of
+    /// [`encode_json`](Self::encode_json), so an envelope the Go side would
+    /// reject is refused before it is sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::{EncodeError, Envelope, WireFormat};
+    ///
+    /// let env = Envelope::new("order-1", "OrderPlaced", 1, "{}").with_tenant_id("acme");
+    /// assert_eq!(env.validate_for(WireFormat::Binary), Ok(()));
+    /// assert_eq!(
+    ///     env.validate_for(WireFormat::Json),
+    ///     Err(EncodeError::TenantIdNotInteger { tenant_id: "acme".into() })
+    /// );
+    /// assert_eq!(env.with_tenant_id("42").validate_for(WireFormat::Json), Ok(()));
+    /// ```
+    pub fn validate_for(&self, format: WireFormat) -> Result<(), EncodeError> {
+        match format {
+            WireFormat::Binary => self.validate().map_err(EncodeError::Invalid),
+            WireFormat::Json => json::check(self).map(drop),
+        }
     }
 
     /// Decodes either wire form, chosen by [`detect`](Self::detect), and
@@ -584,8 +502,10 @@ impl Envelope {
 
     /// Decodes the Go-compatible JSON form only, and validates the result.
     /// The payload is the raw JSON text of the `payload` value, byte for
-    /// byte; `null` or a missing `payload` gives an empty payload. Empty
-    /// optional IDs become `None`; unknown fields are ignored.
+    /// byte (`null` stays `null`, as in Go's `json.RawMessage`); a missing
+    /// `payload` gives an empty payload. Empty optional IDs become `None`; a
+    /// numeric `tenant_id` (Go's `int`) is read as its decimal text; unknown
+    /// fields are ignored.
     ///
     /// # Examples
     ///
@@ -624,16 +544,6 @@ impl Envelope {
             .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
         (*first == b'{').then_some(WireFormat::Json)
     }
-}
-
-/// A fresh UUIDv7, lowercase and hyphenated, written straight into a string
-/// of the exact size (no formatting machinery, one allocation).
-fn new_event_id() -> String {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::now_v7()
-        .hyphenated()
-        .encode_lower(&mut buf)
-        .to_owned()
 }
 
 fn check_len(field: &'static str, value: &str) -> Result<(), EnvelopeError> {
