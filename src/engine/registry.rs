@@ -51,8 +51,8 @@
 
 use std::collections::HashMap;
 
-use crate::engine::pattern::Pattern;
 use super::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, SnapshotCell, SnapshotGuard};
+use crate::engine::pattern::Pattern;
 
 /// One immutable view of the registry: an `ahash` map from name to entry
 /// (one hashed probe finds the value), and the same entries in a vector.
