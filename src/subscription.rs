@@ -176,7 +176,9 @@ impl Subscription {
         self.core.id
     }
 
-    /// Its topic.
+    /// Its topic as subscribed: an exact name, or a wildcard pattern
+    /// (`orders.*`: one segment; `orders.>`: one or more trailing
+    /// segments, as NATS writes them).
     pub fn topic(&self) -> &str {
         &self.core.topic
     }
