@@ -571,6 +571,8 @@ impl BusInner {
         }
         let pattern = Pattern::parse(topic)?;
         options.validate("options")?;
+        let dead_letter =
+            pattern.dead_letter_topic(topic, &options.dead_letter, "options.dead_letter")?;
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| SubscribeError::NoRuntime)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -585,7 +587,7 @@ impl BusInner {
         let sink: Weak<dyn Republish> = self.this.clone();
         let policy = Arc::new(Policy {
             retry: options.retry.clone(),
-            dead_letter_topic: options.dead_letter.topic_for(topic),
+            dead_letter_topic: dead_letter,
             drain_batch: options.drain_batch,
             sink,
             retired: self.retired.clone(),

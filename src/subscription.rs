@@ -53,7 +53,11 @@ pub struct SubscribeOptions {
     /// Competing consumers: subscriptions with the same group name on the
     /// same topic (or pattern) share its messages, each going to one
     /// member; records with one key go to one member while membership is
-    /// stable, unkeyed records are spread over the members. `None` (the
+    /// stable, unkeyed records are spread over the members. When a member
+    /// joins or leaves, keys move between members: records of a key still
+    /// queued at its old member may then be handled beside newer ones at
+    /// its new member. A member that leaves hands nothing back: it handles
+    /// what its lanes hold, the others get what comes after. `None` (the
     /// default): this subscription gets every message. Named like a topic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use common::{collect, collect_with, recv, HResult};
 use lanebus::{
-    Bus, Envelope, Message, OutboundMessage, PublishError, SubscribeError, SubscribeOptions,
-    TopicError, TopicOptions, TryPublishError,
+    Bus, DeadLetter, Envelope, HandlerError, Message, OutboundMessage, PublishError,
+    SubscribeError, SubscribeOptions, TopicError, TopicOptions, TryPublishError,
 };
 use tokio::sync::mpsc;
 
@@ -142,7 +142,10 @@ async fn exact_and_wildcard_subscriptions_both_get_the_message() {
     let bus = Bus::memory();
     let (_exact, mut re) = collect(&bus, "orders.created").await;
     let (_star, mut rs) = collect(&bus, "orders.*").await;
-    let (_gt, mut rg) = collect(&bus, ">").await;
+    // `>` matches every topic, its own dead-letter topic too: it must
+    // name none (see the dead-letter test below).
+    let no_dlq = SubscribeOptions::default().dead_letter(DeadLetter::Disabled);
+    let (_gt, mut rg) = collect_with(&bus, ">", no_dlq).await;
     publish_name(&bus, "orders.created").await;
     let env = Envelope::new("order-1", "OrderCreated", 1, "{}");
     bus.publish_envelope("orders.created", env).await.unwrap();
@@ -269,6 +272,37 @@ async fn publishing_to_a_wildcard_is_refused() {
                 assert_eq!((c, i), (ch, index), "{bad}")
             }
             other => panic!("{bad}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_dead_letters_go_outside_the_pattern() {
+    let bus = Bus::memory();
+    let (_dlq, mut dlq_rx) = collect(&bus, "dlq.orders._").await;
+    let _w = bus
+        .subscribe("orders.*", |_m: Message| async {
+            Err::<(), _>(HandlerError::permanent("never works"))
+        })
+        .await
+        .unwrap();
+    publish_name(&bus, "orders.created").await;
+    let dead = recv(&mut dlq_rx).await;
+    assert_eq!(dead.payload().as_ref(), b"orders.created");
+    bus.close().await.unwrap();
+    assert_eq!(bus.stats().total.dead_lettered, 1);
+    // A dead-letter topic the pattern itself matches would loop: refused.
+    let bus = Bus::memory();
+    let own = SubscribeOptions::default().dead_letter(DeadLetter::Topic("orders.failed".into()));
+    for (pattern, options) in [(">", SubscribeOptions::default()), ("orders.*", own)] {
+        match bus
+            .subscribe_with(pattern, options, |_m: Message| async { HResult::Ok(()) })
+            .await
+        {
+            Err(SubscribeError::InvalidOptions(e)) => {
+                assert_eq!(e.field(), Some("options.dead_letter"), "{pattern}")
+            }
+            other => panic!("{pattern}: {other:?}"),
         }
     }
 }

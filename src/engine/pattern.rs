@@ -14,6 +14,13 @@
 //! ([`validate_topic_name`]). Publishing needs an exact topic: a publish
 //! name holding `*` or `>` is refused with [`TopicError::Wildcard`].
 //!
+//! A wildcard subscription's default dead-letter topic is `dlq.` then the
+//! pattern with each wildcard segment written `_` (`orders.*` →
+//! `dlq.orders._`): the usual `{topic}.dlq` would hold a wildcard, and a
+//! suffix stays inside a `>` pattern. A dead-letter topic that the
+//! subscription's own pattern matches (say `>`'s) would send dead letters
+//! back to it, so subscribe refuses it.
+//!
 //! # Algorithm
 //!
 //! Parsing replaces each wildcard segment with a one-letter stand-in and
@@ -30,7 +37,7 @@
 //! - A parsed pattern's literal segments are valid topic-name segments, so
 //!   a pattern can only match valid topic names.
 
-use crate::{validate_topic_name, TopicError};
+use crate::{validate_topic_name, ConfigError, DeadLetter, TopicError};
 
 /// One segment of a pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +125,45 @@ impl Pattern {
         self.segments
             .iter()
             .any(|s| !matches!(s, Segment::Literal(_)))
+    }
+
+    /// The dead-letter topic of a subscription to this pattern, written
+    /// `text`: [`DeadLetter::topic_for`] for an exact topic; for a wildcard
+    /// pattern the default is `dlq.` and the pattern with `_` for each
+    /// wildcard segment, and a topic the pattern matches is refused
+    /// (`field` names the option in the error).
+    pub(crate) fn dead_letter_topic(
+        &self,
+        text: &str,
+        dead_letter: &DeadLetter,
+        field: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        if !self.is_wildcard() {
+            return Ok(dead_letter.topic_for(text));
+        }
+        let topic = match dead_letter {
+            DeadLetter::Default => {
+                let segments: Vec<&str> = self
+                    .segments
+                    .iter()
+                    .map(|s| match s {
+                        Segment::Literal(l) => &**l,
+                        Segment::One | Segment::Rest => "_",
+                    })
+                    .collect();
+                Some(format!("dlq.{}", segments.join(".")))
+            }
+            other => other.topic_for(text),
+        };
+        match topic {
+            Some(t) if self.matches(&t) => Err(ConfigError::invalid(
+                field,
+                format!(
+                    "dead-letter topic {t} matches the subscription's own pattern {text}, so dead letters would come back to it: name a topic outside the pattern, or disable dead-lettering"
+                ),
+            )),
+            t => Ok(t),
+        }
     }
 
     /// Whether the exact topic `topic` matches.
@@ -216,6 +262,36 @@ mod tests {
         assert_eq!(Pattern::parse(""), Err(TopicError::Empty));
         let long = format!("{}.>", "x".repeat(248));
         assert_eq!(Pattern::parse(&long), Err(TopicError::TooLong { len: 250 }));
+    }
+
+    #[test]
+    fn wildcard_dead_letter_topics() {
+        let dl = |p: &str, d: DeadLetter| Pattern::parse(p).unwrap().dead_letter_topic(p, &d, "o");
+        assert_eq!(
+            dl("orders", DeadLetter::Default).unwrap().as_deref(),
+            Some("orders.dlq")
+        );
+        assert_eq!(
+            dl("orders.*", DeadLetter::Default).unwrap().as_deref(),
+            Some("dlq.orders._")
+        );
+        assert_eq!(
+            dl("orders.>", DeadLetter::Default).unwrap().as_deref(),
+            Some("dlq.orders._")
+        );
+        assert_eq!(
+            dl("*.created", DeadLetter::Default).unwrap().as_deref(),
+            Some("dlq._.created")
+        );
+        assert_eq!(dl("orders.*", DeadLetter::Disabled).unwrap(), None);
+        let own = DeadLetter::Topic("orders.failed".into());
+        assert_eq!(dl("orders.*", own.clone()).unwrap_err().field(), Some("o"));
+        assert!(dl("orders.*.x", own).is_ok());
+        assert!(
+            dl(">", DeadLetter::Default).is_err(),
+            "`>` matches every topic"
+        );
+        assert!(dl("*.>", DeadLetter::Default).is_err());
     }
 
     #[test]
