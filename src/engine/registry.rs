@@ -32,7 +32,11 @@
 //!
 //! Growth is bounded by use: one entry per distinct topic published while
 //! patterns exist; the owner removes entries left with nothing when the
-//! last pattern goes (see `BusInner::detach`).
+//! last pattern goes (see `engine::remove_wildcard_sub`). Each
+//! materialisation is a registry change (a copy of the map, and every
+//! publishing thread reloads its snapshot once), paid once per new name:
+//! cheap for a fixed set of topics, costly for names without bound (one
+//! per user, say) while any pattern exists.
 //!
 //! # Invariants
 //!
