@@ -344,3 +344,143 @@ fn fan_out(body: &mut Option<Body>, last: bool) -> Body {
         body.as_ref().expect("body present").share()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::engine::lanes::Lanes;
+    use crate::engine::ring::Consumer;
+    use crate::engine::SubscriptionCore;
+
+    /// A bus ID no real bus takes (those count up from 1).
+    const BUS: u64 = u64::MAX - 1000;
+
+    /// A one-lane subscription and its lane's consumer end.
+    struct Member {
+        core: Arc<SubscriptionCore>,
+        rx: Consumer<Delivery>,
+    }
+
+    impl Member {
+        fn new(id: u64, group: Option<&str>, capacity: usize) -> Self {
+            let (lanes, mut consumers) = Lanes::new(1, capacity);
+            let core = Arc::new(SubscriptionCore {
+                id,
+                topic: "t".into(),
+                group: group.map(Arc::from),
+                kind: "plain",
+                lanes,
+            });
+            let rx = consumers.pop().expect("one lane");
+            Self { core, rx }
+        }
+
+        /// Records written to its lane since the last call (reservations
+        /// dropped by a refused route are skipped).
+        fn taken(&mut self) -> usize {
+            let mut buf = Vec::new();
+            self.rx.try_drain(&mut buf, usize::MAX);
+            buf.len()
+        }
+    }
+
+    /// A key whose record goes to member `m` of a group of `n`.
+    fn keyed_to(m: usize, n: usize) -> Body {
+        (0..)
+            .map(|k| format!("key-{k}"))
+            .find(|k| {
+                let h = crate::key_hash(k.as_bytes());
+                ((u128::from(h) * n as u128) >> 64) as usize == m
+            })
+            .map(|k| Body::plain_with(Bytes::from_static(b"x"), Some(k.into()), Default::default()))
+            .expect("some key maps to every member")
+    }
+
+    #[test]
+    fn a_closed_member_in_a_stale_snapshot_hands_its_records_on() {
+        let (mut a, mut b) = (Member::new(1, Some("g"), 4), Member::new(2, Some("g"), 4));
+        let entry = TopicEntry::default().with_sub(&a.core).with_sub(&b.core);
+        // `a` is leaving: its lanes are closed, the snapshot still lists it.
+        a.core.lanes.close();
+        let routed = try_route_in(Some(&entry), keyed_to(0, 2));
+        assert!(matches!(routed, Ok(Routed::Delivered(1))));
+        let reg = Registry::new();
+        reg.update("t", |_| (Some(entry.clone()), ()));
+        let mut slot = Some(keyed_to(0, 2));
+        let now = route_now(BUS, &reg, "t", &mut slot);
+        assert!(matches!(now, RouteNow::Routed(Routed::Delivered(1))));
+        assert_eq!((a.taken(), b.taken()), (0, 2));
+        // Every member gone: the group is not routed to.
+        b.core.lanes.close();
+        assert!(matches!(
+            try_route_in(Some(&entry), keyed_to(1, 2)),
+            Ok(Routed::Unrouted)
+        ));
+    }
+
+    #[test]
+    fn try_route_over_a_group_is_all_or_nothing() {
+        let mut solo = Member::new(1, None, 8);
+        let (mut a, mut b) = (Member::new(2, Some("g"), 2), Member::new(3, Some("g"), 2));
+        let entry = TopicEntry::default()
+            .with_sub(&solo.core)
+            .with_sub(&a.core)
+            .with_sub(&b.core);
+        // Fill member 0 (`a`) with its keys.
+        let mut accepted = 0;
+        while try_route_in(Some(&entry), keyed_to(0, 2)).is_ok() {
+            accepted += 1;
+        }
+        assert_eq!(accepted, 2, "a lane of two slots");
+        assert_eq!((solo.taken(), b.taken()), (2, 0));
+        // A key of the full member is refused, and the others got nothing.
+        assert!(matches!(
+            try_route_in(Some(&entry), keyed_to(0, 2)),
+            Err(TryRouteError::Full(_))
+        ));
+        assert_eq!((solo.taken(), b.taken()), (0, 0));
+        // Unkeyed records still find room in the other member.
+        let unkeyed = Body::plain(Bytes::from_static(b"u"));
+        assert!(matches!(
+            try_route_in(Some(&entry), unkeyed),
+            Ok(Routed::Delivered(2))
+        ));
+        assert_eq!((solo.taken(), a.taken(), b.taken()), (1, 2, 1));
+    }
+
+    #[test]
+    fn a_member_closing_while_a_record_waits_for_it_hands_the_record_on() {
+        let (mut a, mut b) = (Member::new(1, Some("g"), 2), Member::new(2, Some("g"), 2));
+        let reg = Registry::new();
+        let entry = TopicEntry::default().with_sub(&a.core).with_sub(&b.core);
+        reg.update("t", |_| (Some(entry), ()));
+        let route = |body| {
+            let mut slot = Some(body);
+            route_now(BUS + 1, &reg, "t", &mut slot)
+        };
+        for _ in 0..2 {
+            assert!(matches!(route(keyed_to(0, 2)), RouteNow::Routed(_)));
+        }
+        let RouteNow::Wait(waiting) = route(keyed_to(0, 2)) else {
+            panic!("member 0 is full: the key waits for it");
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let routed = rt.block_on(async {
+            let finish = tokio::spawn(waiting.finish());
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            assert!(!finish.is_finished(), "waits while member 0 is full");
+            a.core.lanes.close();
+            finish.await.expect("finish")
+        });
+        assert_eq!(routed, Routed::Delivered(1));
+        assert_eq!((a.taken(), b.taken()), (2, 1));
+    }
+}
