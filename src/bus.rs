@@ -24,17 +24,18 @@ use tokio::task::JoinHandle;
 
 use crate::engine::dispatch::{spawn_workers, Policy};
 use crate::engine::lanes::{Body, Lanes};
+use crate::engine::pattern::{validate_publish_name, Pattern};
 use crate::engine::registry::Registry;
-use crate::engine::{SubscriptionCore, TopicEntry};
+use crate::engine::{add_wildcard_sub, remove_wildcard_sub, SubscriptionCore, TopicEntry};
 use crate::handler::sealed::Incoming;
 use crate::pipeline::dead_letter::{Republish, Republished};
 use crate::pipeline::metrics::{InFlight, LaneStats, ShardedCounter, SubscriptionStats};
 use crate::transport::memory::{self, RouteNow, Routed, TryRouteError};
 use crate::transport::BoxFuture;
 use crate::{
-    validate_topic_name, BusConfig, BusStats, CloseError, ConfigError, Envelope, FromEnvelope,
-    Handler, HealthError, Message, OutboundMessage, PublishError, SubscribeError, SubscribeOptions,
-    Subscription, TopicConfigError, TopicOptions, TryPublishError,
+    BusConfig, BusStats, CloseError, ConfigError, Envelope, FromEnvelope, Handler, HealthError,
+    Message, OutboundMessage, PublishError, SubscribeError, SubscribeOptions, Subscription,
+    TopicConfigError, TopicOptions, TryPublishError,
 };
 
 /// A handle on one event bus. Cloning is cheap; every clone drives the same
@@ -347,7 +348,7 @@ impl Bus {
         if self.is_closed() {
             return Err(TopicConfigError::Closed);
         }
-        validate_topic_name(topic)?;
+        validate_publish_name(topic)?;
         options.validate("options")?;
         crate::topic::warn_unhonoured(topic, &options, self.inner.config.transport);
         self.inner.set_topic_config(topic, Some(options));
@@ -577,12 +578,23 @@ impl BusInner {
             match memory::route_now(self.id, &self.registry, topic, &mut slot) {
                 RouteNow::Routed(r) => Ok(r),
                 RouteNow::Wait(w) => Err(w),
-                RouteNow::Unknown => match (slot.take(), validate_topic_name(topic)) {
+                // A name seen for the first time: check it, then let the
+                // wildcard subscriptions matching it (if any) have an entry
+                // made for it, and look again.
+                RouteNow::Unknown => match (slot.take(), validate_publish_name(topic)) {
                     (Some(body), Err(e)) => {
                         if !internal {
                             self.refused.add(1);
                         }
                         return Err(PublishError::InvalidTopic(body, e));
+                    }
+                    (Some(body), Ok(())) if self.registry.materialise(topic) => {
+                        slot = Some(body);
+                        match memory::route_now(self.id, &self.registry, topic, &mut slot) {
+                            RouteNow::Routed(r) => Ok(r),
+                            RouteNow::Wait(w) => Err(w),
+                            RouteNow::Unknown => Ok(Routed::Unrouted),
+                        }
                     }
                     _ => Ok(Routed::Unrouted),
                 },
@@ -613,11 +625,23 @@ impl BusInner {
                 return Err(TryPublishError::Full(body));
             }
             Err(TryRouteError::Unknown(body)) => {
-                if let Err(e) = validate_topic_name(topic) {
+                if let Err(e) = validate_publish_name(topic) {
                     self.refused.add(1);
                     return Err(TryPublishError::InvalidTopic(body, e));
                 }
-                Routed::Unrouted
+                // First publish to this name: see `route`.
+                if !self.registry.materialise(topic) {
+                    Routed::Unrouted
+                } else {
+                    match memory::try_route(self.id, &self.registry, topic, body) {
+                        Ok(r) => r,
+                        Err(TryRouteError::Full(body)) => {
+                            self.refused.add(1);
+                            return Err(TryPublishError::Full(body));
+                        }
+                        Err(TryRouteError::Unknown(_)) => Routed::Unrouted,
+                    }
+                }
             }
         };
         self.count_unrouted(routed);
@@ -640,17 +664,10 @@ impl BusInner {
         if self.closed.load(Ordering::Acquire) {
             return Err(SubscribeError::Closed);
         }
-        validate_topic_name(topic)?;
+        let pattern = Pattern::parse(topic)?;
         options.validate("options")?;
-        let dead_letter_topic = options.dead_letter.topic_for(topic);
-        if dead_letter_topic.as_deref() == Some(topic) {
-            // Its dead letters would come back to it, and a full lane would
-            // wait on itself.
-            return Err(SubscribeError::InvalidOptions(ConfigError::invalid(
-                "options.dead_letter.topic",
-                format!("`{topic}` is the subscribed topic itself; dead letters would loop"),
-            )));
-        }
+        let dead_letter_topic =
+            pattern.dead_letter_topic(topic, &options.dead_letter, "options.dead_letter")?;
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| SubscribeError::NoRuntime)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -658,6 +675,7 @@ impl BusInner {
         let core = Arc::new(SubscriptionCore {
             id,
             topic: Arc::from(topic),
+            group: options.group.as_deref().map(Arc::from),
             kind: M::KIND,
             lanes,
         });
@@ -677,13 +695,14 @@ impl BusInner {
                 workers,
             },
         );
-        self.registry.update(topic, |entry| {
-            let mut entry = entry.cloned().unwrap_or_default();
-            let mut subs: Vec<_> = entry.subs.iter().cloned().collect();
-            subs.push(core.clone());
-            entry.subs = subs.into();
-            (Some(entry), ())
-        });
+        if pattern.is_wildcard() {
+            add_wildcard_sub(&self.registry, &pattern, &core);
+        } else {
+            self.registry.update(topic, |entry| {
+                let entry = entry.cloned().unwrap_or_default();
+                (Some(entry.with_sub(&core)), ())
+            });
+        }
         let sub = Subscription {
             core,
             bus: self.this.clone(),
@@ -702,14 +721,18 @@ impl BusInner {
     pub(crate) fn detach(&self, core: &Arc<SubscriptionCore>) -> Vec<JoinHandle<()>> {
         let id = core.id;
         let workers = self.live.lock().remove(&id).map(|l| l.workers);
-        self.registry.update(&core.topic, |entry| match entry {
-            None => (None, ()),
-            Some(e) => {
-                let mut e = e.clone();
-                e.subs = e.subs.iter().filter(|s| s.id != id).cloned().collect();
-                (if e.is_empty() { None } else { Some(e) }, ())
+        match Pattern::parse(&core.topic) {
+            Ok(pattern) if pattern.is_wildcard() => {
+                remove_wildcard_sub(&self.registry, &pattern, id);
             }
-        });
+            _ => self.registry.update(&core.topic, |entry| match entry {
+                None => (None, ()),
+                Some(e) => {
+                    let e = e.without_sub(id);
+                    (if e.is_empty() { None } else { Some(e) }, ())
+                }
+            }),
+        }
         core.lanes.close();
         workers.unwrap_or_default()
     }

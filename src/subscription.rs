@@ -50,6 +50,17 @@ pub struct SubscribeOptions {
     pub retry: RetryPolicy,
     /// Where failed messages go.
     pub dead_letter: DeadLetter,
+    /// Competing consumers: subscriptions with the same group name on the
+    /// same topic (or pattern) share its messages, each going to one
+    /// member; records with one key go to one member while membership is
+    /// stable, unkeyed records are spread over the members. When a member
+    /// joins or leaves, keys move between members: records of a key still
+    /// queued at its old member may then be handled beside newer ones at
+    /// its new member. A member that leaves hands nothing back: it handles
+    /// what its lanes hold, the others get what comes after. `None` (the
+    /// default): this subscription gets every message. Named like a topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Default for SubscribeOptions {
@@ -60,6 +71,7 @@ impl Default for SubscribeOptions {
             drain_batch: 64,
             retry: RetryPolicy::default(),
             dead_letter: DeadLetter::Default,
+            group: None,
         }
     }
 }
@@ -95,6 +107,25 @@ impl SubscribeOptions {
         self
     }
 
+    /// Joins the group `name`: the subscriptions of one group on one topic
+    /// (or pattern) share its messages (competing consumers, like NATS
+    /// queue groups and Kafka consumer groups).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::SubscribeOptions;
+    ///
+    /// let opts = SubscribeOptions::default().group("billing");
+    /// assert_eq!(opts.group.as_deref(), Some("billing"));
+    /// assert!(opts.validate("subscribe").is_ok());
+    /// assert!(SubscribeOptions::default().group("no space").validate("s").is_err());
+    /// ```
+    pub fn group(mut self, name: impl Into<String>) -> Self {
+        self.group = Some(name.into());
+        self
+    }
+
     /// Checks the fields; `prefix` names where the options sit in a config.
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         let fields = crate::options::Fields::at(prefix);
@@ -104,7 +135,19 @@ impl SubscribeOptions {
         self.retry.validate(&fields.path("retry"))?;
         self.dead_letter
             .validate(&fields.path("dead_letter.topic"))?;
+        validate_group(self.group.as_deref(), prefix)?;
         Ok(())
+    }
+}
+
+/// A group name follows the topic-name rules.
+fn validate_group(group: Option<&str>, prefix: &str) -> Result<(), ConfigError> {
+    match group.map(crate::validate_topic_name) {
+        Some(Err(e)) => Err(ConfigError::invalid(
+            format!("{prefix}.group"),
+            format!("not a valid group name: {e}"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -123,7 +166,9 @@ impl Subscription {
         self.core.id
     }
 
-    /// Its topic.
+    /// Its topic as subscribed: an exact name, or a wildcard pattern
+    /// (`orders.*`: one segment; `orders.>`: one or more trailing
+    /// segments, as NATS writes them).
     pub fn topic(&self) -> &str {
         &self.core.topic
     }

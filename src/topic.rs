@@ -46,6 +46,24 @@ pub enum TopicError {
     /// The name starts or ends with `.` or holds `..`.
     #[error("topic name has an empty segment between dots")]
     EmptySegment,
+    /// A publish name holds a wildcard (`*` or `>`): publishing needs an
+    /// exact topic; wildcards are for subscribing.
+    #[error("topic name holds wildcard {ch:?} at byte {index}; publish to an exact topic (wildcards are for subscribe)")]
+    Wildcard {
+        /// The wildcard.
+        ch: char,
+        /// Its byte offset.
+        index: usize,
+    },
+    /// A subscribe pattern holds a wildcard that is not a whole segment, or
+    /// a `>` that is not the last segment.
+    #[error("wildcard {ch:?} at byte {index} must be a whole segment, and `>` only the last one")]
+    MisplacedWildcard {
+        /// The wildcard.
+        ch: char,
+        /// Its byte offset.
+        index: usize,
+    },
 }
 
 /// Checks a topic name.
