@@ -676,6 +676,7 @@ impl BusInner {
             id,
             topic: Arc::from(topic),
             group: options.group.as_deref().map(Arc::from),
+            wildcard: pattern.is_wildcard(),
             kind: M::KIND,
             lanes,
         });

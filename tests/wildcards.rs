@@ -322,3 +322,39 @@ async fn configuring_a_pattern_is_refused_with_the_wildcard_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_handlers_and_dead_letters_see_the_exact_topic() {
+    let bus = Bus::memory();
+    let (_exact, mut exact) = collect(&bus, "orders.eu").await;
+    let (_dlq, mut dead) = collect(&bus, "dlq.orders._").await;
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let _wild = bus
+        .subscribe("orders.*", move |m: lanebus::Message| {
+            let tx = tx.clone();
+            async move {
+                tx.send(m.context().topic().to_owned()).unwrap();
+                if m.payload().as_ref() == b"bad" {
+                    return Err(lanebus::HandlerError::permanent("bad order"));
+                }
+                HResult::Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    bus.publish("orders.eu", "ok").await.unwrap();
+    bus.try_publish("orders.us", "ok").unwrap();
+    bus.publish("orders.asia", "bad").await.unwrap();
+    let mut topics = BTreeSet::new();
+    for _ in 0..3 {
+        topics.insert(recv(&mut seen).await);
+    }
+    assert_eq!(
+        topics,
+        BTreeSet::from(["orders.asia".into(), "orders.eu".into(), "orders.us".into()])
+    );
+    assert_eq!(recv(&mut exact).await.topic(), "orders.eu");
+    let d = recv(&mut dead).await;
+    assert_eq!(d.dead_letter().unwrap().source_topic, "orders.asia");
+    bus.close().await.unwrap();
+}

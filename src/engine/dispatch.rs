@@ -202,7 +202,8 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             },
             Body::Envelope(e) => InboundBody::Envelope(e),
         };
-        let context = Context::new(self.topic.clone(), attempt, redelivered);
+        let topic = d.ack.topic().unwrap_or(&self.topic).clone();
+        let context = Context::new(topic, attempt, redelivered);
         let msg = match M::build(Inbound { body, context }) {
             Ok(msg) => msg,
             Err(reason) => return Attempt::Failed(FailureKind::Malformed, reason),
@@ -265,7 +266,8 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             return;
         };
         let (payload, key, headers) = d.body.parts();
-        let msg = dead_letter_message(&self.topic, payload, key, headers, error, kind, attempts);
+        let source = d.ack.topic().unwrap_or(&self.topic);
+        let msg = dead_letter_message(source, payload, key, headers, error, kind, attempts);
         if closes_cycle(msg.headers(), dlq) {
             self.counters().dropped.bump(1);
             tracing::error!(topic = %self.topic, dead_letter_topic = dlq, kind = kind.as_str(), attempts, %error, "dead letter failed again and its next dead-letter topic is on its trail (a cycle); dropped");

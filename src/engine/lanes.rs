@@ -155,6 +155,15 @@ impl Delivery {
             ack: Ack::NONE,
         }
     }
+
+    /// A fresh in-process record for a wildcard subscription, carrying the
+    /// exact topic it was published to.
+    pub(crate) fn in_topic(body: Body, topic: &str) -> Self {
+        Self {
+            body,
+            ack: Ack::in_topic(topic),
+        }
+    }
 }
 
 /// Where a record goes among a subscription's lanes.

@@ -61,6 +61,9 @@ pub(crate) struct SubscriptionCore {
     pub(crate) id: u64,
     pub(crate) topic: StdArc<str>,
     pub(crate) group: Option<StdArc<str>>,
+    /// True when `topic` is a wildcard pattern: its records then carry
+    /// their exact topic.
+    pub(crate) wildcard: bool,
     pub(crate) kind: &'static str,
     pub(crate) lanes: Lanes,
 }
@@ -101,6 +104,18 @@ pub(crate) struct Group {
     pub(crate) name: StdArc<str>,
     /// Members in the order they joined; never empty.
     pub(crate) members: Box<[StdArc<SubscriptionCore>]>,
+}
+
+impl Target {
+    /// True for the targets of a wildcard subscription (a group's members
+    /// share one pattern).
+    #[inline]
+    pub(crate) fn is_wildcard(&self) -> bool {
+        match self {
+            Target::Solo(s) => s.wildcard,
+            Target::Group(g) => g.members.first().is_some_and(|m| m.wildcard),
+        }
+    }
 }
 
 impl Group {
@@ -255,6 +270,7 @@ mod routing_tests {
             id,
             topic: topic.into(),
             group: group.map(StdArc::from),
+            wildcard: topic.contains(['*', '>']),
             kind: "plain",
             lanes: Lanes::new(1, 2).0,
         })

@@ -117,7 +117,7 @@ pub(crate) fn route_now(
         };
         let route = Route::of(&body);
         if let [Target::Solo(sub)] = &subs[..] {
-            return match sub.lanes.try_push(Delivery::new(body), route) {
+            return match sub.lanes.try_push(record(body, sub.wildcard, topic), route) {
                 Ok(()) => RouteNow::Routed(Routed::Delivered(1)),
                 Err(TryPushError::Closed(_)) => RouteNow::Routed(Routed::Unrouted),
                 Err(TryPushError::Full(delivery)) => RouteNow::Wait(Box::new(Waiting {
@@ -138,7 +138,7 @@ pub(crate) fn route_now(
         let mut body = Some(body);
         for (i, target) in subs.iter().enumerate() {
             let b = fan_out(&mut body, i == last);
-            match try_push(target, Delivery::new(b), route) {
+            match try_push(target, record(b, target.is_wildcard(), topic), route) {
                 Ok(()) => delivered += 1,
                 Err(None) => {}
                 Err(Some(p)) => pending.push(p),
@@ -254,10 +254,16 @@ pub(crate) fn try_route(
     topic: &str,
     body: Body,
 ) -> Result<Routed, TryRouteError> {
-    with_topic(bus, registry, topic, |entry| try_route_in(entry, body))
+    with_topic(bus, registry, topic, |entry| {
+        try_route_in(entry, topic, body)
+    })
 }
 
-fn try_route_in(entry: Option<&TopicEntry>, body: Body) -> Result<Routed, TryRouteError> {
+fn try_route_in(
+    entry: Option<&TopicEntry>,
+    topic: &str,
+    body: Body,
+) -> Result<Routed, TryRouteError> {
     let subs = match entry {
         Some(entry) if !entry.subs.is_empty() => &entry.subs,
         Some(_) => return Ok(Routed::Unrouted),
@@ -265,7 +271,7 @@ fn try_route_in(entry: Option<&TopicEntry>, body: Body) -> Result<Routed, TryRou
     };
     let route = Route::of(&body);
     if let [Target::Solo(sub)] = &subs[..] {
-        return match sub.lanes.try_push(Delivery::new(body), route) {
+        return match sub.lanes.try_push(record(body, sub.wildcard, topic), route) {
             Ok(()) => Ok(Routed::Delivered(1)),
             Err(TryPushError::Closed(_)) => Ok(Routed::Unrouted),
             Err(TryPushError::Full(d)) => Err(TryRouteError::Full(d.body)),
@@ -274,7 +280,7 @@ fn try_route_in(entry: Option<&TopicEntry>, body: Body) -> Result<Routed, TryRou
     let mut reservations = Vec::with_capacity(subs.len());
     for target in subs.iter() {
         match try_reserve(target, route) {
-            Ok(Some(r)) => reservations.push(r),
+            Ok(Some(r)) => reservations.push((r, target.is_wildcard())),
             Ok(None) => {}
             // Dropping `reservations` turns them into tombstones.
             Err(ReserveError::Full | ReserveError::Closed) => {
@@ -287,9 +293,9 @@ fn try_route_in(entry: Option<&TopicEntry>, body: Body) -> Result<Routed, TryRou
         return Ok(Routed::Unrouted);
     }
     let mut body = Some(body);
-    for (i, r) in reservations.into_iter().enumerate() {
+    for (i, (r, wildcard)) in reservations.into_iter().enumerate() {
         let b = fan_out(&mut body, i + 1 == n);
-        r.write(Delivery::new(b));
+        r.write(record(b, wildcard, topic));
     }
     Ok(Routed::Delivered(n))
 }
@@ -334,6 +340,18 @@ fn try_reserve(
     }
 }
 
+/// The lane record of `body` published to `topic`: a wildcard
+/// subscription's record carries its exact topic (one allocation, on that
+/// path only).
+#[inline]
+fn record(body: Body, wildcard: bool, topic: &str) -> Delivery {
+    if wildcard {
+        Delivery::in_topic(body, topic)
+    } else {
+        Delivery::new(body)
+    }
+}
+
 /// The body for the next target of a fan-out: a shared copy, or the body
 /// itself for the last one (so a single target never copies).
 #[inline]
@@ -372,6 +390,7 @@ mod tests {
                 id,
                 topic: "t".into(),
                 group: group.map(Arc::from),
+                wildcard: false,
                 kind: "plain",
                 lanes,
             });
@@ -406,7 +425,7 @@ mod tests {
         let entry = TopicEntry::default().with_sub(&a.core).with_sub(&b.core);
         // `a` is leaving: its lanes are closed, the snapshot still lists it.
         a.core.lanes.close();
-        let routed = try_route_in(Some(&entry), keyed_to(0, 2));
+        let routed = try_route_in(Some(&entry), "t", keyed_to(0, 2));
         assert!(matches!(routed, Ok(Routed::Delivered(1))));
         let reg = Registry::new();
         reg.update("t", |_| (Some(entry.clone()), ()));
@@ -417,7 +436,7 @@ mod tests {
         // Every member gone: the group is not routed to.
         b.core.lanes.close();
         assert!(matches!(
-            try_route_in(Some(&entry), keyed_to(1, 2)),
+            try_route_in(Some(&entry), "t", keyed_to(1, 2)),
             Ok(Routed::Unrouted)
         ));
     }
@@ -432,21 +451,21 @@ mod tests {
             .with_sub(&b.core);
         // Fill member 0 (`a`) with its keys.
         let mut accepted = 0;
-        while try_route_in(Some(&entry), keyed_to(0, 2)).is_ok() {
+        while try_route_in(Some(&entry), "t", keyed_to(0, 2)).is_ok() {
             accepted += 1;
         }
         assert_eq!(accepted, 2, "a lane of two slots");
         assert_eq!((solo.taken(), b.taken()), (2, 0));
         // A key of the full member is refused, and the others got nothing.
         assert!(matches!(
-            try_route_in(Some(&entry), keyed_to(0, 2)),
+            try_route_in(Some(&entry), "t", keyed_to(0, 2)),
             Err(TryRouteError::Full(_))
         ));
         assert_eq!((solo.taken(), b.taken()), (0, 0));
         // Unkeyed records still find room in the other member.
         let unkeyed = Body::plain(Bytes::from_static(b"u"));
         assert!(matches!(
-            try_route_in(Some(&entry), unkeyed),
+            try_route_in(Some(&entry), "t", unkeyed),
             Ok(Routed::Delivered(2))
         ));
         assert_eq!((solo.taken(), a.taken(), b.taken()), (1, 2, 1));

@@ -21,6 +21,7 @@ pub(crate) mod memory;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 /// A boxed, sendable future, as broker acknowledgements return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -63,16 +64,20 @@ pub trait AckHandle: Send + Sync + 'static {
     fn nack(self: Box<Self>) -> BoxFuture<'static, Result<(), TransportError>>;
 }
 
-/// A broker record's settlement handle and how often the broker delivered
-/// it before.
+/// What a record carries besides its body, when it carries anything: a
+/// broker's settlement handle and how often the broker delivered it
+/// before, and the exact topic of a record routed to a wildcard
+/// subscription.
 pub(crate) struct BrokerAck {
-    pub(crate) handle: Box<dyn AckHandle>,
+    pub(crate) handle: Option<Box<dyn AckHandle>>,
     pub(crate) redelivered: u32,
+    pub(crate) topic: Option<Arc<str>>,
 }
 
-/// How an inbound record is settled: nothing to do for in-process records,
-/// a broker handle otherwise. One pointer wide, so that a lane slot stays
-/// within one cache line.
+/// How an inbound record is settled (nothing to do for in-process records,
+/// a broker handle otherwise) and, for wildcard subscriptions, its exact
+/// topic. One pointer wide, so that a lane slot stays within one cache
+/// line; in-process records to exact topics carry nothing.
 #[derive(Default)]
 pub(crate) struct Ack(Option<Box<BrokerAck>>);
 
@@ -84,15 +89,32 @@ impl Ack {
     #[allow(dead_code)] // built by the broker adapters
     pub(crate) fn broker(handle: Box<dyn AckHandle>, redelivered: u32) -> Self {
         Ack(Some(Box::new(BrokerAck {
-            handle,
+            handle: Some(handle),
             redelivered,
+            topic: None,
+        })))
+    }
+
+    /// An in-process record published to `topic`, routed to a wildcard
+    /// subscription (whose own topic is the pattern).
+    pub(crate) fn in_topic(topic: &str) -> Self {
+        Ack(Some(Box::new(BrokerAck {
+            handle: None,
+            redelivered: 0,
+            topic: Some(Arc::from(topic)),
         })))
     }
 
     /// True when there is nothing to settle.
     #[inline]
     pub(crate) fn is_none(&self) -> bool {
-        self.0.is_none()
+        self.0.as_ref().is_none_or(|b| b.handle.is_none())
+    }
+
+    /// The exact topic, when the record was routed by a wildcard.
+    #[inline]
+    pub(crate) fn topic(&self) -> Option<&Arc<str>> {
+        self.0.as_ref().and_then(|b| b.topic.as_ref())
     }
 
     /// Earlier deliveries by the broker (0 for in-process records).
@@ -102,16 +124,16 @@ impl Ack {
     }
 
     pub(crate) async fn ack(self) -> Result<(), TransportError> {
-        match self.0 {
+        match self.0.and_then(|b| b.handle) {
             None => Ok(()),
-            Some(b) => b.handle.ack().await,
+            Some(h) => h.ack().await,
         }
     }
 
     pub(crate) async fn nack(self) -> Result<(), TransportError> {
-        match self.0 {
+        match self.0.and_then(|b| b.handle) {
             None => Ok(()),
-            Some(b) => b.handle.nack().await,
+            Some(h) => h.nack().await,
         }
     }
 }
@@ -120,7 +142,13 @@ impl fmt::Debug for Ack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             None => f.write_str("Ack::NONE"),
-            Some(b) => write!(f, "Ack::broker(.., redelivered: {})", b.redelivered),
+            Some(b) => write!(
+                f,
+                "Ack {{ broker: {}, redelivered: {}, topic: {:?} }}",
+                b.handle.is_some(),
+                b.redelivered,
+                b.topic
+            ),
         }
     }
 }
