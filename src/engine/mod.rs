@@ -29,14 +29,13 @@ pub(crate) mod ring;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc as StdArc;
-
 use lanes::Lanes;
+use sync::DataArc;
 
 /// A subscription as the engine sees it: its topic and its lanes.
 pub(crate) struct SubscriptionCore {
     pub(crate) id: u64,
-    pub(crate) topic: StdArc<str>,
+    pub(crate) topic: DataArc<str>,
     pub(crate) kind: &'static str,
     pub(crate) lanes: Lanes,
 }
@@ -61,8 +60,8 @@ impl SubscriptionCore {
 /// What the registry keeps per topic.
 #[derive(Clone, Default)]
 pub(crate) struct TopicEntry {
-    pub(crate) subs: StdArc<[StdArc<SubscriptionCore>]>,
-    pub(crate) config: Option<StdArc<crate::TopicOptions>>,
+    pub(crate) subs: DataArc<[DataArc<SubscriptionCore>]>,
+    pub(crate) config: Option<DataArc<crate::TopicOptions>>,
 }
 
 impl TopicEntry {
