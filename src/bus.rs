@@ -23,11 +23,12 @@ use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::engine::dispatch::{spawn_workers, Deliverable, Policy};
+use crate::engine::flight::InFlight;
 use crate::engine::lanes::{Body, Lanes};
 use crate::engine::registry::Registry;
 use crate::engine::{SubscriptionCore, TopicEntry};
 use crate::pipeline::dead_letter::Republish;
-use crate::pipeline::metrics::{InFlight, LaneStats, ShardedCounter, SubscriptionStats};
+use crate::pipeline::metrics::{LaneStats, ShardedCounter, SubscriptionStats};
 use crate::transport::memory::{self, RouteNow, Routed, TryRouteError};
 use crate::transport::BoxFuture;
 use crate::{

@@ -142,8 +142,17 @@ pub(crate) mod std_impl {
         std::hint::spin_loop();
     }
 
+    /// This thread's shard index, for sharded counters (stable for the
+    /// thread's life; the metrics module keeps it in thread-local storage).
+    #[inline(always)]
+    pub(crate) fn thread_shard() -> usize {
+        crate::pipeline::metrics::thread_shard()
+    }
+
     /// Capacities of a normal build.
     pub(crate) mod cap {
+        /// Shards of the in-flight counters.
+        pub(crate) const FLIGHT_SHARDS: usize = 16;
         /// Smallest ring capacity (rounded up to a power of two).
         pub(crate) const MIN_RING: usize = 2;
         /// Scheduler turns a push on a full ring yields before it waits.
@@ -231,8 +240,21 @@ pub(crate) mod loom_impl {
         loom::thread::yield_now();
     }
 
+    /// The model thread's index (loom numbers its threads from 0, in spawn
+    /// order, the same in every execution), so that model threads land on
+    /// different shards deterministically.
+    pub(crate) fn thread_shard() -> usize {
+        let id = format!("{:?}", loom::thread::current().id());
+        id.bytes()
+            .filter(u8::is_ascii_digit)
+            .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'))
+    }
+
     /// Capacities shrink under loom so models stay small enough to explore.
     pub(crate) mod cap {
+        /// Shards of the in-flight counters: two, so that two model threads
+        /// use different cells.
+        pub(crate) const FLIGHT_SHARDS: usize = 2;
         /// Smallest ring capacity (rounded up to a power of two).
         pub(crate) const MIN_RING: usize = 1;
         /// No yielding under loom: the models check the wait path itself.
@@ -299,7 +321,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert!(checked >= 5, "only {checked} engine files checked");
+        assert!(checked >= 6, "only {checked} engine files checked");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`reader`]: the per-thread snapshot cache publishers look topics up in.
 //! - [`lanes`]: a subscription's rings and the key → lane mapping.
 //! - [`dispatch`]: the lane worker: handler call, retry, dead-letter, ack.
+//! - [`flight`]: publishes in flight, the read side of the close protocol.
 //!
 //! Everything here takes its atomics, `Arc`, `UnsafeCell` and locks from
 //! the [`sync`] alias (see `crate::sync`).
@@ -21,6 +22,7 @@
 pub(crate) use crate::sync::std_impl as sync;
 
 pub(crate) mod dispatch;
+pub(crate) mod flight;
 pub(crate) mod lanes;
 pub(crate) mod reader;
 pub(crate) mod registry;
