@@ -453,6 +453,14 @@ impl Bus {
     }
 }
 
+#[cfg(feature = "bench-internals")]
+impl Bus {
+    /// The bus's ID and registry, for the benches' lookup (`__bench`).
+    pub(crate) fn topics(&self) -> (u64, &Registry<TopicEntry>) {
+        (self.inner.id, &self.inner.registry)
+    }
+}
+
 pub(crate) fn subscription_stats(core: &SubscriptionCore) -> SubscriptionStats {
     SubscriptionStats::new(
         core.id,
