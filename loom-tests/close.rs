@@ -131,37 +131,55 @@ fn check(outcomes: &[(u32, Outcome)], handled: &[u32], quiet: bool) {
     }
 }
 
-/// One publish races close on a lane with room.
-#[test]
-fn publish_racing_close() {
-    model(|| {
+/// One publish races close on a lane with room, from `publisher_slot`:
+/// model thread 1 has its own slot, thread 2 is past the slots (the
+/// shared cell); threads spawned before the publisher only idle.
+fn one_publish_racing_close(publisher_slot: usize) {
+    model(move || {
         let (bus, rx) = Bus::new(1);
-        let worker = worker(bus.clone(), rx);
+        let idlers: Vec<_> = (1..publisher_slot).map(|_| thread::spawn(|| ())).collect();
         let publisher = {
             let bus = bus.clone();
             thread::spawn(move || bus.publish(1))
         };
+        let worker = worker(bus.clone(), rx);
         let quiet = bus.close();
         let outcome = publisher.join().unwrap();
         let handled = worker.join().unwrap();
+        for idler in idlers {
+            idler.join().unwrap();
+        }
         check(&[(1, outcome)], &handled, quiet);
         assert_eq!(bus.flight.in_flight(), 0);
         assert_eq!(bus.flight.finished(), 1);
     });
 }
 
-/// Two publishes from one thread into a lane of one slot race close: the
+/// The publisher enters and exits on its own slot.
+#[test]
+fn publish_racing_close() {
+    one_publish_racing_close(1);
+}
+
+/// The publisher has no slot and takes the shared cell.
+#[test]
+fn publish_without_slot_racing_close() {
+    one_publish_racing_close(2);
+}
+
+/// Two publishes from one thread (with its own slot) into a lane of one
+/// slot race close: the
 /// second may wait on the full lane while close waits for it, and close
 /// must not give up on it.
 #[test]
 fn waiting_publish_racing_close() {
     model(|| {
         let (bus, rx) = Bus::new(1);
-        let worker = worker(bus.clone(), rx);
         let publisher = {
             let bus = bus.clone();
             thread::spawn(move || [(1, bus.publish(1)), (2, bus.publish(2))])
         };
+        let worker = worker(bus.clone(), rx);
         let quiet = bus.close();
         let outcomes = publisher.join().unwrap();
         let handled = worker.join().unwrap();

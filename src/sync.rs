@@ -142,17 +142,59 @@ pub(crate) mod std_impl {
         std::hint::spin_loop();
     }
 
-    /// This thread's shard index, for sharded counters (stable for the
-    /// thread's life; the metrics module keeps it in thread-local storage).
-    #[inline(always)]
-    pub(crate) fn thread_shard() -> usize {
-        crate::pipeline::metrics::thread_shard()
+    /// This thread's slot: an index no other live thread holds, for
+    /// counters with one writer per slot. Taken from a process-wide pool
+    /// when the thread first asks, given back when it exits (through the
+    /// pool's lock, so the next holder of the index sees every write of the
+    /// last). `usize::MAX` while the thread's storage is being torn down.
+    #[inline]
+    pub(crate) fn thread_slot() -> usize {
+        slot_pool::LEASE.try_with(|l| l.0).unwrap_or(usize::MAX)
+    }
+
+    mod slot_pool {
+        /// The next never-used index and the given-back ones.
+        static POOL: std::sync::Mutex<(usize, Vec<usize>)> = std::sync::Mutex::new((0, Vec::new()));
+
+        fn pool() -> std::sync::MutexGuard<'static, (usize, Vec<usize>)> {
+            // The pool's data stays consistent across a panic (plain pushes
+            // and pops), so a poisoned lock is still usable.
+            POOL.lock().unwrap_or_else(|e| e.into_inner())
+        }
+
+        /// A thread's hold on its index.
+        pub(super) struct Lease(pub(super) usize);
+
+        impl Lease {
+            fn take() -> Self {
+                let mut pool = pool();
+                let index = match pool.1.pop() {
+                    Some(i) => i,
+                    None => {
+                        pool.0 += 1;
+                        pool.0 - 1
+                    }
+                };
+                Lease(index)
+            }
+        }
+
+        impl Drop for Lease {
+            fn drop(&mut self) {
+                pool().1.push(self.0);
+            }
+        }
+
+        thread_local! {
+            pub(super) static LEASE: Lease = Lease::take();
+        }
     }
 
     /// Capacities of a normal build.
     pub(crate) mod cap {
-        /// Shards of the in-flight counters.
-        pub(crate) const FLIGHT_SHARDS: usize = 16;
+        /// Thread slots of the in-flight counters; threads beyond them
+        /// share one locked cell.
+        pub(crate) const FLIGHT_SLOTS: usize = 32;
         /// Smallest ring capacity (rounded up to a power of two).
         pub(crate) const MIN_RING: usize = 2;
         /// Scheduler turns a push on a full ring yields before it waits.
@@ -240,10 +282,10 @@ pub(crate) mod loom_impl {
         loom::thread::yield_now();
     }
 
-    /// The model thread's index (loom numbers its threads from 0, in spawn
-    /// order, the same in every execution), so that model threads land on
-    /// different shards deterministically.
-    pub(crate) fn thread_shard() -> usize {
+    /// The model thread's index: loom numbers its threads from 0 in spawn
+    /// order, the same in every execution, and never reuses a number
+    /// within one, so the index is unique among live threads.
+    pub(crate) fn thread_slot() -> usize {
         let id = format!("{:?}", loom::thread::current().id());
         id.bytes()
             .filter(u8::is_ascii_digit)
@@ -252,9 +294,9 @@ pub(crate) mod loom_impl {
 
     /// Capacities shrink under loom so models stay small enough to explore.
     pub(crate) mod cap {
-        /// Shards of the in-flight counters: two, so that two model threads
-        /// use different cells.
-        pub(crate) const FLIGHT_SHARDS: usize = 2;
+        /// Thread slots of the in-flight counters: model threads 0 and 1
+        /// own one, later threads take the shared path.
+        pub(crate) const FLIGHT_SLOTS: usize = 2;
         /// Smallest ring capacity (rounded up to a power of two).
         pub(crate) const MIN_RING: usize = 1;
         /// No yielding under loom: the models check the wait path itself.

@@ -8,20 +8,25 @@
 //! is bracketed by [`InFlight::enter`] and the drop of its [`FlightGuard`],
 //! and `close` waits for [`InFlight::in_flight`] to reach zero.
 //!
-//! Enter and exit are counted on sharded counters (one cache-padded cell
-//! per shard, the shard picked from the thread; a guard exits on the shard
-//! it entered on, also when an async publish migrated to another thread),
-//! so publishers on different threads touch different cache lines.
+//! Enters and exits are counted per thread: each thread holds a *slot*, an
+//! index no other live thread holds (see `sync::thread_slot`), and only
+//! that thread writes its slot's two counters, with a plain load and store
+//! (no locked instruction). A guard dropped on the thread that entered
+//! exits the same way. Two cases take a shared cell with `fetch_add`
+//! instead: a guard dropped on another thread (an async publish that
+//! migrated while it waited on a full lane), and threads whose slot index
+//! is past [`cap::FLIGHT_SLOTS`]. Only the sums matter, so an enter and its
+//! exit may be counted in different cells.
 //!
-//! The two sides form a Dekker pair of `SeqCst` fences:
+//! The enter and `close` form a Dekker pair of `SeqCst` fences:
 //!
 //! ```text
 //!  publisher                          close
-//!  entered[s] += 1                    closed = true
+//!  entered[slot] += 1                 closed = true
 //!  fence(SeqCst)        <--pairs-->   fence(SeqCst)       (in `in_flight`)
 //!  if closed: refuse                  sum exited, then sum entered
 //!  push into a lane                   wait until equal, then until idle,
-//!  exited[s] += 1 (Release)           close the lanes
+//!  exited[slot] += 1 (Release)        close the lanes
 //! ```
 //!
 //! Either the publisher's fence comes first in the single order of `SeqCst`
@@ -29,18 +34,21 @@
 //! publisher sees the flag. The flag itself is the bus's, read and written
 //! with any ordering: the fences carry the protocol. (Fences rather than
 //! `SeqCst` accesses, because the fences are what loom checks exactly; it
-//! treats `SeqCst` loads and stores as acquire/release.) The exit is a
-//! `Release` increment read with `Acquire`, so once `close` counts a
-//! publish as finished it also sees the slot that publish claimed in its
-//! lane, and waits for the lane to process it.
+//! treats `SeqCst` loads and stores as acquire/release.) The fence is the
+//! one locked instruction of a publish. The exit is a `Release` write read
+//! with `Acquire`, so once `close` counts a publish as finished it also
+//! sees the slot that publish claimed in its lane, and waits for the lane
+//! to process it.
 //!
 //! `in_flight` reads the exits before the enters: a publish that ends
 //! between the two reads is seen as still running, never as finished
-//! before it began. The loom model `loom-tests/close.rs` checks the whole
-//! protocol against a ring.
+//! before it began. The loom models in `loom-tests/close.rs` check the
+//! whole protocol, both paths, against a ring.
 //!
 //! # Invariants
 //!
+//! - A slot's counters are written only by the live thread holding the
+//!   slot's index; the shared cell only by `fetch_add`.
 //! - A publish that enters and then finds the flag clear is counted by
 //!   every `in_flight` call whose fence follows the flag's store, until its
 //!   guard drops.
@@ -49,27 +57,38 @@
 
 use crossbeam_utils::CachePadded;
 
-use super::sync::{cap, fence, thread_shard, AtomicU64, Ordering};
+use super::sync::{cap, fence, thread_slot, AtomicU64, Ordering};
 
-/// Publishes in progress, as a sharded enter/exit pair (see the module
-/// docs).
+/// One cell's enter and exit counts.
+#[derive(Default)]
+struct Counts {
+    entered: AtomicU64,
+    exited: AtomicU64,
+}
+
+/// Publishes in progress (see the module docs).
 pub(crate) struct InFlight {
-    entered: Box<[CachePadded<AtomicU64>]>,
-    exited: Box<[CachePadded<AtomicU64>]>,
+    /// Per thread slot: one writer each.
+    slots: Box<[CachePadded<Counts>]>,
+    /// Threads without a slot, and guards dropped on another thread.
+    shared: CachePadded<Counts>,
 }
 
 impl Default for InFlight {
     fn default() -> Self {
-        let cells = || {
-            (0..cap::FLIGHT_SHARDS)
-                .map(|_| CachePadded::new(AtomicU64::new(0)))
-                .collect()
-        };
         Self {
-            entered: cells(),
-            exited: cells(),
+            slots: (0..cap::FLIGHT_SLOTS)
+                .map(|_| CachePadded::new(Counts::default()))
+                .collect(),
+            shared: CachePadded::new(Counts::default()),
         }
     }
+}
+
+/// Adds one to a counter only the calling thread writes.
+#[inline(always)]
+fn bump_owned(counter: &AtomicU64, order: Ordering) {
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), order);
 }
 
 impl InFlight {
@@ -77,12 +96,18 @@ impl InFlight {
     /// the closed flag after this returns.
     #[inline]
     pub(crate) fn enter(&self) -> FlightGuard<'_> {
-        let shard = thread_shard() % cap::FLIGHT_SHARDS;
-        self.entered[shard].fetch_add(1, Ordering::Relaxed);
+        let slot = thread_slot();
+        match self.slots.get(slot) {
+            // This thread is the slot's only writer.
+            Some(own) => bump_owned(&own.entered, Ordering::Relaxed),
+            None => {
+                self.shared.entered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         // Pairs with the fence in `in_flight`: either close counts this
         // enter, or the caller's flag check sees close's store.
         fence(Ordering::SeqCst);
-        FlightGuard(self, shard)
+        FlightGuard(self, slot)
     }
 
     /// Publishes entered and not yet exited. The caller stores the closed
@@ -92,40 +117,50 @@ impl InFlight {
         fence(Ordering::SeqCst);
         // Exits first: a publish that exits between the two sums is then
         // seen as still running, never as finished before it entered.
-        let exited = sum(&self.exited, Ordering::Acquire);
-        let entered = sum(&self.entered, Ordering::Relaxed);
+        let exited = self.sum(|c| c.exited.load(Ordering::Acquire));
+        let entered = self.sum(|c| c.entered.load(Ordering::Relaxed));
         entered.wrapping_sub(exited)
     }
 
     /// Publishes that finished (accepted or refused).
     pub(crate) fn finished(&self) -> u64 {
-        sum(&self.exited, Ordering::Relaxed)
+        self.sum(|c| c.exited.load(Ordering::Relaxed))
+    }
+
+    fn sum(&self, read: impl Fn(&Counts) -> u64) -> u64 {
+        self.slots
+            .iter()
+            .map(|c| &**c)
+            .chain([&*self.shared])
+            .fold(0u64, |acc, c| acc.wrapping_add(read(c)))
     }
 }
 
-fn sum(cells: &[CachePadded<AtomicU64>], order: Ordering) -> u64 {
-    cells
-        .iter()
-        .fold(0u64, |acc, c| acc.wrapping_add(c.load(order)))
-}
-
-/// Ends a publish on drop (also when a publish future is cancelled). Exits
-/// on the shard it entered on: a publish that migrated threads still only
-/// touches its own line twice.
+/// Ends a publish on drop (also when a publish future is cancelled): on
+/// the slot it entered on when dropped by the thread holding that slot,
+/// else on the shared cell.
 pub(crate) struct FlightGuard<'a>(&'a InFlight, usize);
 
 impl Drop for FlightGuard<'_> {
     #[inline]
     fn drop(&mut self) {
+        let flight = self.0;
         // Release: whoever counts this exit (Acquire) sees what the publish
         // did in its lane.
-        self.0.exited[self.1].fetch_add(1, Ordering::Release);
+        match flight.slots.get(self.1) {
+            // Still (or again) the slot's only writer: slot indices are
+            // unique among live threads.
+            Some(own) if thread_slot() == self.1 => bump_owned(&own.exited, Ordering::Release),
+            _ => {
+                flight.shared.exited.fetch_add(1, Ordering::Release);
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::InFlight;
+    use super::{cap, AtomicU64, InFlight, Ordering};
 
     #[test]
     fn counts_enters_exits_and_finished() {
@@ -136,25 +171,37 @@ mod tests {
         assert_eq!(flight.in_flight(), 2);
         drop(a);
         assert_eq!((flight.in_flight(), flight.finished()), (1, 1));
-        // A guard dropped on another thread exits where it entered.
+        // A guard dropped on another thread exits on the shared cell.
         std::thread::scope(|s| {
             s.spawn(move || drop(b));
         });
         assert_eq!((flight.in_flight(), flight.finished()), (0, 2));
+        assert_eq!(flight.shared.exited.load(Ordering::Relaxed), 1);
     }
 
     #[test]
-    fn threads_on_every_shard_balance_out() {
+    fn more_threads_than_slots_balance_out() {
         let flight = InFlight::default();
+        let threads = cap::FLIGHT_SLOTS as u64 + 8;
+        let started = AtomicU64::new(0);
         std::thread::scope(|s| {
-            for _ in 0..8 {
+            for _ in 0..threads {
                 s.spawn(|| {
+                    let first = flight.enter();
+                    // All alive at once, so some threads have no slot.
+                    started.fetch_add(1, Ordering::Relaxed);
+                    while started.load(Ordering::Relaxed) < threads {
+                        std::thread::yield_now();
+                    }
+                    drop(first);
                     for _ in 0..1000 {
                         let _g = flight.enter();
                     }
                 });
             }
         });
-        assert_eq!((flight.in_flight(), flight.finished()), (0, 8000));
+        assert_eq!((flight.in_flight(), flight.finished()), (0, threads * 1001));
+        let shared = flight.shared.entered.load(Ordering::Relaxed);
+        assert!(shared >= 8 * 1001, "{shared} enters on the shared cell");
     }
 }
