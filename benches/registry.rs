@@ -11,6 +11,9 @@
 //! - `lookup_threads`: 1 and 2 threads looking up at once, cycling over
 //!   the 100 topics and on one topic each (elements are lookups over all
 //!   threads, so linear scaling doubles the rate).
+//!
+//! Needs the engine internals: `cargo bench --features bench-internals
+//! --bench registry`.
 
 use std::collections::HashMap;
 use std::hint::black_box;

@@ -9,6 +9,9 @@
 //!   2-worker tokio runtime, through each queue's waiting API (our `push` /
 //!   `drain`, tokio `send` / `recv_many`, flume `send_async` /
 //!   `recv_async`): the path the bus uses.
+//!
+//! Needs the engine internals: `cargo bench --features bench-internals
+//! --bench ring`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

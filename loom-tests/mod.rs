@@ -1,13 +1,14 @@
 //! Loom models of the engine's concurrent core.
 //!
 //! Compiled into the crate's unit tests only with `--features loom`
-//! (`cargo test --features loom`), where `crate::loom_engine` is the ring and
-//! registry source files built on loom's primitives. Each model explores
-//! every interleaving of a few threads (with a preemption bound of 3 unless
-//! `LOOM_MAX_PREEMPTIONS` says otherwise); loom reports data races on the
+//! (`cargo test --features loom`), where `crate::loom_engine` is the ring,
+//! registry and in-flight guard source files built on loom's primitives.
+//! Each model explores every interleaving of a few threads (with a
+//! preemption bound of 3 unless `LOOM_MAX_PREEMPTIONS` says otherwise); loom reports data races on the
 //! ring's slots, causality violations (a value read before its write is
 //! visible) and deadlocks (a lost wake-up leaves every thread blocked).
 
+mod close;
 mod handoff;
 mod registry;
 mod ring;

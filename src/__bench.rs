@@ -1,18 +1,22 @@
-//! Engine internals for the criterion benches and the bench tool.
+//! Engine internals for the criterion benches (`benches/ring.rs`,
+//! `benches/registry.rs`).
 //!
-//! Not part of the API: hidden from the docs, no stability promise. Thin,
-//! safe wrappers so that `benches/` can measure the ring and the registry
-//! directly, beside their baselines.
+//! Compiled only with the `bench-internals` feature (off by default; the
+//! benches declare it in `required-features`), hidden from the docs, no
+//! stability promise. Thin, safe wrappers so that `benches/` can measure the
+//! ring and the registry directly, beside their baselines. Nothing here is a
+//! second implementation: the ring is the engine's, and the registry is a
+//! real [`Bus`]'s, filled through [`Bus::configure_topic`] and read through
+//! the publish path's lookup.
 
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
-
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use crate::engine::reader::with_topic;
-use crate::engine::registry::Registry as EngineRegistry;
 use crate::engine::ring::{Consumer as EngineConsumer, Ring as EngineRing, TryPushError};
-use crate::engine::TopicEntry;
+use crate::{Bus, TopicOptions};
 
 /// Producer side of a ring.
 pub struct Ring<T>(Arc<EngineRing<T>>);
@@ -65,47 +69,50 @@ impl<T> Consumer<T> {
     }
 }
 
-/// The atomic-snapshot topic registry as the publish path uses it.
+/// The atomic-snapshot topic registry of a memory [`Bus`], as the publish
+/// path uses it.
 pub struct Registry {
-    bus: u64,
-    inner: EngineRegistry<TopicEntry>,
+    bus: Bus,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(u64::MAX / 2);
-        Self {
-            bus: NEXT.fetch_add(1, Ordering::Relaxed),
-            inner: EngineRegistry::new(),
-        }
+        Self { bus: Bus::memory() }
+    }
+}
+
+/// Runs a future that finishes without waiting (the memory bus's topic
+/// configuration), with no runtime.
+fn now<F: Future>(f: F) -> F::Output {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("the memory bus configures topics without waiting"),
     }
 }
 
 impl Registry {
     /// Registers `topic` (with a topic configuration, no subscription).
     pub fn insert(&self, topic: &str) {
-        let entry = TopicEntry {
-            subs: Arc::from(Vec::new()),
-            config: Some(Arc::new(crate::TopicOptions::default())),
-        };
-        self.inner.update(topic, |_| (Some(entry), ()));
+        now(self.bus.configure_topic(topic, TopicOptions::default()))
+            .expect("bench topics are valid and the bus is open");
     }
 
     /// Removes `topic`.
     pub fn remove(&self, topic: &str) {
-        self.inner.update(topic, |_| (None, ()));
+        now(self.bus.remove_topic(topic));
     }
 
     /// The publish path's lookup: this thread's cached snapshot (one
     /// generation check), then the topic. True when the topic is known.
     #[inline]
     pub fn lookup(&self, topic: &str) -> bool {
-        with_topic(self.bus, &self.inner, topic, |e| e.is_some())
+        let (bus, registry) = self.bus.topics();
+        with_topic(bus, registry, topic, |e| e.is_some())
     }
 
     /// The lookup through a fresh `arc_swap` load of the snapshot.
     #[inline]
     pub fn lookup_uncached(&self, topic: &str) -> bool {
-        self.inner.load().get(topic).is_some()
+        self.bus.topics().1.load().get(topic).is_some()
     }
 }

@@ -23,13 +23,14 @@ use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::engine::dispatch::{spawn_workers, Policy};
+use crate::engine::flight::InFlight;
 use crate::engine::lanes::{Body, Lanes};
 use crate::engine::pattern::{validate_publish_name, Pattern};
 use crate::engine::registry::Registry;
 use crate::engine::{add_wildcard_sub, remove_wildcard_sub, SubscriptionCore, TopicEntry};
 use crate::handler::sealed::Incoming;
 use crate::pipeline::dead_letter::{Republish, Republished};
-use crate::pipeline::metrics::{InFlight, LaneStats, ShardedCounter, SubscriptionStats};
+use crate::pipeline::metrics::{LaneStats, ShardedCounter, SubscriptionStats};
 use crate::transport::memory::{self, RouteNow, Routed, TryRouteError};
 use crate::transport::BoxFuture;
 use crate::{
@@ -533,6 +534,14 @@ impl Bus {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(5));
         }
+    }
+}
+
+#[cfg(feature = "bench-internals")]
+impl Bus {
+    /// The bus's ID and registry, for the benches' lookup (`__bench`).
+    pub(crate) fn topics(&self) -> (u64, &Registry<TopicEntry>) {
+        (self.inner.id, &self.inner.registry)
     }
 }
 

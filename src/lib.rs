@@ -86,6 +86,7 @@ pub struct ReadmeDoctests;
 #[allow(clippy::duplicate_mod)]
 pub(crate) mod loom_engine;
 
+#[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod __bench;
 

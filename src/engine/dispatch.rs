@@ -28,9 +28,9 @@
 //! - Every record taken from the ring is settled exactly once.
 //! - A panic in a handler never escapes the worker.
 
+use super::sync::{DataArc as StdArc, DataWeak as Weak};
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc as StdArc, Weak};
 use std::time::Duration;
 
 use futures_util::FutureExt;

@@ -21,13 +21,11 @@
 //! - A keyed record only ever enters lane `hash % N` of a subscription.
 //! - Each record enters at most one lane of a subscription.
 
-use std::sync::Arc as StdArc;
-
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
 
 use super::ring::{Consumer, Reservation, ReserveError, Ring, TryPushError};
-use super::sync::Arc;
+use super::sync::{Arc, DataArc};
 use crate::pipeline::metrics::{LaneCounters, LaneStats};
 use crate::transport::Ack;
 use crate::{Envelope, Headers, OutboundMessage};
@@ -36,7 +34,7 @@ use crate::{Envelope, Headers, OutboundMessage};
 /// and a lane slot stays within one cache line without them.
 #[derive(Clone)]
 pub(crate) struct Meta {
-    pub(crate) key: Option<StdArc<str>>,
+    pub(crate) key: Option<DataArc<str>>,
     pub(crate) headers: Headers,
 }
 
@@ -48,7 +46,7 @@ pub(crate) enum Body {
         meta: Option<Box<Meta>>,
     },
     /// An envelope published in-process: handed over without encoding.
-    Envelope(StdArc<Envelope>),
+    Envelope(DataArc<Envelope>),
 }
 
 impl Body {
@@ -62,7 +60,7 @@ impl Body {
     }
 
     /// A plain record with an optional key and headers.
-    pub(crate) fn plain_with(payload: Bytes, key: Option<StdArc<str>>, headers: Headers) -> Body {
+    pub(crate) fn plain_with(payload: Bytes, key: Option<DataArc<str>>, headers: Headers) -> Body {
         let meta = (key.is_some() || !headers.is_empty()).then(|| Box::new(Meta { key, headers }));
         Body::Plain { payload, meta }
     }
@@ -79,7 +77,7 @@ impl Body {
     /// Payload, key and headers of a plain record, cloned (reference
     /// counts; headers only when present). For an envelope: its binary
     /// encoding, aggregate ID and headers.
-    pub(crate) fn parts(&self) -> (Bytes, Option<StdArc<str>>, Headers) {
+    pub(crate) fn parts(&self) -> (Bytes, Option<DataArc<str>>, Headers) {
         match self {
             Body::Plain { payload, meta } => match meta {
                 None => (payload.clone(), None, Headers::new()),
@@ -87,7 +85,7 @@ impl Body {
             },
             Body::Envelope(e) => (
                 e.encode(),
-                Some(StdArc::from(e.aggregate_id.as_str())),
+                Some(DataArc::from(e.aggregate_id.as_str())),
                 e.headers.clone(),
             ),
         }
@@ -121,7 +119,7 @@ impl Body {
     /// when no lane shares it, else a copy.
     pub(crate) fn into_envelope(self) -> Envelope {
         match self {
-            Body::Envelope(e) => StdArc::try_unwrap(e).unwrap_or_else(|e| (*e).clone()),
+            Body::Envelope(e) => DataArc::try_unwrap(e).unwrap_or_else(|e| (*e).clone()),
             Body::Plain { .. } => unreachable!("an envelope publish routes an envelope body"),
         }
     }

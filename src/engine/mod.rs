@@ -14,6 +14,7 @@
 //! - [`reader`]: the per-thread snapshot cache publishers look topics up in.
 //! - [`lanes`]: a subscription's rings and the key → lane mapping.
 //! - [`dispatch`]: the lane worker: handler call, retry, dead-letter, ack.
+//! - [`flight`]: publishes in flight, the read side of the close protocol.
 //! - [`pattern`]: subscription topics with `*` / `>` wildcards.
 //!
 //! # Targets and groups
@@ -40,6 +41,7 @@
 pub(crate) use crate::sync::std_impl as sync;
 
 pub(crate) mod dispatch;
+pub(crate) mod flight;
 pub(crate) mod lanes;
 pub(crate) mod pattern;
 pub(crate) mod reader;
@@ -49,18 +51,17 @@ pub(crate) mod ring;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc as StdArc;
-
 use lanes::{Lanes, Route};
 use pattern::Pattern;
 use registry::Registry;
+use sync::DataArc;
 
 /// A subscription as the engine sees it: its topic (an exact name or a
 /// wildcard pattern), its group and its lanes.
 pub(crate) struct SubscriptionCore {
     pub(crate) id: u64,
-    pub(crate) topic: StdArc<str>,
-    pub(crate) group: Option<StdArc<str>>,
+    pub(crate) topic: DataArc<str>,
+    pub(crate) group: Option<DataArc<str>>,
     /// True when `topic` is a wildcard pattern: its records then carry
     /// their exact topic.
     pub(crate) wildcard: bool,
@@ -89,9 +90,9 @@ impl SubscriptionCore {
 #[derive(Clone)]
 pub(crate) enum Target {
     /// A subscription without a group: every record.
-    Solo(StdArc<SubscriptionCore>),
+    Solo(DataArc<SubscriptionCore>),
     /// A group: each record to one member.
-    Group(StdArc<Group>),
+    Group(DataArc<Group>),
 }
 
 /// Subscriptions sharing a group name on one topic or pattern. Immutable:
@@ -99,11 +100,11 @@ pub(crate) enum Target {
 /// registry does).
 pub(crate) struct Group {
     /// The topic or pattern the members subscribed to.
-    pub(crate) topic: StdArc<str>,
+    pub(crate) topic: DataArc<str>,
     /// The group's name.
-    pub(crate) name: StdArc<str>,
+    pub(crate) name: DataArc<str>,
     /// Members in the order they joined; never empty.
-    pub(crate) members: Box<[StdArc<SubscriptionCore>]>,
+    pub(crate) members: Box<[DataArc<SubscriptionCore>]>,
 }
 
 impl Target {
@@ -136,8 +137,8 @@ impl Group {
         *self.topic == *topic && *self.name == *name
     }
 
-    fn with_members(&self, members: Box<[StdArc<SubscriptionCore>]>) -> Target {
-        Target::Group(StdArc::new(Group {
+    fn with_members(&self, members: Box<[DataArc<SubscriptionCore>]>) -> Target {
+        Target::Group(DataArc::new(Group {
             topic: self.topic.clone(),
             name: self.name.clone(),
             members,
@@ -148,8 +149,8 @@ impl Group {
 /// What the registry keeps per topic (and per wildcard pattern).
 #[derive(Clone, Default)]
 pub(crate) struct TopicEntry {
-    pub(crate) subs: StdArc<[Target]>,
-    pub(crate) config: Option<StdArc<crate::TopicOptions>>,
+    pub(crate) subs: DataArc<[Target]>,
+    pub(crate) config: Option<DataArc<crate::TopicOptions>>,
 }
 
 impl TopicEntry {
@@ -160,7 +161,7 @@ impl TopicEntry {
 
     /// This entry with `core` added: as a target of its own, or as the last
     /// member of its group (same topic or pattern, same name).
-    pub(crate) fn with_sub(&self, core: &StdArc<SubscriptionCore>) -> TopicEntry {
+    pub(crate) fn with_sub(&self, core: &DataArc<SubscriptionCore>) -> TopicEntry {
         let mut subs = self.subs.to_vec();
         match &core.group {
             None => subs.push(Target::Solo(core.clone())),
@@ -175,7 +176,7 @@ impl TopicEntry {
                             *t = g.with_members(members);
                         }
                     }
-                    None => subs.push(Target::Group(StdArc::new(Group {
+                    None => subs.push(Target::Group(DataArc::new(Group {
                         topic: core.topic.clone(),
                         name: name.clone(),
                         members: Box::new([core.clone()]),
@@ -225,7 +226,7 @@ impl registry::Layer for TopicEntry {
 pub(crate) fn add_wildcard_sub(
     registry: &Registry<TopicEntry>,
     pattern: &Pattern,
-    core: &StdArc<SubscriptionCore>,
+    core: &DataArc<SubscriptionCore>,
 ) {
     registry.update_all(|patterns, entries| {
         match patterns.iter_mut().find(|(p, _)| p == pattern) {
@@ -265,11 +266,11 @@ pub(crate) fn remove_wildcard_sub(registry: &Registry<TopicEntry>, pattern: &Pat
 mod routing_tests {
     use super::*;
 
-    fn core(id: u64, topic: &str, group: Option<&str>) -> StdArc<SubscriptionCore> {
-        StdArc::new(SubscriptionCore {
+    fn core(id: u64, topic: &str, group: Option<&str>) -> DataArc<SubscriptionCore> {
+        DataArc::new(SubscriptionCore {
             id,
             topic: topic.into(),
-            group: group.map(StdArc::from),
+            group: group.map(DataArc::from),
             wildcard: topic.contains(['*', '>']),
             kind: "plain",
             lanes: Lanes::new(1, 2).0,
@@ -369,7 +370,7 @@ mod routing_tests {
     #[test]
     fn wildcard_subscribe_racing_materialise_loses_no_entry() {
         for round in 0..50 {
-            let reg = StdArc::new(Registry::<TopicEntry>::new());
+            let reg = DataArc::new(Registry::<TopicEntry>::new());
             // Another pattern exists, so publishes take the materialise path.
             let other = Pattern::parse("x.>").unwrap();
             add_wildcard_sub(&reg, &other, &core(1, "x.>", None));

@@ -49,7 +49,7 @@ use std::task::{Context, Poll, Waker};
 use crossbeam_utils::CachePadded;
 
 use super::sync::{
-    fence, spin_hint, Arc, AtomicBool, AtomicU64, AtomicWaker, Mutex, Ordering, UnsafeCell,
+    fence, spin_hint, Arc, AtomicBool, AtomicU64, AtomicWaker, Backoff, Mutex, Ordering, UnsafeCell,
 };
 
 const FREE: u64 = 0;
@@ -178,7 +178,7 @@ impl<T> Ring<T> {
     /// [`Reservation`] must be written or dropped (a dropped one becomes a
     /// tombstone the consumer skips).
     pub(crate) fn try_reserve(&self) -> Result<Reservation<'_, T>, ReserveError> {
-        let backoff = crossbeam_utils::Backoff::new();
+        let backoff = Backoff::new();
         let mut cur = self.tail.load(Ordering::Relaxed);
         loop {
             if cur & CLOSED != 0 {

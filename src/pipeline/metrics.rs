@@ -87,67 +87,6 @@ impl ShardedCounter {
     }
 }
 
-/// Publishes in progress, as a sharded enter/exit pair: the read side of
-/// the close protocol.
-///
-/// A publisher `enter`s (a `SeqCst` increment of its thread's shard) and
-/// then checks the bus's closed flag (`SeqCst`); `close` stores the flag
-/// (`SeqCst`) and then waits for `in_flight() == 0`. All four are `SeqCst`,
-/// so either the publisher sees the flag and backs out, or `close` sees the
-/// publisher and waits for it: no publish can slip into a lane after close
-/// has decided the lanes are drained. Enter and exit may run on different
-/// threads (an async publish can migrate); only the sums matter. `exited`
-/// doubles as the count of finished publishes.
-#[derive(Default)]
-pub(crate) struct InFlight {
-    entered: ShardedCounter,
-    exited: ShardedCounter,
-}
-
-impl InFlight {
-    /// Marks a publish in progress until the guard drops.
-    #[inline]
-    pub(crate) fn enter(&self) -> FlightGuard<'_> {
-        let shard = thread_shard() % SHARDS;
-        self.entered.shards[shard].fetch_add(1, Ordering::SeqCst);
-        FlightGuard(self, shard)
-    }
-
-    /// Publishes entered and not yet exited.
-    pub(crate) fn in_flight(&self) -> u64 {
-        // Read exits first: a publish that exits between the two reads is
-        // then seen as still running, never as finished before it entered.
-        let exited = self
-            .exited
-            .shards
-            .iter()
-            .fold(0u64, |a, s| a.wrapping_add(s.load(Ordering::SeqCst)));
-        let entered = self
-            .entered
-            .shards
-            .iter()
-            .fold(0u64, |a, s| a.wrapping_add(s.load(Ordering::SeqCst)));
-        entered.wrapping_sub(exited)
-    }
-
-    /// Publishes that finished (accepted or refused).
-    pub(crate) fn finished(&self) -> u64 {
-        self.exited.get()
-    }
-}
-
-/// Ends a publish on drop (also when a publish future is cancelled). Exits
-/// on the shard it entered on: a publish that migrated threads still only
-/// touches its own line twice.
-pub(crate) struct FlightGuard<'a>(&'a InFlight, usize);
-
-impl Drop for FlightGuard<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        self.0.exited.shards[self.1].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// A counter with one writer: increments without a locked instruction.
 #[derive(Default)]
 pub(crate) struct SoloCounter(AtomicU64);
