@@ -65,6 +65,22 @@ use crate::{Envelope, Message};
 /// let _sub = bus.subscribe_envelope("orders.events", projector.clone()).await?;
 /// # Ok(()) }
 /// ```
+///
+/// A value that is not a handler is refused at compile time with a message
+/// naming what a handler can be (here a struct that implements `Handler`
+/// for envelopes, subscribed for plain messages):
+///
+/// ```compile_fail
+/// # use lanebus::{Envelope, Handler, HandlerError};
+/// # struct Projector;
+/// # impl Handler<Envelope> for Projector {
+/// #     async fn handle(&self, _ev: Envelope) -> Result<(), HandlerError> { Ok(()) }
+/// # }
+/// # async fn subscribe(bus: lanebus::Bus) -> Result<(), lanebus::SubscribeError> {
+/// // error: `Projector` is not a lanebus handler of `Message`
+/// let _sub = bus.subscribe("orders.events", Projector).await?;
+/// # Ok(()) }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a lanebus handler of `{M}`",
     label = "not a `Handler<{M}>`",
