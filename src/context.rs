@@ -192,10 +192,22 @@ impl fmt::Debug for Event {
 
 /// One record as the lane worker hands it to a message type's constructor:
 /// the engine's record seen through public types only, so that handler
-/// types never depend on the engine.
+/// types never depend on the engine. The context is built only by the
+/// message types that carry one (no reference-count traffic for
+/// `Envelope` and `Arc<Envelope>` handlers).
 pub(crate) struct Inbound<'a> {
     pub(crate) body: InboundBody<'a>,
-    pub(crate) context: Context,
+    pub(crate) topic: &'a Arc<str>,
+    pub(crate) attempt: u32,
+    pub(crate) redelivered: u32,
+}
+
+impl Inbound<'_> {
+    /// The delivery context of this record.
+    #[inline]
+    pub(crate) fn context(&self) -> Context {
+        Context::new(self.topic.clone(), self.attempt, self.redelivered)
+    }
 }
 
 /// The record's content.

@@ -168,6 +168,7 @@ pub(crate) mod sealed {
         #[inline]
         #[allow(private_interfaces)]
         fn build(record: Inbound<'_>) -> Result<Self, String> {
+            let context = record.context();
             let (payload, key, headers) = match record.body {
                 InboundBody::Plain {
                     payload,
@@ -181,7 +182,7 @@ pub(crate) mod sealed {
                 ),
             };
             Ok(Message {
-                context: record.context,
+                context,
                 payload,
                 key,
                 headers: headers.unwrap_or_default(),
@@ -232,7 +233,7 @@ pub(crate) mod sealed {
                 InboundBody::Plain { headers, .. } => headers.cloned().unwrap_or_default(),
                 InboundBody::Envelope(_) => crate::Headers::new(),
             };
-            let context: Context = record.context.clone();
+            let context: Context = record.context();
             let envelope = <Arc<Envelope> as Incoming>::build(record)?;
             Ok(Event::new(envelope, context, headers))
         }

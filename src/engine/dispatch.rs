@@ -38,7 +38,7 @@ use futures_util::FutureExt;
 use super::lanes::{Body, Delivery};
 use super::ring::Consumer;
 use super::sync::Mutex;
-use crate::context::{Context, Inbound, InboundBody};
+use crate::context::{Inbound, InboundBody};
 use crate::handler::sealed::Incoming;
 use crate::pipeline::dead_letter::{
     closes_cycle, dead_letter_message, FailureKind, Republish, Republished,
@@ -202,9 +202,13 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             },
             Body::Envelope(e) => InboundBody::Envelope(e),
         };
-        let topic = d.ack.topic().unwrap_or(&self.topic).clone();
-        let context = Context::new(topic, attempt, redelivered);
-        let msg = match M::build(Inbound { body, context }) {
+        let record = Inbound {
+            body,
+            topic: d.ack.topic().unwrap_or(&self.topic),
+            attempt,
+            redelivered,
+        };
+        let msg = match M::build(record) {
             Ok(msg) => msg,
             Err(reason) => return Attempt::Failed(FailureKind::Malformed, reason),
         };
