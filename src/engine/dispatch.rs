@@ -311,9 +311,15 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
 }
 
 impl<M, H> Drop for LaneWorker<M, H> {
-    /// Runs when the worker finishes or is aborted: its lane's final counts
-    /// join the bus totals.
+    /// Runs when the worker finishes or is aborted: records still in its
+    /// ring are dropped unhandled (a broker record's handle then nacks, so
+    /// the broker redelivers it; `close` reports them as pending), and the
+    /// lane's final counts join the bus totals.
     fn drop(&mut self) {
+        let mut left = Vec::new();
+        while self.consumer.try_drain(&mut left, usize::MAX) > 0 {
+            left.clear();
+        }
         let lane = self.lanes.lanes.get(self.index);
         let stats = LaneStats::read(&lane.counters, 0);
         self.policy.retired.lock().add_counts(&stats);

@@ -80,6 +80,19 @@ impl SubscriptionCore {
         self.lanes.iter().map(|l| l.pending()).sum()
     }
 
+    /// The engine's entry point for a broker record: pushes `body` with
+    /// its settlement handle into the lane its key picks, waiting for room.
+    /// `Err` hands the record back when the subscription is closing.
+    #[cfg_attr(not(test), allow(dead_code))] // called by the broker consumer loops
+    pub(crate) async fn deliver(
+        &self,
+        body: lanes::Body,
+        ack: crate::transport::Ack,
+    ) -> Result<(), lanes::Delivery> {
+        let route = Route::of(&body);
+        self.lanes.push(lanes::Delivery { body, ack }, route).await
+    }
+
     /// Positions claimed over all lanes (monotone).
     pub(crate) fn claimed(&self) -> u64 {
         self.lanes.iter().map(|l| l.ring.claimed()).sum()

@@ -17,7 +17,7 @@ use std::fmt;
 use crossbeam_utils::CachePadded;
 use serde::Serialize;
 
-use crate::engine::sync::{AtomicU64, Ordering};
+use crate::sync::std_impl::{AtomicU64, Ordering};
 
 const SHARDS: usize = 16;
 

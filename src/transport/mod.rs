@@ -17,11 +17,14 @@
 //! offsets, since lanes finish out of order.
 
 pub(crate) mod memory;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A boxed, sendable future, as broker acknowledgements return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -57,11 +60,27 @@ impl TransportError {
 /// Settles one inbound broker record.
 ///
 /// Implemented by broker adapters; the memory transport needs none.
+///
+/// The lane worker settles every record once: `ack` after success, skip or
+/// dead-lettering; `nack` when it must come back. A handle dropped without
+/// being settled (a close that timed out, an aborted worker) is nacked, so
+/// a record never silently vanishes.
 pub trait AckHandle: Send + Sync + 'static {
     /// The record is done with: never deliver it again.
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), TransportError>>;
-    /// The record was not handled: deliver it again later.
-    fn nack(self: Box<Self>) -> BoxFuture<'static, Result<(), TransportError>>;
+    /// The record was not handled: deliver it again, after `delay` when one
+    /// is given (a broker without delayed redelivery may ignore it).
+    fn nack(
+        self: Box<Self>,
+        delay: Option<Duration>,
+    ) -> BoxFuture<'static, Result<(), TransportError>>;
+    /// The record is still being worked on: reset the broker's redelivery
+    /// timer (JetStream's in-progress ack). A no-op where the broker has
+    /// none.
+    fn progress(&self) -> BoxFuture<'static, Result<(), TransportError>>;
+    /// The record must never be delivered again, though it was not handled
+    /// (JetStream's term).
+    fn terminate(self: Box<Self>) -> BoxFuture<'static, Result<(), TransportError>>;
 }
 
 /// What a record carries besides its body, when it carries anything: a
@@ -81,12 +100,35 @@ pub(crate) struct BrokerAck {
 #[derive(Default)]
 pub(crate) struct Ack(Option<Box<BrokerAck>>);
 
+impl Drop for Ack {
+    /// An unsettled broker handle is nacked: on the current runtime when
+    /// there is one, else it is logged (the broker then redelivers after
+    /// its own timeout).
+    fn drop(&mut self) {
+        let Some(handle) = self.0.as_mut().and_then(|b| b.handle.take()) else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if let Err(e) = handle.nack(None).await {
+                        tracing::warn!(error = %e, "nack of an unsettled record failed");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(
+                "an unsettled record was dropped outside a runtime; the broker redelivers it after its timeout"
+            ),
+        }
+    }
+}
+
 impl Ack {
     /// Nothing to settle (the memory transport).
     pub(crate) const NONE: Ack = Ack(None);
 
     /// A broker record delivered `redelivered` times before.
-    #[allow(dead_code)] // built by the broker adapters
+    #[cfg_attr(not(test), allow(dead_code))] // built by the broker adapters
     pub(crate) fn broker(handle: Box<dyn AckHandle>, redelivered: u32) -> Self {
         Ack(Some(Box::new(BrokerAck {
             handle: Some(handle),
@@ -123,17 +165,21 @@ impl Ack {
         self.0.as_ref().map_or(0, |b| b.redelivered)
     }
 
-    pub(crate) async fn ack(self) -> Result<(), TransportError> {
-        match self.0.and_then(|b| b.handle) {
+    fn take_handle(&mut self) -> Option<Box<dyn AckHandle>> {
+        self.0.as_mut().and_then(|b| b.handle.take())
+    }
+
+    pub(crate) async fn ack(mut self) -> Result<(), TransportError> {
+        match self.take_handle() {
             None => Ok(()),
             Some(h) => h.ack().await,
         }
     }
 
-    pub(crate) async fn nack(self) -> Result<(), TransportError> {
-        match self.0.and_then(|b| b.handle) {
+    pub(crate) async fn nack(mut self) -> Result<(), TransportError> {
+        match self.take_handle() {
             None => Ok(()),
-            Some(h) => h.nack().await,
+            Some(h) => h.nack(None).await,
         }
     }
 }
