@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::{ConfigError, EnvelopeError, TopicError};
+use crate::{ConfigError, EnvelopeError, TopicError, TransportError};
 
 macro_rules! value_error_common {
     ($name:ident { $($variant:ident),* } $(, $inv:ident)*) => {
@@ -50,9 +50,17 @@ pub enum PublishError<T> {
     InvalidTopic(T, TopicError),
     /// The envelope failed validation.
     InvalidEnvelope(T, EnvelopeError),
+    /// The transport could not take the message (a broker refused it or
+    /// could not be reached); the value is handed back to retry with.
+    Transport(T, TransportError),
 }
 
-value_error_common!(PublishError { Closed }, InvalidTopic, InvalidEnvelope);
+value_error_common!(
+    PublishError { Closed },
+    InvalidTopic,
+    InvalidEnvelope,
+    Transport
+);
 
 impl<T> fmt::Display for PublishError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -60,6 +68,7 @@ impl<T> fmt::Display for PublishError<T> {
             Self::Closed(_) => f.write_str("bus is closed"),
             Self::InvalidTopic(_, e) => write!(f, "invalid topic: {e}"),
             Self::InvalidEnvelope(_, e) => write!(f, "invalid envelope: {e}"),
+            Self::Transport(_, e) => write!(f, "transport failed: {e}"),
         }
     }
 }
@@ -69,6 +78,7 @@ impl<T> std::error::Error for PublishError<T> {
         match self {
             Self::InvalidTopic(_, e) => Some(e),
             Self::InvalidEnvelope(_, e) => Some(e),
+            Self::Transport(_, e) => Some(e),
             _ => None,
         }
     }
@@ -86,12 +96,15 @@ pub enum TryPublishError<T> {
     InvalidTopic(T, TopicError),
     /// The envelope failed validation.
     InvalidEnvelope(T, EnvelopeError),
+    /// The transport could not take the message; the value is handed back.
+    Transport(T, TransportError),
 }
 
 value_error_common!(
     TryPublishError { Full, Closed },
     InvalidTopic,
-    InvalidEnvelope
+    InvalidEnvelope,
+    Transport
 );
 
 impl<T> TryPublishError<T> {
@@ -108,6 +121,7 @@ impl<T> fmt::Display for TryPublishError<T> {
             Self::Closed(_) => f.write_str("bus is closed"),
             Self::InvalidTopic(_, e) => write!(f, "invalid topic: {e}"),
             Self::InvalidEnvelope(_, e) => write!(f, "invalid envelope: {e}"),
+            Self::Transport(_, e) => write!(f, "transport failed: {e}"),
         }
     }
 }
@@ -117,6 +131,7 @@ impl<T> std::error::Error for TryPublishError<T> {
         match self {
             Self::InvalidTopic(_, e) => Some(e),
             Self::InvalidEnvelope(_, e) => Some(e),
+            Self::Transport(_, e) => Some(e),
             _ => None,
         }
     }
@@ -128,6 +143,7 @@ impl<T> From<PublishError<T>> for TryPublishError<T> {
             PublishError::Closed(v) => Self::Closed(v),
             PublishError::InvalidTopic(v, e) => Self::InvalidTopic(v, e),
             PublishError::InvalidEnvelope(v, e) => Self::InvalidEnvelope(v, e),
+            PublishError::Transport(v, e) => Self::Transport(v, e),
         }
     }
 }
@@ -191,4 +207,25 @@ pub enum HealthError {
         /// The subscription's topic.
         topic: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_failures_hand_the_value_back() {
+        let err = PublishError::Transport(
+            "payload",
+            TransportError::new("nats", "no responders", None),
+        );
+        assert_eq!(
+            err.to_string(),
+            "transport failed: nats transport: no responders"
+        );
+        assert!(std::error::Error::source(&err).is_some());
+        let err: TryPublishError<&str> = err.into();
+        assert!(matches!(err, TryPublishError::Transport("payload", _)));
+        assert_eq!(err.map_value(str::len).into_inner(), 7);
+    }
 }

@@ -29,16 +29,24 @@ use std::time::Duration;
 /// A boxed, sendable future, as broker acknowledgements return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// An error from a transport's client library, wrapped.
-#[derive(Debug, thiserror::Error)]
-#[error("{transport} transport: {message}")]
-#[non_exhaustive]
-pub struct TransportError {
-    /// Which transport.
-    pub transport: &'static str,
-    /// What failed.
-    pub message: String,
-    #[source]
+/// An error from a transport's client library, wrapped. One pointer wide,
+/// so that publish errors, which carry it beside the value they hand back,
+/// stay small.
+///
+/// # Examples
+///
+/// ```
+/// use lanebus::TransportError;
+///
+/// let e = TransportError::new("nats", "no responders", None);
+/// assert_eq!(e.transport(), "nats");
+/// assert_eq!(e.to_string(), "nats transport: no responders");
+/// ```
+pub struct TransportError(Box<TransportErrorInner>);
+
+struct TransportErrorInner {
+    transport: &'static str,
+    message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -49,11 +57,46 @@ impl TransportError {
         message: impl Into<String>,
         source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {
-        Self {
+        Self(Box::new(TransportErrorInner {
             transport,
             message: message.into(),
             source,
-        }
+        }))
+    }
+
+    /// Which transport failed (`nats`, `kafka`).
+    pub fn transport(&self) -> &'static str {
+        self.0.transport
+    }
+
+    /// What failed.
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} transport: {}", self.0.transport, self.0.message)
+    }
+}
+
+impl fmt::Debug for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportError")
+            .field("transport", &self.0.transport)
+            .field("message", &self.0.message)
+            .field("source", &self.0.source)
+            .finish()
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

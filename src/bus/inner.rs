@@ -1,0 +1,366 @@
+//! The bus instance behind every [`Bus`](super::Bus) handle: publish
+//! routing, subscription bookkeeping and the close drain.
+//!
+//! # Algorithm
+//!
+//! - **Publish**: enter the in-flight guard, check the closed flag, route
+//!   through the memory transport (registry snapshot, then the lanes); only
+//!   a publish that meets a full lane pays for a boxed wait. A first publish
+//!   to a name the snapshot does not know is checked once, and materialised
+//!   when wildcard subscriptions may match it.
+//! - **Close**: store the closed flag, wait until no publish is in flight
+//!   and every lane has processed what it accepted (with no new claim
+//!   during a full scan), close the lanes, join the workers within the
+//!   deadline, keep the subscriptions' final counts. It runs once; later
+//!   calls get its outcome.
+//!
+//! # Invariants
+//!
+//! - A publish that passed the closed check completes before `close`
+//!   decides the lanes are drained (the flight protocol, loom-checked).
+//! - Dead letters (internal routes) still flow while `close` drains, and
+//!   are counted apart from user publishes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::engine::dispatch::{spawn_workers, Policy};
+use crate::engine::flight::InFlight;
+use crate::engine::lanes::{Body, Lanes};
+use crate::engine::pattern::{validate_publish_name, Pattern};
+use crate::engine::registry::Registry;
+use crate::engine::{add_wildcard_sub, remove_wildcard_sub, SubscriptionCore, TopicEntry};
+use crate::handler::sealed::Incoming;
+use crate::pipeline::dead_letter::{Republish, Republished};
+use crate::pipeline::metrics::{LaneStats, ShardedCounter, SubscriptionStats};
+use crate::transport::memory::{self, RouteNow, Routed, TryRouteError};
+use crate::transport::BoxFuture;
+use crate::{
+    BusConfig, CloseError, Handler, OutboundMessage, PublishError, SubscribeError,
+    SubscribeOptions, Subscription, TopicOptions, TryPublishError,
+};
+
+use super::subscription_stats;
+
+pub(super) struct Live {
+    pub(super) core: Arc<SubscriptionCore>,
+    pub(super) workers: Vec<JoinHandle<()>>,
+}
+
+pub(crate) struct BusInner {
+    /// Unique in the process (never reused): keys per-thread snapshot caches.
+    pub(super) id: u64,
+    pub(super) registry: Registry<TopicEntry>,
+    pub(super) closed: AtomicBool,
+    /// Publishes in progress / finished (the close protocol's read side).
+    pub(super) flight: InFlight,
+    /// Finished publishes that were refused (closed, invalid).
+    pub(super) refused: ShardedCounter,
+    pub(super) unrouted: ShardedCounter,
+    /// Dead-letter publishes the lane workers made (not user publishes).
+    pub(super) republished: ShardedCounter,
+    pub(super) next_id: AtomicU64,
+    pub(super) live: Mutex<HashMap<u64, Live>>,
+    pub(super) retired: Arc<crate::sync::std_impl::Mutex<LaneStats>>,
+    /// Final counts of the subscriptions `close` stopped, by ID.
+    pub(super) closed_subs: Mutex<Vec<SubscriptionStats>>,
+    /// The outcome of the one drain `close` runs; later calls return it.
+    pub(super) close_outcome: tokio::sync::OnceCell<Result<(), CloseError>>,
+    pub(super) config: BusConfig,
+    pub(super) this: Weak<BusInner>,
+}
+
+impl BusInner {
+    /// User publishes accepted so far (dead letters not included).
+    pub(super) fn published(&self) -> u64 {
+        self.flight
+            .finished()
+            .wrapping_sub(self.refused.get())
+            .wrapping_sub(self.republished.get())
+    }
+
+    /// Routes one record. `internal` marks a dead letter from a lane
+    /// worker: it still flows while `close` drains the lanes, and it is
+    /// counted apart from user publishes.
+    pub(super) async fn route(
+        &self,
+        topic: &str,
+        body: Body,
+        internal: bool,
+    ) -> Result<Routed, PublishError<Body>> {
+        let _flight = self.flight.enter();
+        if internal {
+            self.republished.add(1);
+        }
+        if !internal && self.closed.load(Ordering::SeqCst) {
+            self.refused.add(1);
+            return Err(PublishError::Closed(body));
+        }
+        // The body stays in `slot` (scoped here, so never part of the
+        // future across the wait) when the topic is unknown.
+        let now = {
+            let mut slot = Some(body);
+            match memory::route_now(self.id, &self.registry, topic, &mut slot) {
+                RouteNow::Routed(r) => Ok(r),
+                RouteNow::Wait(w) => Err(w),
+                // A name seen for the first time: check it, then let the
+                // wildcard subscriptions matching it (if any) have an entry
+                // made for it, and look again.
+                RouteNow::Unknown => match (slot.take(), validate_publish_name(topic)) {
+                    (Some(body), Err(e)) => {
+                        if !internal {
+                            self.refused.add(1);
+                        }
+                        return Err(PublishError::InvalidTopic(body, e));
+                    }
+                    (Some(body), Ok(())) if self.registry.materialise(topic) => {
+                        slot = Some(body);
+                        match memory::route_now(self.id, &self.registry, topic, &mut slot) {
+                            RouteNow::Routed(r) => Ok(r),
+                            RouteNow::Wait(w) => Err(w),
+                            RouteNow::Unknown => Ok(Routed::Unrouted),
+                        }
+                    }
+                    _ => Ok(Routed::Unrouted),
+                },
+            }
+        };
+        let routed = match now {
+            Ok(r) => r,
+            // Only a publish that meets a full lane pays for a boxed wait,
+            // which keeps the common path's future small.
+            Err(w) => Box::pin(w.finish()).await,
+        };
+        if !internal {
+            self.count_unrouted(routed);
+        }
+        Ok(routed)
+    }
+
+    pub(super) fn try_route(&self, topic: &str, body: Body) -> Result<(), TryPublishError<Body>> {
+        let _flight = self.flight.enter();
+        if self.closed.load(Ordering::SeqCst) {
+            self.refused.add(1);
+            return Err(TryPublishError::Closed(body));
+        }
+        let routed = match memory::try_route(self.id, &self.registry, topic, body) {
+            Ok(r) => r,
+            Err(TryRouteError::Full(body)) => {
+                self.refused.add(1);
+                return Err(TryPublishError::Full(body));
+            }
+            Err(TryRouteError::Unknown(body)) => {
+                if let Err(e) = validate_publish_name(topic) {
+                    self.refused.add(1);
+                    return Err(TryPublishError::InvalidTopic(body, e));
+                }
+                // First publish to this name: see `route`.
+                if !self.registry.materialise(topic) {
+                    Routed::Unrouted
+                } else {
+                    match memory::try_route(self.id, &self.registry, topic, body) {
+                        Ok(r) => r,
+                        Err(TryRouteError::Full(body)) => {
+                            self.refused.add(1);
+                            return Err(TryPublishError::Full(body));
+                        }
+                        Err(TryRouteError::Unknown(_)) => Routed::Unrouted,
+                    }
+                }
+            }
+        };
+        self.count_unrouted(routed);
+        Ok(())
+    }
+
+    #[inline]
+    pub(super) fn count_unrouted(&self, routed: Routed) {
+        if routed == Routed::Unrouted {
+            self.unrouted.add(1);
+        }
+    }
+
+    pub(super) fn subscribe<M: Incoming, H: Handler<M>>(
+        &self,
+        topic: &str,
+        options: SubscribeOptions,
+        handler: H,
+    ) -> Result<Subscription, SubscribeError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SubscribeError::Closed);
+        }
+        let pattern = Pattern::parse(topic)?;
+        options.validate("options")?;
+        let dead_letter_topic =
+            pattern.dead_letter_topic(topic, &options.dead_letter, "options.dead_letter")?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| SubscribeError::NoRuntime)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (lanes, consumers) = Lanes::new(options.lanes, options.ring_capacity);
+        let core = Arc::new(SubscriptionCore {
+            id,
+            topic: Arc::from(topic),
+            group: options.group.as_deref().map(Arc::from),
+            wildcard: pattern.is_wildcard(),
+            kind: M::KIND,
+            lanes,
+        });
+        let sink: Weak<dyn Republish> = self.this.clone();
+        let policy = Arc::new(Policy {
+            retry: options.retry.clone(),
+            dead_letter_topic,
+            drain_batch: options.drain_batch,
+            sink,
+            retired: self.retired.clone(),
+        });
+        let workers = spawn_workers::<M, H>(&runtime, &core, consumers, Arc::new(handler), policy);
+        self.live.lock().insert(
+            id,
+            Live {
+                core: core.clone(),
+                workers,
+            },
+        );
+        if pattern.is_wildcard() {
+            add_wildcard_sub(&self.registry, &pattern, &core);
+        } else {
+            self.registry.update(topic, |entry| {
+                let entry = entry.cloned().unwrap_or_default();
+                (Some(entry.with_sub(&core)), ())
+            });
+        }
+        let sub = Subscription {
+            core,
+            bus: self.this.clone(),
+            done: false,
+        };
+        if self.closed.load(Ordering::Acquire) {
+            // Lost a race with close(): undo.
+            drop(sub);
+            return Err(SubscribeError::Closed);
+        }
+        Ok(sub)
+    }
+
+    /// Removes a subscription from routing and closes its lanes; returns its
+    /// workers (empty if close() already took them).
+    pub(crate) fn detach(&self, core: &Arc<SubscriptionCore>) -> Vec<JoinHandle<()>> {
+        let id = core.id;
+        let workers = self.live.lock().remove(&id).map(|l| l.workers);
+        match Pattern::parse(&core.topic) {
+            Ok(pattern) if pattern.is_wildcard() => {
+                remove_wildcard_sub(&self.registry, &pattern, id);
+            }
+            _ => self.registry.update(&core.topic, |entry| match entry {
+                None => (None, ()),
+                Some(e) => {
+                    let e = e.without_sub(id);
+                    (if e.is_empty() { None } else { Some(e) }, ())
+                }
+            }),
+        }
+        core.lanes.close();
+        workers.unwrap_or_default()
+    }
+
+    pub(super) fn set_topic_config(&self, topic: &str, options: Option<TopicOptions>) -> bool {
+        self.registry.update(topic, |entry| {
+            let mut e = entry.cloned().unwrap_or_default();
+            let had = e.config.is_some();
+            e.config = options.map(Arc::new);
+            (if e.is_empty() { None } else { Some(e) }, had)
+        })
+    }
+
+    /// The one drain behind `close`: waits for quiescence, closes the lanes,
+    /// joins the workers and keeps their subscriptions' final counts.
+    pub(super) async fn drain_and_stop(&self, deadline: Duration) -> Result<(), CloseError> {
+        let until = Instant::now() + deadline;
+        let quiet = self.wait_quiescent(until).await;
+        let live: Vec<Live> = {
+            let mut map = self.live.lock();
+            map.drain().map(|(_, l)| l).collect()
+        };
+        for l in &live {
+            l.core.lanes.close();
+        }
+        let mut pending = 0;
+        let mut finals = Vec::with_capacity(live.len());
+        for l in live {
+            let remaining = until.saturating_duration_since(Instant::now());
+            let mut timed_out = false;
+            for w in l.workers {
+                if timed_out {
+                    w.abort();
+                    continue;
+                }
+                let abort = w.abort_handle();
+                if tokio::time::timeout(remaining, w).await.is_err() {
+                    abort.abort();
+                    timed_out = true;
+                }
+            }
+            pending += l.core.pending();
+            finals.push(subscription_stats(&l.core));
+        }
+        finals.sort_by_key(|s| s.id);
+        self.closed_subs.lock().extend(finals);
+        if quiet && pending == 0 {
+            Ok(())
+        } else {
+            Err(CloseError::Timeout { pending })
+        }
+    }
+
+    /// Waits until every lane has processed all it accepted and no new
+    /// record arrived during a full scan. False if `until` passed first.
+    pub(super) async fn wait_quiescent(&self, until: Instant) -> bool {
+        let mut pause = Duration::from_micros(200);
+        loop {
+            let cores: Vec<Arc<SubscriptionCore>> =
+                self.live.lock().values().map(|l| l.core.clone()).collect();
+            let before: u64 = cores.iter().map(|c| c.claimed()).sum();
+            let idle = self.flight.in_flight() == 0 && cores.iter().all(|c| c.is_idle());
+            let after: u64 = cores.iter().map(|c| c.claimed()).sum();
+            if idle && before == after {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Republish for BusInner {
+    fn republish<'a>(
+        &'a self,
+        topic: &'a str,
+        msg: OutboundMessage,
+    ) -> BoxFuture<'a, Result<Republished, String>> {
+        Box::pin(async move {
+            match self.route(topic, Body::from_outbound(msg), true).await {
+                Ok(Routed::Unrouted) => Ok(Republished::NoSubscriber),
+                Ok(Routed::Delivered(_)) => Ok(Republished::Delivered),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+impl Drop for BusInner {
+    fn drop(&mut self) {
+        // The last handle is gone without close(): let the workers drain
+        // what they hold and stop.
+        for l in self.live.get_mut().values() {
+            l.core.lanes.close();
+        }
+    }
+}
