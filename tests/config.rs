@@ -294,6 +294,26 @@ fn dead_letter_typos_name_the_path_and_the_accepted_forms() {
     }
 }
 
+/// A parse error of `format` that names `field` at `(line, column)`, in its
+/// accessors and in its text.
+fn assert_parse_error(
+    format: &str,
+    parsed: Result<BusConfig, ConfigError>,
+    field: &str,
+    (line, column): (usize, usize),
+) {
+    let e = parsed.unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::Parse { format: f, .. } if *f == format),
+        "{e}"
+    );
+    assert_eq!(e.field(), Some(field), "{e}");
+    assert_eq!((e.line(), e.column()), (Some(line), Some(column)), "{e}");
+    let shown = e.to_string();
+    assert!(shown.contains(&format!("`{field}`")), "{shown}");
+    assert!(shown.contains(&format!("line {line}")), "{shown}");
+}
+
 #[test]
 fn type_errors_name_the_field_and_the_position_in_both_formats() {
     let toml = [
@@ -309,17 +329,8 @@ fn type_errors_name_the_field_and_the_position_in_both_formats() {
             (5, 16),
         ),
     ];
-    for (text, field, (line, column)) in toml {
-        let e = BusConfig::from_toml_str(text).unwrap_err();
-        assert!(
-            matches!(e, ConfigError::Parse { format: "toml", .. }),
-            "{e}"
-        );
-        assert_eq!(e.field(), Some(field), "{e}");
-        assert_eq!((e.line(), e.column()), (Some(line), Some(column)), "{e}");
-        let shown = e.to_string();
-        assert!(shown.contains(&format!("`{field}`")), "{shown}");
-        assert!(shown.contains(&format!("line {line}")), "{shown}");
+    for (text, field, at) in toml {
+        assert_parse_error("toml", BusConfig::from_toml_str(text), field, at);
     }
     let yaml = [
         ("subscribe:\n  lanes: -1\n", "subscribe.lanes", (2, 10)),
@@ -334,17 +345,8 @@ fn type_errors_name_the_field_and_the_position_in_both_formats() {
             (3, 19),
         ),
     ];
-    for (text, field, (line, column)) in yaml {
-        let e = BusConfig::from_yaml_str(text).unwrap_err();
-        assert!(
-            matches!(e, ConfigError::Parse { format: "yaml", .. }),
-            "{e}"
-        );
-        assert_eq!(e.field(), Some(field), "{e}");
-        assert_eq!((e.line(), e.column()), (Some(line), Some(column)), "{e}");
-        let shown = e.to_string();
-        assert!(shown.contains(&format!("`{field}`")), "{shown}");
-        assert!(shown.contains(&format!("line {line}")), "{shown}");
+    for (text, field, at) in yaml {
+        assert_parse_error("yaml", BusConfig::from_yaml_str(text), field, at);
     }
     // An unknown key names itself in the path; a syntax error has a position only.
     let e = BusConfig::from_toml_str("[subscribe]\nlane = 4\n").unwrap_err();
