@@ -34,12 +34,13 @@ use crate::engine::flight::InFlight;
 use crate::engine::lanes::{Body, Lanes};
 use crate::engine::pattern::{validate_publish_name, Pattern};
 use crate::engine::registry::Registry;
+use crate::engine::route::{RouteNow, Routed, TryRouteError};
 use crate::engine::{add_wildcard_sub, remove_wildcard_sub, SubscriptionCore, TopicEntry};
 use crate::handler::sealed::Incoming;
 use crate::pipeline::dead_letter::{Republish, Republished};
 use crate::pipeline::metrics::{LaneStats, ShardedCounter, SubscriptionStats};
-use crate::transport::memory::{self, RouteNow, Routed, TryRouteError};
 use crate::transport::BoxFuture;
+use crate::transport::Transport;
 use crate::{
     BusConfig, CloseError, Handler, OutboundMessage, PublishError, SubscribeError,
     SubscribeOptions, Subscription, TopicOptions, TryPublishError,
@@ -72,6 +73,8 @@ pub(crate) struct BusInner {
     /// The outcome of the one drain `close` runs; later calls return it.
     pub(super) close_outcome: tokio::sync::OnceCell<Result<(), CloseError>>,
     pub(super) config: BusConfig,
+    /// The transport, chosen by `config.transport`.
+    pub(super) transport: Transport,
     pub(super) this: Weak<BusInner>,
 }
 
@@ -105,7 +108,10 @@ impl BusInner {
         // future across the wait) when the topic is unknown.
         let now = {
             let mut slot = Some(body);
-            match memory::route_now(self.id, &self.registry, topic, &mut slot) {
+            match self
+                .transport()
+                .route_now(self.id, &self.registry, topic, &mut slot)
+            {
                 RouteNow::Routed(r) => Ok(r),
                 RouteNow::Wait(w) => Err(w),
                 // A name seen for the first time: check it, then let the
@@ -120,7 +126,10 @@ impl BusInner {
                     }
                     (Some(body), Ok(())) if self.registry.materialise(topic) => {
                         slot = Some(body);
-                        match memory::route_now(self.id, &self.registry, topic, &mut slot) {
+                        match self
+                            .transport()
+                            .route_now(self.id, &self.registry, topic, &mut slot)
+                        {
                             RouteNow::Routed(r) => Ok(r),
                             RouteNow::Wait(w) => Err(w),
                             RouteNow::Unknown => Ok(Routed::Unrouted),
@@ -148,7 +157,10 @@ impl BusInner {
             self.refused.add(1);
             return Err(TryPublishError::Closed(body));
         }
-        let routed = match memory::try_route(self.id, &self.registry, topic, body) {
+        let routed = match self
+            .transport()
+            .try_route(self.id, &self.registry, topic, body)
+        {
             Ok(r) => r,
             Err(TryRouteError::Full(body)) => {
                 self.refused.add(1);
@@ -163,7 +175,10 @@ impl BusInner {
                 if !self.registry.materialise(topic) {
                     Routed::Unrouted
                 } else {
-                    match memory::try_route(self.id, &self.registry, topic, body) {
+                    match self
+                        .transport()
+                        .try_route(self.id, &self.registry, topic, body)
+                    {
                         Ok(r) => r,
                         Err(TryRouteError::Full(body)) => {
                             self.refused.add(1);
@@ -176,6 +191,14 @@ impl BusInner {
         };
         self.count_unrouted(routed);
         Ok(())
+    }
+
+    /// The memory flavor of the transport (the only one so far).
+    #[inline]
+    fn transport(&self) -> &crate::transport::memory::Memory {
+        match &self.transport {
+            Transport::Memory(m) => m,
+        }
     }
 
     #[inline]

@@ -130,6 +130,7 @@ impl Bus {
             retired: Arc::default(),
             closed_subs: Mutex::new(Vec::new()),
             close_outcome: tokio::sync::OnceCell::new(),
+            transport: crate::transport::Transport::for_kind(config.transport),
             config,
             this: this.clone(),
         });
@@ -386,7 +387,7 @@ impl Bus {
             return Err(HealthError::Closed);
         }
         Ok(HealthReport {
-            transport: "memory",
+            transport: self.inner.transport.name(),
             subscriptions,
             lanes,
             round_trip: started.elapsed(),

@@ -179,7 +179,7 @@ impl Route {
     pub(crate) fn of(body: &Body) -> Route {
         match body.key() {
             Some(k) => Route::Keyed(crate::key_hash(k.as_bytes())),
-            None => Route::Spread(crate::pipeline::metrics::next_round_robin()),
+            None => Route::Spread(super::route::next_round_robin()),
         }
     }
 }

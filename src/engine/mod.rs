@@ -13,6 +13,8 @@
 //!   copy-on-write updates.
 //! - [`reader`]: the per-thread snapshot cache publishers look topics up in.
 //! - [`lanes`]: a subscription's rings and the key → lane mapping.
+//! - [`route`]: the fan-out of a record to its topic's targets, and the
+//!   round-robin cursor of unkeyed records.
 //! - [`dispatch`]: the lane worker: handler call, retry, dead-letter, ack.
 //! - [`flight`]: publishes in flight, the read side of the close protocol.
 //! - [`pattern`]: subscription topics with `*` / `>` wildcards.
@@ -47,6 +49,7 @@ pub(crate) mod pattern;
 pub(crate) mod reader;
 pub(crate) mod registry;
 pub(crate) mod ring;
+pub(crate) mod route;
 
 #[cfg(test)]
 mod tests;

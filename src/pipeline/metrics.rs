@@ -22,40 +22,22 @@ use crate::sync::std_impl::{AtomicU64, Ordering};
 const SHARDS: usize = 16;
 
 thread_local! {
-    /// This thread's shard index and round-robin cursor.
-    static LOCAL: Cell<(usize, u32)> = const { Cell::new((usize::MAX, 0)) };
+    /// This thread's shard index (`usize::MAX` until first used).
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
 /// This thread's shard index (stable for the thread's life).
 #[inline]
 pub(crate) fn thread_shard() -> usize {
-    LOCAL.with(|c| {
-        let (shard, rr) = c.get();
+    SHARD.with(|c| {
+        let shard = c.get();
         if shard != usize::MAX {
             return shard;
         }
         let shard = ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(std::thread::current().id())
             as usize;
-        c.set((shard, rr));
+        c.set(shard);
         shard
-    })
-}
-
-/// Unkeyed records a thread sends to one lane before moving to the next.
-/// Runs keep lane workers draining whole batches (one wake-up per run, not
-/// per record) while still spreading a thread's traffic over every lane.
-pub(crate) const LANE_RUN: u32 = 32;
-
-/// The lane cursor of this thread for an unkeyed record: starts at the
-/// thread's shard (threads start on different lanes) and moves on by one
-/// every [`LANE_RUN`] records.
-#[inline]
-pub(crate) fn next_round_robin() -> u32 {
-    let shard = thread_shard();
-    LOCAL.with(|c| {
-        let (s, rr) = c.get();
-        c.set((s, rr.wrapping_add(1)));
-        (shard as u32).wrapping_add(rr / LANE_RUN)
     })
 }
 

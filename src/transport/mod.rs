@@ -26,6 +26,32 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The transport a bus runs on, one variant per flavor (as
+/// crossbeam-channel picks a channel flavor by enum): the publish path
+/// matches on it, so the memory flavor costs no indirection.
+#[derive(Debug)]
+#[non_exhaustive]
+pub(crate) enum Transport {
+    /// In-process: the engine's rings are the transport.
+    Memory(memory::Memory),
+}
+
+impl Transport {
+    /// The transport a configuration names.
+    pub(crate) fn for_kind(kind: crate::TransportKind) -> Self {
+        match kind {
+            crate::TransportKind::Memory => Transport::Memory(memory::Memory),
+        }
+    }
+
+    /// Its name, as health reports and errors give it.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Transport::Memory(_) => "memory",
+        }
+    }
+}
+
 /// A boxed, sendable future, as broker acknowledgements return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
