@@ -53,6 +53,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// The binary the harness runs (Debian's package puts it in `/usr/sbin`).
 pub const BINARY: &str = "nats-server";
 
+/// Where Debian's package installs it.
+const DEBIAN_PATH: &str = "/usr/sbin/nats-server";
+
 /// How long a server may take to become ready before the test fails. A
 /// hang guard for a loaded machine, not a speed check (it starts in tens of
 /// milliseconds here).
@@ -149,7 +152,7 @@ impl NatsServer {
 
     /// [`start`](Self::start) with options.
     pub fn start_with(options: NatsOptions) -> Self {
-        check_binary();
+        binary();
         let dir = make_temp_dir();
         let config = write_config(&dir, &options);
         let mut last_log = String::new();
@@ -277,7 +280,7 @@ impl NatsServer {
             ))
             .arg("lanebus-nats-harness")
             .arg(&self.dir)
-            .arg(BINARY)
+            .arg(binary())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor_port.to_string()])
             .arg("-js")
@@ -390,25 +393,36 @@ enum Launch {
     Failed(String),
 }
 
-/// Panics unless `nats-server` runs.
-fn check_binary() {
-    static CHECKED: OnceLock<Result<String, String>> = OnceLock::new();
-    let checked = CHECKED.get_or_init(|| match Command::new(BINARY).arg("--version").output() {
-        Ok(out) if out.status.success() => {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+/// The `nats-server` to run: the one on `PATH`, else Debian's
+/// `/usr/sbin/nats-server` (a non-root `PATH` may lack `/usr/sbin`).
+///
+/// # Panics
+///
+/// When neither runs `--version`: the message says so and how to install it.
+fn binary() -> &'static str {
+    static FOUND: OnceLock<Result<&'static str, String>> = OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        let mut failures = Vec::new();
+        for candidate in [BINARY, DEBIAN_PATH] {
+            match Command::new(candidate).arg("--version").output() {
+                Ok(out) if out.status.success() => return Ok(candidate),
+                Ok(out) => failures.push(format!(
+                    "`{candidate} --version` failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(e) => failures.push(format!("{candidate}: {e}")),
+            }
         }
-        Ok(out) => Err(format!(
-            "`{BINARY} --version` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => Err(format!("{BINARY} is not installed or not on PATH ({e})")),
+        Err(failures.join("; "))
     });
-    if let Err(why) = checked {
-        panic!(
-            "the NATS tests need a real server and none can be started: {why}. \
-             Install it with `apt-get install -y nats-server` (scripts/test.sh does)"
-        );
+    match found {
+        Ok(path) => path,
+        Err(why) => panic!(
+            "the NATS tests need a real server and none can be started: {BINARY} is not \
+             installed ({why}). Install it with `apt-get install -y nats-server` \
+             (scripts/test.sh does)"
+        ),
     }
 }
 
