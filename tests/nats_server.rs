@@ -1,8 +1,9 @@
 //! Proves the NATS test harness (`tests/common/nats.rs`) against the real
 //! `nats-server` with raw async-nats: core publish/subscribe, JetStream
 //! publish with acks and a pull consumer with explicit acks, a SIGKILL
-//! restart that keeps the stream's messages, and token and user/password
-//! servers that refuse wrong credentials. Needs the `nats` feature and a
+//! restart that keeps the stream's messages, token and user/password
+//! servers that refuse wrong credentials, and TLS (one-way and mutual) with
+//! certificates the harness makes. Needs the `nats` feature and a
 //! `nats-server` binary (scripts/test.sh installs it); without the binary
 //! every test fails and says so.
 #![allow(missing_docs)]
@@ -333,6 +334,67 @@ async fn user_password_server_refuses_a_wrong_password_and_accepts_the_right_one
     )
     .await
     .expect("the right password is accepted");
+    assert_round_trip(&client).await;
+}
+
+#[tokio::test]
+async fn tls_server_accepts_a_client_that_trusts_its_ca_and_refuses_one_that_does_not() {
+    let server = NatsServer::with_tls(false);
+    let paths = server.tls_paths().expect("tls server").clone();
+    let error = step(
+        "connect",
+        ConnectOptions::new()
+            .require_tls(true)
+            .connect(server.url()),
+    )
+    .await
+    .expect_err("a client that does not trust the test CA must fail the handshake");
+    // async-nats reports rustls's verdict as an I/O error.
+    assert!(
+        matches!(error.kind(), ConnectErrorKind::Tls | ConnectErrorKind::Io)
+            && error.to_string().contains("UnknownIssuer"),
+        "refused for its certificate: {error}"
+    );
+    let client = step(
+        "connect",
+        ConnectOptions::new()
+            .require_tls(true)
+            .add_root_certificates(paths.ca.clone())
+            .connect(server.url()),
+    )
+    .await
+    .expect("a client that trusts the CA connects over TLS");
+    assert!(client.server_info().tls_required, "the server requires TLS");
+    assert_round_trip(&client).await;
+}
+
+#[tokio::test]
+async fn mutual_tls_server_refuses_a_client_without_a_certificate() {
+    let server = NatsServer::with_tls(true);
+    let paths = server.tls_paths().expect("tls server").clone();
+    let error = step(
+        "connect",
+        ConnectOptions::new()
+            .require_tls(true)
+            .add_root_certificates(paths.ca.clone())
+            .connect(server.url()),
+    )
+    .await
+    .expect_err("no client certificate must be refused");
+    assert!(
+        matches!(error.kind(), ConnectErrorKind::Tls | ConnectErrorKind::Io),
+        "refused at the TLS layer: {error}"
+    );
+    let client = step(
+        "connect",
+        ConnectOptions::new()
+            .require_tls(true)
+            .add_root_certificates(paths.ca.clone())
+            .add_client_certificate(paths.client_cert.clone(), paths.client_key.clone())
+            .connect(server.url()),
+    )
+    .await
+    .expect("the client certificate is accepted");
     assert_round_trip(&client).await;
 }
 

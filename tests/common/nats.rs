@@ -16,8 +16,10 @@
 //!   then exits at once, and `start` tries again with new ports (a few
 //!   times). `restart` keeps its ports and fails loudly if one is taken.
 //! - Command: `nats-server -a 127.0.0.1 -p PORT -m MONITOR -js -sd DIR/store`,
-//!   plus `-c DIR/server.conf` when the options ask for authentication (the
-//!   harness writes the file). The server's stdout and stderr go to
+//!   plus `-c DIR/server.conf` when the options ask for authentication or
+//!   TLS (the harness writes the file, and for TLS makes a throwaway CA with
+//!   server and client certificates in `DIR/tls` with rcgen). The server's
+//!   stdout and stderr go to
 //!   `DIR/server.log`, whose tail every failure message quotes.
 //! - Readiness: poll until the monitor's `GET /healthz?js-enabled-only=true`
 //!   answers `200` (plain HTTP/1.0 over a `std` `TcpStream`) *and* the client
@@ -36,7 +38,7 @@
 //! - Only loopback: the server binds `127.0.0.1`, every URL and probe
 //!   targets `127.0.0.1`.
 //! - Nothing is written outside the temporary directory (the server's store,
-//!   its log and its config file are all inside it).
+//!   its log, its config file and certificates are all inside it).
 //! - No silent skip: a missing binary, a server that exits, or one that is
 //!   not ready in time is a panic whose message says exactly that.
 
@@ -87,22 +89,31 @@ pub enum Auth {
 pub struct NatsOptions {
     /// Client authentication, written into the config file.
     pub auth: Auth,
-    /// TLS for client connections: (certificate file, key file, CA file
-    /// that client certificates must chain to, when clients must present
-    /// one). Written into the config file.
-    pub tls: Option<TlsFiles>,
+    /// TLS for client connections, with certificates the harness makes.
+    pub tls: Option<Tls>,
 }
 
-/// Certificate files for a TLS server (made by the test, for example with
-/// rcgen, inside a directory the test owns).
+/// TLS on the client port: the harness makes a throwaway CA, a server
+/// certificate for `127.0.0.1` and `localhost`, and a client certificate,
+/// all inside its temporary directory (see [`TlsPaths`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// Clients must present a certificate issued by the CA.
+    pub verify_clients: bool,
+}
+
+/// Where a TLS server's files are (PEM, inside the harness's directory).
 #[derive(Clone, Debug)]
-pub struct TlsFiles {
-    /// The server's certificate chain (PEM).
-    pub cert: PathBuf,
-    /// The server's private key (PEM).
-    pub key: PathBuf,
-    /// With `Some`, clients must present a certificate issued by this CA.
-    pub verify_clients_with: Option<PathBuf>,
+pub struct TlsPaths {
+    /// The CA that issued the server and client certificates: a client's
+    /// root certificate.
+    pub ca: PathBuf,
+    /// A client certificate issued by the CA.
+    pub client_cert: PathBuf,
+    /// The client certificate's private key.
+    pub client_key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
 }
 
 /// A running `nats-server` on loopback; killed when dropped.
@@ -114,6 +125,7 @@ pub struct NatsServer {
     monitor_port: u16,
     dir: PathBuf,
     config: Option<PathBuf>,
+    tls: Option<TlsPaths>,
     /// Removes `dir` on drop (not for the shared server, whose watchdog
     /// removes it when the test process ends).
     owns_dir: bool,
@@ -154,7 +166,8 @@ impl NatsServer {
     pub fn start_with(options: NatsOptions) -> Self {
         binary();
         let dir = make_temp_dir();
-        let config = write_config(&dir, &options);
+        let tls = options.tls.map(|_| make_certificates(&dir));
+        let config = write_config(&dir, &options, tls.as_ref());
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let (port, monitor_port) = free_port_pair();
@@ -165,6 +178,7 @@ impl NatsServer {
                 monitor_port,
                 dir: dir.clone(),
                 config: config.clone(),
+                tls: tls.clone(),
                 owns_dir: true,
             };
             match server.launch() {
@@ -193,6 +207,21 @@ impl NatsServer {
             server.owns_dir = false;
             server
         })
+    }
+
+    /// [`start`](Self::start) with TLS on the client port (certificates
+    /// in [`tls_paths`](Self::tls_paths)); with `verify_clients`, clients
+    /// must present the harness's client certificate.
+    pub fn with_tls(verify_clients: bool) -> Self {
+        Self::start_with(NatsOptions {
+            tls: Some(Tls { verify_clients }),
+            ..NatsOptions::default()
+        })
+    }
+
+    /// The CA and client certificate of a TLS server.
+    pub fn tls_paths(&self) -> Option<&TlsPaths> {
+        self.tls.as_ref()
     }
 
     /// The client URL, `nats://127.0.0.1:PORT`.
@@ -443,7 +472,7 @@ fn make_temp_dir() -> PathBuf {
 }
 
 /// Writes `server.conf` when the options need one.
-fn write_config(dir: &Path, options: &NatsOptions) -> Option<PathBuf> {
+fn write_config(dir: &Path, options: &NatsOptions, tls: Option<&TlsPaths>) -> Option<PathBuf> {
     let mut text = String::new();
     match &options.auth {
         Auth::None => {}
@@ -460,17 +489,13 @@ fn write_config(dir: &Path, options: &NatsOptions) -> Option<PathBuf> {
             .unwrap();
         }
     }
-    if let Some(tls) = &options.tls {
+    if let (Some(paths), Some(tls)) = (tls, options.tls) {
+        let path = |p: &Path| quote(&p.to_string_lossy());
         writeln!(text, "tls {{").unwrap();
-        writeln!(text, "  cert_file: {}", quote(&tls.cert.to_string_lossy())).unwrap();
-        writeln!(text, "  key_file: {}", quote(&tls.key.to_string_lossy())).unwrap();
-        if let Some(ca) = &tls.verify_clients_with {
-            writeln!(
-                text,
-                "  ca_file: {}\n  verify: true",
-                quote(&ca.to_string_lossy())
-            )
-            .unwrap();
+        writeln!(text, "  cert_file: {}", path(&paths.server_cert)).unwrap();
+        writeln!(text, "  key_file: {}", path(&paths.server_key)).unwrap();
+        if tls.verify_clients {
+            writeln!(text, "  ca_file: {}\n  verify: true", path(&paths.ca)).unwrap();
         }
         writeln!(text, "}}").unwrap();
     }
@@ -480,6 +505,57 @@ fn write_config(dir: &Path, options: &NatsOptions) -> Option<PathBuf> {
     let path = dir.join("server.conf");
     fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     Some(path)
+}
+
+/// Makes a CA, a server certificate for `127.0.0.1`/`localhost` and a
+/// client certificate (rcgen, ECDSA P-256) in `dir/tls`.
+fn make_certificates(dir: &Path) -> TlsPaths {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair,
+    };
+    let tls_dir = dir.join("tls");
+    fs::create_dir(&tls_dir).expect("create the tls directory");
+    let key = || KeyPair::generate().expect("generate a key pair");
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "lanebus test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, key()).expect("self-sign the CA");
+
+    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, cn: &str| {
+        let mut params = CertificateParams::new(names).expect("certificate params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        let key = key();
+        let cert = params.signed_by(&key, &ca).expect("sign a certificate");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(
+        vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        "lanebus test server",
+    );
+    let (client_cert, client_key) = leaf(
+        Vec::new(),
+        ExtendedKeyUsagePurpose::ClientAuth,
+        "lanebus test client",
+    );
+
+    let write = |name: &str, pem: &str| {
+        let path = tls_dir.join(name);
+        fs::write(&path, pem).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    };
+    TlsPaths {
+        ca: write("ca.pem", &ca.pem()),
+        client_cert: write("client.pem", &client_cert),
+        client_key: write("client-key.pem", &client_key),
+        server_cert: write("server.pem", &server_cert),
+        server_key: write("server-key.pem", &server_key),
+    }
 }
 
 /// A double-quoted string of the server's config syntax.
