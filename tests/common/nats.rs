@@ -19,8 +19,8 @@
 //!   plus `-c DIR/server.conf` when the options ask for authentication or
 //!   TLS (the harness writes the file, and for TLS makes a throwaway CA with
 //!   server and client certificates in `DIR/tls` with rcgen). The server's
-//!   stdout and stderr go to
-//!   `DIR/server.log`, whose tail every failure message quotes.
+//!   stdout and stderr go to `DIR/server.log`, whose tail every failure
+//!   message quotes.
 //! - Readiness: poll until the monitor's `GET /healthz?js-enabled-only=true`
 //!   answers `200` (plain HTTP/1.0 over a `std` `TcpStream`) *and* the client
 //!   port greets a TCP connection with the protocol's `INFO` line (the
