@@ -19,6 +19,28 @@ for component in rustfmt clippy; do
     fi
 done
 
+# The NATS tests (feature `nats`) run against a real nats-server that they
+# start themselves on loopback; Debian's package has JetStream built in and
+# puts it in /usr/sbin, which a non-root PATH may lack.
+export PATH="${PATH}:/usr/sbin"
+if ! command -v nats-server >/dev/null 2>&1; then
+    log "installing nats-server (Debian package)"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "ERROR: nats-server is not installed and this is not root: run" >&2
+        echo "       'apt-get install -y nats-server' as root, then this script again" >&2
+        exit 1
+    fi
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server; }; then
+        echo "ERROR: could not install nats-server with apt-get: the NATS tests cannot run" >&2
+        exit 1
+    fi
+    if ! command -v nats-server >/dev/null 2>&1; then
+        echo "ERROR: apt-get installed nats-server but it is not on PATH" >&2
+        exit 1
+    fi
+fi
+echo "nats-server: $(nats-server --version)"
+
 # --- gates ---------------------------------------------------------------------
 log "cargo fmt --check"
 cargo fmt --all --check
@@ -27,8 +49,12 @@ log "cargo clippy (all targets, all features) -D warnings"
 cargo clippy --locked --all-targets --all-features -- -D warnings
 
 # --- tests ---------------------------------------------------------------------
-log "cargo test (unit, integration, property, doc)"
-cargo test --locked
+# Every feature but `loom`: with `loom` on, the lib's test binary also holds
+# the loom models, which a debug build runs for well over ten minutes; they
+# run in the loom step below, in release. A new feature goes in this list.
+test_features="nats,bench-internals"
+log "cargo test --features ${test_features} (unit, integration, property, doc, NATS)"
+cargo test --locked --features "${test_features}"
 
 log "loom models (cargo test --features loom, release for speed)"
 cargo test --locked --release --features loom --lib loom_models

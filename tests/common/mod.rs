@@ -7,6 +7,10 @@ use std::time::Duration;
 use lanebus::{Bus, HandlerError, Message, SubscribeOptions, Subscription};
 use tokio::sync::{mpsc, Semaphore};
 
+/// A real `nats-server` per test (see its module docs).
+#[cfg(feature = "nats")]
+pub mod nats;
+
 /// A handler outcome type that needs no annotation at call sites.
 pub type HResult = Result<(), HandlerError>;
 
