@@ -78,7 +78,7 @@ pub(crate) fn format(d: Duration) -> String {
     let secs = d.as_secs();
     if d.subsec_nanos() == 0 {
         for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-            if secs != 0 && secs % size == 0 {
+            if secs != 0 && secs.is_multiple_of(size) {
                 return format!("{}{unit}", secs / size);
             }
         }
@@ -88,7 +88,7 @@ pub(crate) fn format(d: Duration) -> String {
     // humantime counts sub-second units in a u64 of nanoseconds.
     if nanos <= u128::from(u64::MAX) {
         for (unit, size) in [("ms", 1_000_000), ("us", 1_000), ("ns", 1)] {
-            if nanos % size == 0 {
+            if nanos.is_multiple_of(size) {
                 return format!("{}{unit}", nanos / size);
             }
         }
