@@ -523,17 +523,19 @@ fn check_url(url: &str) -> Result<(), String> {
 }
 
 /// `url` with the password of its user part (if any) replaced.
+/// A URL without a scheme is redacted the same way.
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
     };
     let Some((user_info, host)) = rest.rsplit_once('@') else {
         return url.to_owned();
     };
     match user_info.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:{REDACTED}@{host}"),
+        Some((user, _)) => format!("{scheme}{user}:{REDACTED}@{host}"),
         // A lone user part may be a token (`nats://TOKEN@host`).
-        None => format!("{scheme}://{REDACTED}@{host}"),
+        None => format!("{scheme}{REDACTED}@{host}"),
     }
 }
 

@@ -146,6 +146,10 @@ fn url_errors_say_what_is_wrong() {
         reason("nats://u:pw@"),
         "`nats://u:<redacted>@` has no valid host"
     );
+    assert_eq!(
+        reason("u:pw@h:4222"),
+        "`u:<redacted>@h:4222` needs a scheme: nats://, tls://, ws:// or wss://"
+    );
     for ok in [
         "nats://h",
         "nats://h:4222/",

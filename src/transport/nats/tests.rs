@@ -156,6 +156,28 @@ async fn user_password_right_and_wrong() {
 }
 
 #[tokio::test]
+async fn nkey_right_and_wrong_seed() {
+    let user = nkeys::KeyPair::new_user();
+    let stranger = nkeys::KeyPair::new_user();
+    let seed = |k: &nkeys::KeyPair| k.seed().expect("a generated pair has its seed");
+    let server = NatsServer::start_with(harness::NatsOptions {
+        auth: harness::Auth::Nkey(user.public_key()),
+        ..harness::NatsOptions::default()
+    });
+    let base = NatsOptions::default().url(server.url());
+    round_trip(&open(&base.clone().auth(NatsAuth::nkey(seed(&user)))).await).await;
+
+    let wrong = seed(&stranger);
+    let e = refused(&base.clone().auth(NatsAuth::nkey(wrong.clone()))).await;
+    assert!(e.message().starts_with("authorization failed at "), "{e}");
+    assert!(
+        e.message().ends_with("the server refused the nkey seed"),
+        "{e}"
+    );
+    assert!(!format!("{e} {e:?}").contains(&wrong), "{e:?}");
+}
+
+#[tokio::test]
 async fn tls_with_the_ca_and_without_it() {
     let server = NatsServer::with_tls(false);
     let paths = server.tls_paths().expect("tls paths").clone();
