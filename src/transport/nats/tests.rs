@@ -304,6 +304,16 @@ async fn bad_seed_missing_creds_websocket_and_invalid_options() {
         "{e}"
     );
 
+    // A file that is there but holds no JWT.
+    let garbage = server.store_dir().with_file_name("garbage.creds");
+    std::fs::write(&garbage, "not a creds file\n").expect("write the creds file");
+    let e = refused(&base.clone().auth(NatsAuth::creds_file(&garbage))).await;
+    assert!(
+        e.message()
+            .starts_with(&format!("cannot read creds file {}", garbage.display())),
+        "{e}"
+    );
+
     let e = refused(&NatsOptions::default().url("ws://127.0.0.1:1")).await;
     assert!(
         e.message()
