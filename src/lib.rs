@@ -116,4 +116,7 @@ pub use subscription::{SubscribeOptions, Subscription, MAX_LANES, MAX_RING_CAPAC
 pub use topic::{
     validate_topic_name, Persistence, Retention, TopicError, TopicOptions, MAX_TOPIC_LEN,
 };
+pub use transport::nats::{
+    ConnectionEvent, NatsAuth, NatsOptions, NatsReconnect, NatsTls, DEFAULT_NATS_URL,
+};
 pub use transport::{AckHandle, BoxFuture, TransportError};

@@ -17,6 +17,7 @@
 //! offsets, since lanes finish out of order.
 
 pub(crate) mod memory;
+pub(crate) mod nats;
 #[cfg(test)]
 mod tests;
 

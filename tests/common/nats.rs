@@ -82,6 +82,9 @@ pub enum Auth {
         /// The password.
         password: String,
     },
+    /// Every client must sign the server's nonce with the seed of this
+    /// NKey public key (`U…`).
+    Nkey(String),
 }
 
 /// What a server is started with beyond the defaults.
@@ -485,6 +488,14 @@ fn write_config(dir: &Path, options: &NatsOptions, tls: Option<&TlsPaths>) -> Op
                 "authorization {{\n  user: {}\n  password: {}\n}}",
                 quote(user),
                 quote(password)
+            )
+            .unwrap();
+        }
+        Auth::Nkey(public) => {
+            writeln!(
+                text,
+                "authorization {{\n  users: [ {{ nkey: {} }} ]\n}}",
+                quote(public)
             )
             .unwrap();
         }
