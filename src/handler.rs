@@ -7,10 +7,10 @@
 //! over the handler type, so the hot path has no boxing and no dynamic
 //! dispatch.
 //!
-//! Every handler can see its delivery [`Context`](crate::Context) (topic,
+//! Every handler can see its delivery [`Context`] (topic,
 //! attempt, redeliveries): plain handlers through
 //! [`Message::context`](crate::Message::context), envelope handlers by
-//! taking [`Event`](crate::Event).
+//! taking [`Event`].
 //!
 //! A struct handler shared with the rest of a service is subscribed as an
 //! `Arc<MyHandler>`: `Arc<H>` is a handler whenever `H` is.
@@ -31,9 +31,9 @@ use std::sync::Arc;
 use crate::context::{Context, Event, Inbound, InboundBody};
 use crate::{Envelope, Message};
 
-/// Handles messages of type `M`: [`Message`](crate::Message) for
+/// Handles messages of type `M`: [`Message`] for
 /// [`subscribe`](crate::Bus::subscribe); `Envelope`, `Arc<Envelope>` or
-/// [`Event`](crate::Event) for
+/// [`Event`] for
 /// [`subscribe_envelope`](crate::Bus::subscribe_envelope).
 ///
 /// Implemented for every `Fn(M) -> impl Future<Output = Result<(),
@@ -110,15 +110,15 @@ impl<M, H: Handler<M>> Handler<M> for Arc<H> {
     }
 }
 
-/// What an envelope handler can take: [`Envelope`](crate::Envelope),
-/// `Arc<Envelope>` or [`Event`](crate::Event).
+/// What an envelope handler can take: [`Envelope`],
+/// `Arc<Envelope>` or [`Event`].
 ///
 /// The lane keeps every envelope until it is settled, for retries and the
 /// dead-letter topic. A handler taking `Envelope` gets its own copy per
 /// attempt; one taking `Arc<Envelope>` shares the lane's, which costs two
 /// reference-count operations, and is the faster choice when the handler
 /// only reads the envelope; one taking `Event` shares it too and also sees
-/// the delivery [`Context`](crate::Context).
+/// the delivery [`Context`].
 ///
 /// Sealed: implemented for those three types only.
 ///

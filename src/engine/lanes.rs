@@ -3,7 +3,7 @@
 //! # Algorithm
 //!
 //! A subscription owns `N` lanes; each lane is one bounded MPSC
-//! [`Ring`](super::ring::Ring) drained by one worker task. A record with a
+//! [`Ring`] drained by one worker task. A record with a
 //! key (an envelope's aggregate ID, or a plain message's key) goes to lane
 //! `key_hash(key) % N`, where [`key_hash`](crate::key_hash) is lanebus key
 //! hash v1, fixed across processes, platforms and restarts. One worker per

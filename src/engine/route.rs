@@ -7,7 +7,7 @@
 //! pushes one record into one lane of each (fan-out: every subscription
 //! gets every message published after it subscribed, except that a group
 //! target takes one record for all its members, see
-//! [`Target`](crate::engine::Target)). Nothing is encoded: payloads are
+//! [`Target`]). Nothing is encoded: payloads are
 //! shared `Bytes`, envelopes are shared `Arc<Envelope>`s.
 //!
 //! - `route_now` tries every target without waiting while it holds the
