@@ -11,6 +11,9 @@
 //! meanwhile still get through), closes the lanes, joins the workers and
 //! returns; past the configured deadline it stops the workers and reports
 //! how many records were left.
+//!
+//! On core NATS the same API keeps the broker's semantics: see the
+//! section on it in [`Bus`]'s docs.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -84,6 +87,36 @@ pub enum BuildError {
 /// assert_eq!(sub.stats().total.delivered, 1);
 /// # Ok(()) }
 /// ```
+///
+/// # On core NATS (`type: nats`, cargo feature `nats`)
+///
+/// Built with [`Bus::connect`]. Topics are NATS subjects with no stream
+/// and no ack: at-most-once, as on the server itself.
+///
+/// - `publish` returns once the client has queued the message (the client
+///   writes it out in the background); a failure is
+///   [`PublishError::Transport`] with the value handed back. The routing
+///   key travels in the `lanebus-key` header, other headers as NATS
+///   headers; an envelope goes as its binary encoding, keyed by its
+///   aggregate ID. The server alone knows the subscribers, so nothing is
+///   counted as unrouted.
+/// - `try_publish` never waits: when the client's queue has no room at that
+///   moment it hands the value back as `Full`.
+/// - A subscription is a client subscription (a queue subscription for a
+///   group, so the server shares the work inside a group; `*` and `>`
+///   subscribe natively, and handlers see the exact subject). Its consumer
+///   task waits while the lanes are full; meanwhile the client buffers up
+///   to 64 Ki messages per subscription and drops what exceeds that,
+///   reporting [`ConnectionEvent::SlowConsumer`](crate::ConnectionEvent).
+/// - Dead letters are published to their NATS subject like any record.
+/// - `unsubscribe` and `close` first let each subscription take what the
+///   server sent it for this bus's earlier publishes (a server round trip),
+///   then drain the lanes as on the memory transport; `close` ends with a
+///   round trip, so the dead letters of the drain are at the server.
+///   Messages other connections publish while a subscription stops may be
+///   lost.
+/// - [`Bus::flush`] waits for the records already in the lanes; records
+///   still on their way through the server are not waited for.
 #[derive(Clone)]
 pub struct Bus {
     inner: Arc<BusInner>,
@@ -126,7 +159,7 @@ impl Bus {
     /// does. `type: nats` (cargo feature `nats`) connects once with the
     /// config's `nats` options (the first attempt does not retry: a wrong
     /// password or an unreachable server is an error at once) and from then
-    /// on reconnects by itself; see [`connection_events`](Self::connection_events).
+    /// on reconnects by itself; its events come from `Bus::connection_events`.
     ///
     /// # Errors
     ///
@@ -282,7 +315,9 @@ impl Bus {
     }
 
     /// Publishes without waiting: `Full` hands the payload back when a lane
-    /// is full (nothing is delivered to any subscriber then).
+    /// is full (nothing is delivered to any subscriber then). On NATS,
+    /// `Full` means the client's outgoing queue has no room at that moment
+    /// (nothing was sent); see [`Bus`]'s section on core NATS.
     pub fn try_publish(
         &self,
         topic: &str,

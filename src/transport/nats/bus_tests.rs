@@ -77,6 +77,16 @@ async fn yaml_config_connects_and_reports_health() {
 
     let bus = step("connect", Bus::connect(config)).await.unwrap();
     assert!(bus.connection_events().is_some());
+    // Subscribing can run on any task (its future is `Send`).
+    let sub = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            bus.subscribe("t0.any", |_m: Message| async { Ok::<(), HandlerError>(()) })
+                .await
+        })
+    };
+    let sub = step("spawned subscribe", sub).await.unwrap().unwrap();
+    assert_eq!(sub.topic(), "t0.any");
     let report = step("health", bus.health_check()).await.unwrap();
     assert_eq!(report.transport, "nats");
     bus.close().await.unwrap();
