@@ -2,9 +2,11 @@
 //! integration tests' harness, included by path as `tests.rs` does):
 //! publish to a handler, per-aggregate order over 8 lanes, groups as queue
 //! groups, wildcard subjects, dead letters on the `.dlq` subject, the close
-//! drain, and the config path (`type: nats` + `Bus::connect`).
+//! drain, the config path (`type: nats` + `Bus::connect`), and health and
+//! subscriptions across a server restart.
 //!
-//! Each test uses its own subject prefix on the binary's shared server.
+//! Each test uses its own subject prefix on the binary's shared server (the
+//! restart test has a server of its own).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -343,4 +345,65 @@ async fn close_and_unsubscribe_drain_what_was_published() {
     step("flush", bus.health_check()).await.unwrap();
     assert_eq!(handled.load(Ordering::Relaxed), N);
     bus.close().await.unwrap();
+}
+
+/// Waits for the first `wanted` event, skipping the others.
+async fn until_event(
+    rx: &mut tokio::sync::broadcast::Receiver<crate::ConnectionEvent>,
+    wanted: crate::ConnectionEvent,
+) {
+    loop {
+        match step("a connection event", rx.recv()).await {
+            Ok(e) if e == wanted => return,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(e) => panic!("events ended before {wanted}: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_the_connection_and_subscriptions_carry_on_after_a_restart() {
+    let server = NatsServer::start();
+    let yaml = format!(
+        "{}  reconnect: {{ initial_delay: 20ms, max_delay: 200ms }}\n",
+        yaml(&server.url())
+    );
+    let bus = step(
+        "connect",
+        Bus::connect(BusConfig::from_yaml_str(&yaml).unwrap()),
+    )
+    .await
+    .unwrap();
+    let mut events = bus.connection_events().expect("a nats bus has events");
+    let (_sub, mut rx) = collect(&bus, "t8.news", SubscribeOptions::default()).await;
+    bus.publish("t8.news", "before").await.unwrap();
+    assert_eq!(recv(&mut rx).await.payload().as_ref(), b"before");
+
+    let server = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.kill();
+        server
+    })
+    .await
+    .unwrap();
+    until_event(&mut events, crate::ConnectionEvent::Disconnected).await;
+    match step("health while down", bus.health_check()).await {
+        Err(crate::HealthError::Transport(e)) => assert_eq!(e.transport(), "nats"),
+        other => panic!("expected a transport health error, got {other:?}"),
+    }
+
+    let server = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.start_again();
+        server
+    })
+    .await
+    .unwrap();
+    until_event(&mut events, crate::ConnectionEvent::Reconnected).await;
+    step("health after", bus.health_check()).await.unwrap();
+    // The client renewed the subscription on the new connection.
+    bus.publish("t8.news", "after").await.unwrap();
+    assert_eq!(recv(&mut rx).await.payload().as_ref(), b"after");
+    bus.close().await.unwrap();
+    drop(server);
 }
