@@ -20,6 +20,18 @@
 //!     retention: { max_age: 7d, max_messages: 1000000 }
 //! ```
 //!
+//! A NATS bus (`type: nats`, cargo feature `nats`) reads its connection
+//! from the `nats` section and is built with
+//! [`Bus::connect`](crate::Bus::connect):
+//!
+//! ```yaml
+//! type: nats
+//! nats:
+//!   urls: [nats://127.0.0.1:4222]
+//!   name: orders-service
+//!   auth: { type: token, token: s3cret }
+//! ```
+//!
 //! # Algorithm
 //!
 //! Both formats deserialize through `serde_path_to_error`, which records the
@@ -37,7 +49,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::options::{duration, ConfigError, Fields, TransportKind};
-use crate::{SubscribeOptions, TopicOptions};
+use crate::{NatsOptions, SubscribeOptions, TopicOptions};
 
 /// Configuration of one bus.
 ///
@@ -59,9 +71,12 @@ use crate::{SubscribeOptions, TopicOptions};
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BusConfig {
-    /// The transport (`type: memory`).
+    /// The transport (`type: memory` or `type: nats`).
     #[serde(rename = "type")]
     pub transport: TransportKind,
+    /// Where and how a NATS bus connects (read only when `type: nats`,
+    /// validated always).
+    pub nats: NatsOptions,
     /// How long `close()` waits for lanes to drain.
     #[serde(with = "duration")]
     pub close_timeout: Duration,
@@ -75,6 +90,7 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             transport: TransportKind::Memory,
+            nats: NatsOptions::default(),
             close_timeout: Duration::from_secs(30),
             subscribe: SubscribeOptions::default(),
             topics: BTreeMap::new(),
@@ -129,7 +145,16 @@ impl BusConfig {
     }
 
     /// Checks every field; the error names the first bad one.
+    ///
+    /// `type: nats` on a build without the `nats` cargo feature is an error
+    /// on the field `type` that names the feature.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        Fields::at("").ensure(
+            "type",
+            self.transport != TransportKind::Nats || cfg!(feature = "nats"),
+            "the nats transport needs lanebus built with the `nats` cargo feature",
+        )?;
+        self.nats.validate("nats")?;
         Fields::at("").ensure(
             "close_timeout",
             !self.close_timeout.is_zero(),
@@ -232,5 +257,33 @@ mod tests {
             shown.contains("(line 2, column 3): unknown field `lane`, expected one of `lanes`"),
             "{shown}"
         );
+    }
+
+    #[cfg(not(feature = "nats"))]
+    #[test]
+    fn nats_without_the_feature_is_a_clear_error() {
+        let e = BusConfig::from_yaml_str("type: nats\n").unwrap_err();
+        assert_eq!(e.field(), Some("type"));
+        assert!(e.to_string().contains("`nats` cargo feature"), "{e}");
+        let e = BusConfig::from_toml_str("type = \"nats\"\n").unwrap_err();
+        assert_eq!(e.field(), Some("type"));
+    }
+
+    #[cfg(feature = "nats")]
+    #[test]
+    fn nats_reads_its_section() {
+        let c = BusConfig::from_yaml_str(
+            "type: nats\nnats:\n  urls: [nats://127.0.0.1:4333]\n  name: svc\n",
+        )
+        .unwrap();
+        assert_eq!(c.transport, TransportKind::Nats);
+        assert_eq!(c.nats.urls, ["nats://127.0.0.1:4333"]);
+        assert_eq!(c.nats.name.as_deref(), Some("svc"));
+    }
+
+    #[test]
+    fn the_nats_section_is_validated_under_its_name() {
+        let e = BusConfig::from_yaml_str("nats:\n  urls: []\n").unwrap_err();
+        assert!(e.field().is_some_and(|f| f.starts_with("nats.")), "{e}");
     }
 }

@@ -164,6 +164,10 @@ pub enum SubscribeError {
     /// Not called within a Tokio runtime (lane workers are Tokio tasks).
     #[error("no tokio runtime: subscribe must run inside a tokio runtime")]
     NoRuntime,
+    /// The transport could not open the subscription (NATS: the client's
+    /// subscribe failed).
+    #[error("transport failed: {0}")]
+    Transport(TransportError),
 }
 
 /// Why a topic could not be configured.
@@ -207,6 +211,10 @@ pub enum HealthError {
         /// The subscription's topic.
         topic: String,
     },
+    /// The transport is unhealthy (NATS: the connection is down, or the
+    /// server did not answer a round trip in time).
+    #[error("transport unhealthy: {0}")]
+    Transport(TransportError),
 }
 
 #[cfg(test)]

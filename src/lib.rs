@@ -94,7 +94,7 @@ pub mod __bench;
 #[path = "../loom-tests/mod.rs"]
 mod loom_models;
 
-pub use bus::{Bus, HealthReport};
+pub use bus::{BuildError, Bus, HealthReport};
 pub use bytes::Bytes;
 pub use config::BusConfig;
 pub use context::{Context, Event};

@@ -38,13 +38,18 @@ pub enum TransportKind {
     /// The in-process transport: the engine's rings are the transport.
     #[default]
     Memory,
+    /// NATS (`type: nats`): core NATS publish/subscribe, configured by the
+    /// config's `nats` section. Needs lanebus's `nats` cargo feature; a bus
+    /// on it is built with [`Bus::connect`](crate::Bus::connect).
+    Nats,
 }
 
 impl TransportKind {
-    /// Its name in a config (`memory`).
+    /// Its name in a config (`memory`, `nats`).
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Memory => "memory",
+            Self::Nats => "nats",
         }
     }
 }

@@ -257,7 +257,9 @@ impl TopicOptions {
     /// them all. See [the table above](Self#what-each-transport-honours).
     pub(crate) fn unhonoured_by(&self, transport: TransportKind) -> Vec<&'static str> {
         match transport {
-            TransportKind::Memory => {
+            // Core NATS keeps nothing either (JetStream, which will, is not
+            // behind the bus yet).
+            TransportKind::Memory | TransportKind::Nats => {
                 let set = [
                     ("retention.max_age", self.retention.max_age.is_some()),
                     ("retention.max_bytes", self.retention.max_bytes.is_some()),

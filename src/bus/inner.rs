@@ -3,16 +3,25 @@
 //!
 //! # Algorithm
 //!
-//! - **Publish**: enter the in-flight guard, check the closed flag, route
-//!   through the memory transport (registry snapshot, then the lanes); only
-//!   a publish that meets a full lane pays for a boxed wait. A first publish
-//!   to a name the snapshot does not know is checked once, and materialised
-//!   when wildcard subscriptions may match it.
-//! - **Close**: store the closed flag, wait until no publish is in flight
+//! - **Publish**: enter the in-flight guard, check the closed flag, match
+//!   the transport's flavor (memory first). Memory: route through the
+//!   registry snapshot into the lanes; only a publish that meets a full
+//!   lane pays for a boxed wait. A first publish to a name the snapshot
+//!   does not know is checked once, and materialised when wildcard
+//!   subscriptions may match it. NATS: check the name, publish through the
+//!   client (a boxed future, so the memory path's future stays small).
+//! - **Subscribe**: memory subscriptions enter the registry; a broker
+//!   subscription gets a [`Feed`] instead, a consumer task that feeds its
+//!   lanes from the broker. Unsubscribing stops the feed, which closes the
+//!   lanes once it has delivered what its client holds.
+//! - **Close**: store the closed flag, stop the broker feeds (each delivers
+//!   what its client holds first), wait until no publish is in flight
 //!   and every lane has processed what it accepted (with no new claim
 //!   during a full scan), close the lanes, join the workers within the
-//!   deadline, keep the subscriptions' final counts. It runs once; later
-//!   calls get its outcome.
+//!   deadline, keep the subscriptions' final counts, flush the broker
+//!   client (dead letters published during the drain). It runs once; later
+//!   calls get its outcome. Dead letters published during the drain to a
+//!   broker topic reach the broker but no longer this bus's stopped feeds.
 //!
 //! # Invariants
 //!
@@ -40,7 +49,7 @@ use crate::handler::sealed::Incoming;
 use crate::pipeline::dead_letter::{Republish, Republished};
 use crate::pipeline::metrics::{LaneStats, ShardedCounter, SubscriptionStats};
 use crate::transport::BoxFuture;
-use crate::transport::Transport;
+use crate::transport::{Feed, Transport};
 use crate::{
     BusConfig, CloseError, Handler, OutboundMessage, PublishError, SubscribeError,
     SubscribeOptions, Subscription, TopicOptions, TryPublishError,
@@ -51,6 +60,9 @@ use super::subscription_stats;
 pub(super) struct Live {
     pub(super) core: Arc<SubscriptionCore>,
     pub(super) workers: Vec<JoinHandle<()>>,
+    /// A broker subscription's consumer task (`None` on memory, and once
+    /// `close` has stopped it).
+    pub(super) feed: Option<Feed>,
 }
 
 pub(crate) struct BusInner {
@@ -104,14 +116,18 @@ impl BusInner {
             self.refused.add(1);
             return Err(PublishError::Closed(body));
         }
+        // A single flavor without the `nats` feature.
+        #[allow(clippy::infallible_destructuring_match)]
+        let memory = match &self.transport {
+            Transport::Memory(m) => m,
+            #[cfg(feature = "nats")]
+            Transport::Nats(n) => return Box::pin(self.route_nats(n, topic, body, internal)).await,
+        };
         // The body stays in `slot` (scoped here, so never part of the
         // future across the wait) when the topic is unknown.
         let now = {
             let mut slot = Some(body);
-            match self
-                .transport()
-                .route_now(self.id, &self.registry, topic, &mut slot)
-            {
+            match memory.route_now(self.id, &self.registry, topic, &mut slot) {
                 RouteNow::Routed(r) => Ok(r),
                 RouteNow::Wait(w) => Err(w),
                 // A name seen for the first time: check it, then let the
@@ -126,10 +142,7 @@ impl BusInner {
                     }
                     (Some(body), Ok(())) if self.registry.materialise(topic) => {
                         slot = Some(body);
-                        match self
-                            .transport()
-                            .route_now(self.id, &self.registry, topic, &mut slot)
-                        {
+                        match memory.route_now(self.id, &self.registry, topic, &mut slot) {
                             RouteNow::Routed(r) => Ok(r),
                             RouteNow::Wait(w) => Err(w),
                             RouteNow::Unknown => Ok(Routed::Unrouted),
@@ -157,10 +170,14 @@ impl BusInner {
             self.refused.add(1);
             return Err(TryPublishError::Closed(body));
         }
-        let routed = match self
-            .transport()
-            .try_route(self.id, &self.registry, topic, body)
-        {
+        // A single flavor without the `nats` feature.
+        #[allow(clippy::infallible_destructuring_match)]
+        let memory = match &self.transport {
+            Transport::Memory(m) => m,
+            #[cfg(feature = "nats")]
+            Transport::Nats(n) => return self.try_route_nats(n, topic, body),
+        };
+        let routed = match memory.try_route(self.id, &self.registry, topic, body) {
             Ok(r) => r,
             Err(TryRouteError::Full(body)) => {
                 self.refused.add(1);
@@ -175,10 +192,7 @@ impl BusInner {
                 if !self.registry.materialise(topic) {
                     Routed::Unrouted
                 } else {
-                    match self
-                        .transport()
-                        .try_route(self.id, &self.registry, topic, body)
-                    {
+                    match memory.try_route(self.id, &self.registry, topic, body) {
                         Ok(r) => r,
                         Err(TryRouteError::Full(body)) => {
                             self.refused.add(1);
@@ -193,11 +207,56 @@ impl BusInner {
         Ok(())
     }
 
-    /// The memory flavor of the transport (the only one so far).
-    #[inline]
-    fn transport(&self) -> &crate::transport::memory::Memory {
-        match &self.transport {
-            Transport::Memory(m) => m,
+    /// `route` on NATS: the name is checked on every publish (no registry
+    /// remembers it), then the client publishes.
+    #[cfg(feature = "nats")]
+    async fn route_nats(
+        &self,
+        nats: &crate::transport::nats::NatsCore,
+        topic: &str,
+        body: Body,
+        internal: bool,
+    ) -> Result<Routed, PublishError<Body>> {
+        if let Err(e) = validate_publish_name(topic) {
+            if !internal {
+                self.refused.add(1);
+            }
+            return Err(PublishError::InvalidTopic(body, e));
+        }
+        match nats.publish(topic, &body).await {
+            // Handed to the server, which alone knows the subscribers.
+            Ok(()) => Ok(Routed::Delivered(1)),
+            Err(e) => {
+                if !internal {
+                    self.refused.add(1);
+                }
+                Err(PublishError::Transport(body, e))
+            }
+        }
+    }
+
+    /// `try_route` on NATS: `Full` when the client's queue has no room now.
+    #[cfg(feature = "nats")]
+    fn try_route_nats(
+        &self,
+        nats: &crate::transport::nats::NatsCore,
+        topic: &str,
+        body: Body,
+    ) -> Result<(), TryPublishError<Body>> {
+        if let Err(e) = validate_publish_name(topic) {
+            self.refused.add(1);
+            return Err(TryPublishError::InvalidTopic(body, e));
+        }
+        match nats.try_publish(topic, &body) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.refused.add(1);
+                Err(TryPublishError::Full(body))
+            }
+            Err(e) => {
+                self.refused.add(1);
+                Err(TryPublishError::Transport(body, e))
+            }
         }
     }
 
@@ -208,7 +267,7 @@ impl BusInner {
         }
     }
 
-    pub(super) fn subscribe<M: Incoming, H: Handler<M>>(
+    pub(super) async fn subscribe<M: Incoming, H: Handler<M>>(
         &self,
         topic: &str,
         options: SubscribeOptions,
@@ -242,14 +301,29 @@ impl BusInner {
             retired: self.retired.clone(),
         });
         let workers = spawn_workers::<M, H>(&runtime, &core, consumers, Arc::new(handler), policy);
+        let feed = match &self.transport {
+            Transport::Memory(_) => None,
+            #[cfg(feature = "nats")]
+            Transport::Nats(n) => match n.subscribe(&core, &runtime).await {
+                Ok(feed) => Some(feed),
+                Err(e) => {
+                    core.lanes.close();
+                    return Err(SubscribeError::Transport(e));
+                }
+            },
+        };
+        let brokered = feed.is_some();
         self.live.lock().insert(
             id,
             Live {
                 core: core.clone(),
                 workers,
+                feed,
             },
         );
-        if pattern.is_wildcard() {
+        if brokered {
+            // The broker routes: the registry keeps only topic configs.
+        } else if pattern.is_wildcard() {
             add_wildcard_sub(&self.registry, &pattern, &core);
         } else {
             self.registry.update(topic, |entry| {
@@ -274,7 +348,7 @@ impl BusInner {
     /// workers (empty if close() already took them).
     pub(crate) fn detach(&self, core: &Arc<SubscriptionCore>) -> Vec<JoinHandle<()>> {
         let id = core.id;
-        let workers = self.live.lock().remove(&id).map(|l| l.workers);
+        let live = self.live.lock().remove(&id);
         match Pattern::parse(&core.topic) {
             Ok(pattern) if pattern.is_wildcard() => {
                 remove_wildcard_sub(&self.registry, &pattern, id);
@@ -287,8 +361,19 @@ impl BusInner {
                 }
             }),
         }
-        core.lanes.close();
-        workers.unwrap_or_default()
+        match live {
+            // The feed closes the lanes once it has delivered what its
+            // client holds; awaiting it comes first.
+            Some(Live {
+                workers,
+                feed: Some(feed),
+                ..
+            }) => std::iter::once(feed.stop()).chain(workers).collect(),
+            live => {
+                core.lanes.close();
+                live.map(|l| l.workers).unwrap_or_default()
+            }
+        }
     }
 
     pub(super) fn set_topic_config(&self, topic: &str, options: Option<TopicOptions>) -> bool {
@@ -304,6 +389,20 @@ impl BusInner {
     /// joins the workers and keeps their subscriptions' final counts.
     pub(super) async fn drain_and_stop(&self, deadline: Duration) -> Result<(), CloseError> {
         let until = Instant::now() + deadline;
+        let feeds: Vec<JoinHandle<()>> = self
+            .live
+            .lock()
+            .values_mut()
+            .filter_map(|l| l.feed.take())
+            .map(Feed::stop)
+            .collect();
+        for task in feeds {
+            let abort = task.abort_handle();
+            let remaining = until.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(remaining, task).await.is_err() {
+                abort.abort();
+            }
+        }
         let quiet = self.wait_quiescent(until).await;
         let live: Vec<Live> = {
             let mut map = self.live.lock();
@@ -333,6 +432,12 @@ impl BusInner {
         }
         finals.sort_by_key(|s| s.id);
         self.closed_subs.lock().extend(finals);
+        #[cfg(feature = "nats")]
+        if let Transport::Nats(n) = &self.transport {
+            if let Err(e) = n.flush().await {
+                tracing::warn!(error = %e, "flush at close failed");
+            }
+        }
         if quiet && pending == 0 {
             Ok(())
         } else {

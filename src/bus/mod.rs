@@ -11,6 +11,9 @@
 //! meanwhile still get through), closes the lanes, joins the workers and
 //! returns; past the configured deadline it stops the workers and reports
 //! how many records were left.
+//!
+//! On core NATS the same API keeps the broker's semantics: see the
+//! section on it in [`Bus`]'s docs.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,15 +30,39 @@ use crate::engine::pattern::validate_publish_name;
 use crate::engine::registry::Registry;
 use crate::engine::SubscriptionCore;
 use crate::pipeline::metrics::{ShardedCounter, SubscriptionStats};
+use crate::transport::memory::Memory;
+use crate::transport::Transport;
 use crate::{
     BusConfig, BusStats, CloseError, ConfigError, Envelope, FromEnvelope, Handler, HealthError,
     Message, OutboundMessage, PublishError, SubscribeError, SubscribeOptions, Subscription,
-    TopicConfigError, TopicOptions, TryPublishError,
+    TopicConfigError, TopicOptions, TransportError, TransportKind, TryPublishError,
 };
 
 mod inner;
 
 pub(crate) use inner::BusInner;
+
+/// Why [`Bus::connect`] could not build a bus.
+///
+/// # Examples
+///
+/// ```
+/// use lanebus::{BuildError, ConfigError};
+///
+/// let e = BuildError::from(ConfigError::Io { path: "bus.yaml".into(), message: "not found".into() });
+/// assert!(matches!(e, BuildError::Config(_)));
+/// assert_eq!(e.to_string(), "cannot read config file bus.yaml: not found");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The transport could not be set up (NATS: the connection failed).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
 
 /// A handle on one event bus. Cloning is cheap; every clone drives the same
 /// bus.
@@ -60,6 +87,36 @@ pub(crate) use inner::BusInner;
 /// assert_eq!(sub.stats().total.delivered, 1);
 /// # Ok(()) }
 /// ```
+///
+/// # On core NATS (`type: nats`, cargo feature `nats`)
+///
+/// Built with [`Bus::connect`]. Topics are NATS subjects with no stream
+/// and no ack: at-most-once, as on the server itself.
+///
+/// - `publish` returns once the client has queued the message (the client
+///   writes it out in the background); a failure is
+///   [`PublishError::Transport`] with the value handed back. The routing
+///   key travels in the `lanebus-key` header, other headers as NATS
+///   headers; an envelope goes as its binary encoding, keyed by its
+///   aggregate ID. The server alone knows the subscribers, so nothing is
+///   counted as unrouted.
+/// - `try_publish` never waits: when the client's queue has no room at that
+///   moment it hands the value back as `Full`.
+/// - A subscription is a client subscription (a queue subscription for a
+///   group, so the server shares the work inside a group; `*` and `>`
+///   subscribe natively, and handlers see the exact subject). Its consumer
+///   task waits while the lanes are full; meanwhile the client buffers up
+///   to 64 Ki messages per subscription and drops what exceeds that,
+///   reporting [`ConnectionEvent::SlowConsumer`](crate::ConnectionEvent).
+/// - Dead letters are published to their NATS subject like any record.
+/// - `unsubscribe` and `close` first let each subscription take what the
+///   server sent it for this bus's earlier publishes (a server round trip),
+///   then drain the lanes as on the memory transport; `close` ends with a
+///   round trip, so the dead letters of the drain are at the server.
+///   Messages other connections publish while a subscription stops may be
+///   lost.
+/// - [`Bus::flush`] waits for the records already in the lanes; records
+///   still on their way through the server are not waited for.
 #[derive(Clone)]
 pub struct Bus {
     inner: Arc<BusInner>,
@@ -91,10 +148,59 @@ impl std::fmt::Debug for Bus {
 impl Bus {
     /// A new in-process bus with the default configuration.
     pub fn memory() -> Self {
-        Self::build(BusConfig::memory())
+        Self::build(BusConfig::memory(), Transport::Memory(Memory))
     }
 
-    /// A bus built from a configuration (validated first).
+    /// A bus built from a configuration (validated first), on any
+    /// transport: the way to build a NATS bus, since it connects to the
+    /// servers before it returns.
+    ///
+    /// `type: memory` builds at once, as [`from_config`](Self::from_config)
+    /// does. `type: nats` (cargo feature `nats`) connects once with the
+    /// config's `nats` options (the first attempt does not retry: a wrong
+    /// password or an unreachable server is an error at once) and from then
+    /// on reconnects by itself; its events come from `Bus::connection_events`.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Config`] for an invalid config (including `type: nats`
+    /// on a build without the `nats` feature), [`BuildError::Transport`]
+    /// when the connection fails (its message names the cause).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lanebus::BuildError> {
+    /// use lanebus::{Bus, BusConfig};
+    ///
+    /// let bus = Bus::connect(BusConfig::from_yaml_str("type: memory\n")?).await?;
+    /// assert_eq!(bus.health_check().await.unwrap().transport, "memory");
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(config: BusConfig) -> Result<Self, BuildError> {
+        config.validate()?;
+        let transport = match config.transport {
+            TransportKind::Memory => Transport::Memory(Memory),
+            #[cfg(feature = "nats")]
+            TransportKind::Nats => {
+                let events = crate::transport::nats::event_channel();
+                let client = crate::transport::nats::connect(&config.nats, events.clone()).await?;
+                Transport::Nats(crate::transport::nats::NatsCore::new(
+                    client,
+                    events,
+                    config.nats.connect_timeout,
+                ))
+            }
+            #[cfg(not(feature = "nats"))]
+            TransportKind::Nats => unreachable!("validate refuses nats without the feature"),
+        };
+        Ok(Self::build(config, transport))
+    }
+
+    /// A bus built from a configuration (validated first), without
+    /// connecting anywhere: memory only. A config with `type: nats` is an
+    /// error on the field `type` that points to [`connect`](Self::connect).
     ///
     /// # Examples
     ///
@@ -107,10 +213,16 @@ impl Bus {
     /// ```
     pub fn from_config(config: BusConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self::build(config))
+        match config.transport {
+            TransportKind::Memory => Ok(Self::build(config, Transport::Memory(Memory))),
+            TransportKind::Nats => Err(ConfigError::invalid(
+                "type",
+                "a nats bus connects to its servers: build it with `Bus::connect(config).await`",
+            )),
+        }
     }
 
-    fn build(config: BusConfig) -> Self {
+    fn build(config: BusConfig, transport: Transport) -> Self {
         let topics: Vec<_> = config
             .topics
             .iter()
@@ -130,7 +242,7 @@ impl Bus {
             retired: Arc::default(),
             closed_subs: Mutex::new(Vec::new()),
             close_outcome: tokio::sync::OnceCell::new(),
-            transport: crate::transport::Transport::for_kind(config.transport),
+            transport,
             config,
             this: this.clone(),
         });
@@ -139,6 +251,22 @@ impl Bus {
             inner.set_topic_config(&topic, Some(options));
         }
         Self { inner }
+    }
+
+    /// The connection's events from now on ([`ConnectionEvent`]:
+    /// disconnects, reconnects, slow consumers, errors) on a NATS bus;
+    /// `None` on the memory transport. A receiver that falls more than 64
+    /// events behind loses the oldest and is told how many.
+    ///
+    /// [`ConnectionEvent`]: crate::ConnectionEvent
+    #[cfg(feature = "nats")]
+    pub fn connection_events(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<crate::ConnectionEvent>> {
+        match &self.inner.transport {
+            Transport::Nats(n) => Some(n.events()),
+            Transport::Memory(_) => None,
+        }
     }
 
     /// The configuration this bus was built with.
@@ -187,7 +315,9 @@ impl Bus {
     }
 
     /// Publishes without waiting: `Full` hands the payload back when a lane
-    /// is full (nothing is delivered to any subscriber then).
+    /// is full (nothing is delivered to any subscriber then). On NATS,
+    /// `Full` means the client's outgoing queue has no room at that moment
+    /// (nothing was sent); see [`Bus`]'s section on core NATS.
     pub fn try_publish(
         &self,
         topic: &str,
@@ -266,7 +396,9 @@ impl Bus {
         handler: H,
     ) -> Result<Subscription, SubscribeError> {
         let options = self.inner.config.subscribe.clone();
-        self.inner.subscribe::<Message, H>(topic, options, handler)
+        self.inner
+            .subscribe::<Message, H>(topic, options, handler)
+            .await
     }
 
     /// Subscribes a plain-message handler with these options.
@@ -276,7 +408,9 @@ impl Bus {
         options: SubscribeOptions,
         handler: H,
     ) -> Result<Subscription, SubscribeError> {
-        self.inner.subscribe::<Message, H>(topic, options, handler)
+        self.inner
+            .subscribe::<Message, H>(topic, options, handler)
+            .await
     }
 
     /// Subscribes an envelope handler with the bus's default options.
@@ -298,7 +432,7 @@ impl Bus {
         handler: H,
     ) -> Result<Subscription, SubscribeError> {
         let options = self.inner.config.subscribe.clone();
-        self.inner.subscribe::<M, H>(topic, options, handler)
+        self.inner.subscribe::<M, H>(topic, options, handler).await
     }
 
     /// Subscribes an envelope handler with these options.
@@ -308,7 +442,7 @@ impl Bus {
         options: SubscribeOptions,
         handler: H,
     ) -> Result<Subscription, SubscribeError> {
-        self.inner.subscribe::<M, H>(topic, options, handler)
+        self.inner.subscribe::<M, H>(topic, options, handler).await
     }
 
     /// Creates or replaces a topic's configuration.
@@ -354,10 +488,16 @@ impl Bus {
     }
 
     /// Checks that the bus is open, its lane workers are alive, and a probe
-    /// record makes a round trip through a lane ring.
+    /// record makes a round trip through a lane ring. On NATS, first that
+    /// the connection is up and the server answers a round trip (a flush)
+    /// within the connect timeout.
     pub async fn health_check(&self) -> Result<HealthReport, HealthError> {
         if self.is_closed() {
             return Err(HealthError::Closed);
+        }
+        #[cfg(feature = "nats")]
+        if let Transport::Nats(n) = &self.inner.transport {
+            n.health().await.map_err(HealthError::Transport)?;
         }
         let (subscriptions, lanes) = {
             let live = self.inner.live.lock();

@@ -29,27 +29,62 @@ use std::time::Duration;
 
 /// The transport a bus runs on, one variant per flavor (as
 /// crossbeam-channel picks a channel flavor by enum): the publish path
-/// matches on it, so the memory flavor costs no indirection.
+/// matches on it, memory first, so the memory flavor costs no indirection.
 #[derive(Debug)]
 #[non_exhaustive]
 pub(crate) enum Transport {
     /// In-process: the engine's rings are the transport.
     Memory(memory::Memory),
+    /// Core NATS: the client and its connection events.
+    #[cfg(feature = "nats")]
+    Nats(nats::NatsCore),
 }
 
 impl Transport {
-    /// The transport a configuration names.
-    pub(crate) fn for_kind(kind: crate::TransportKind) -> Self {
-        match kind {
-            crate::TransportKind::Memory => Transport::Memory(memory::Memory),
-        }
-    }
-
     /// Its name, as health reports and errors give it.
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Transport::Memory(_) => "memory",
+            #[cfg(feature = "nats")]
+            Transport::Nats(_) => "nats",
         }
+    }
+}
+
+/// A broker subscription's consumer task, which feeds the subscription's
+/// lanes, and the signal that stops it.
+///
+/// Stopping (or dropping the signal) makes the task stop taking new
+/// records from the broker, deliver what its client already holds, and
+/// then close the subscription's lanes, which the lane workers drain as
+/// they do on the memory transport.
+#[derive(Debug)]
+pub(crate) struct Feed {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Feed {
+    /// A consumer task and its stop signal.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))] // built by broker adapters
+    pub(crate) fn new(
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<()>,
+    ) -> Self {
+        Self {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Tells the task to stop; returns it, to be awaited.
+    pub(crate) fn stop(mut self) -> tokio::task::JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            // The task may have ended already (its broker subscription
+            // closed): nothing to tell then.
+            let _ = stop.send(());
+        }
+        self.task
     }
 }
 

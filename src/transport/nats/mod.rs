@@ -12,9 +12,12 @@
 //!   options and forwards its connection events, as [`ConnectionEvent`]s,
 //!   to a `tokio::sync::broadcast` channel.
 //!
-//! Not here yet: publishing and subscribing (core NATS and JetStream), the
-//! stream per topic, the ack handle, and the `Transport::Nats` flavor that
-//! puts all of it behind the bus.
+//! - `NatsCore` (feature `nats`, in `pubsub`): the `Transport::Nats`
+//!   flavor behind the bus, core NATS publish/subscribe (no stream, no
+//!   ack, at-most-once); see that module for its algorithm.
+//!
+//! Not here yet: JetStream (the stream per topic, durable consumers, the
+//! ack handle).
 //!
 //! # Algorithm
 //!
@@ -54,17 +57,20 @@
 
 use std::fmt;
 
-// Used by the tests until the NATS flavor of `Transport` calls it.
 #[cfg(feature = "nats")]
-#[cfg_attr(not(test), allow(dead_code))]
 mod connect;
 mod options;
+#[cfg(feature = "nats")]
+mod pubsub;
 
 #[cfg(feature = "nats")]
-#[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use connect::{connect, event_channel};
 pub use options::{NatsAuth, NatsOptions, NatsReconnect, NatsTls, DEFAULT_NATS_URL};
+#[cfg(feature = "nats")]
+pub(crate) use pubsub::NatsCore;
 
+#[cfg(all(test, feature = "nats"))]
+mod bus_tests;
 #[cfg(all(test, feature = "nats"))]
 mod tests;
 

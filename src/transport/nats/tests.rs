@@ -7,7 +7,7 @@
 
 #[path = "../../../tests/common/nats.rs"]
 #[allow(dead_code)]
-mod harness;
+pub(super) mod harness;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
