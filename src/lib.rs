@@ -2,8 +2,9 @@
 //!
 //! One event-bus API for services — domain events (enveloped, per-aggregate
 //! ordered, at-least-once) and plain messages (fast, concurrent) — over an
-//! in-process transport today and broker transports (NATS JetStream, Kafka)
-//! on the same boundary, built on a lock-free engine.
+//! in-process transport and core NATS today (feature `nats`), with NATS
+//! JetStream and Kafka to come on the same seam, built on a lock-free
+//! engine.
 //!
 //! ```text
 //!  publish / publish_envelope            transports feed records in
@@ -16,8 +17,10 @@
 //!  | dispatch: one worker task per lane drains its ring in order, runs the    |
 //!  |           handler, then acks / retries / dead-letters                     |
 //!  +--------------------------------------------------------------------------+
-//!         |
-//!   memory transport (the rings are the transport)
+//!         |                                  |
+//!   memory transport                  core NATS (feature `nats`):
+//!   (the rings are the transport)     publish to subjects; a consumer task
+//!                                     per subscription feeds its lanes
 //! ```
 //!
 //! ## Where things are
