@@ -173,7 +173,7 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
     async fn process(&self, d: Delivery) {
         let first = d.ack.redelivered();
         let mut attempts = first.saturating_add(1);
-        let mut outcome = self.attempt(&d, attempts, first).await;
+        let mut outcome = self.attempt(&d, attempts).await;
         if let Attempt::Failed(kind, error) = outcome {
             (outcome, attempts) = Box::pin(self.recover(&d, kind, error)).await;
         }
@@ -193,7 +193,7 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
     }
 
     /// Runs the handler once on `d` (catching panics).
-    async fn attempt(&self, d: &Delivery, attempt: u32, redelivered: u32) -> Attempt {
+    async fn attempt(&self, d: &Delivery, attempt: u32) -> Attempt {
         let body = match &d.body {
             Body::Plain { payload, meta } => InboundBody::Plain {
                 payload,
@@ -206,7 +206,7 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             body,
             topic: d.ack.topic().unwrap_or(&self.topic),
             attempt,
-            redelivered,
+            redelivered: d.ack.redelivered(),
         };
         let msg = match M::build(record) {
             Ok(msg) => msg,
@@ -238,7 +238,7 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             tracing::debug!(topic = %self.topic, lane = self.index, attempt, %error, "handler failed; retrying");
             tokio::time::sleep(policy.retry.backoff(attempt - first)).await;
             attempt += 1;
-            match self.attempt(d, attempt, first).await {
+            match self.attempt(d, attempt).await {
                 Attempt::Failed(k, e) => {
                     kind = k;
                     error = e;

@@ -104,7 +104,7 @@ async fn redeliveries_count_as_attempts_and_use_up_the_retry_budget() {
         })
         .await
         .unwrap();
-    let (_dlq, mut dead) = crate_collect(&bus, "in.dlq").await;
+    let (_dlq, mut dead) = collect(&bus, "in.dlq", SubscribeOptions::default()).await;
     let rec = Recorder::default();
     // Delivered twice before by the broker: two local attempts are left.
     sub.core
@@ -180,18 +180,20 @@ async fn records_left_by_a_close_that_timed_out_are_nacked() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
-/// Collects a topic's messages (the crate's own tests cannot use the
-/// integration tests' helpers).
-async fn crate_collect(
+/// Subscribes a handler that forwards every message of `topic` to a
+/// channel: the crate's own tests (here and the NATS bus tests) share it,
+/// since they cannot use the integration tests' helpers.
+pub(super) async fn collect(
     bus: &Bus,
     topic: &str,
+    options: SubscribeOptions,
 ) -> (
     crate::Subscription,
     tokio::sync::mpsc::UnboundedReceiver<Message>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let sub = bus
-        .subscribe(topic, move |m: Message| {
+        .subscribe_with(topic, options, move |m: Message| {
             let tx = tx.clone();
             async move {
                 let _ = tx.send(m);

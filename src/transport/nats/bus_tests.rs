@@ -14,13 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::tests::harness::NatsServer;
+use crate::transport::tests::collect;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::pipeline::dead_letter::{HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC};
 use crate::{
     BuildError, Bus, BusConfig, Envelope, HandlerError, Message, OutboundMessage, PublishError,
-    SubscribeOptions, Subscription, TransportKind, TryPublishError,
+    SubscribeOptions, TransportKind, TryPublishError,
 };
 
 /// A hang guard for one step against the server, not a speed check.
@@ -40,26 +41,6 @@ fn yaml(url: &str) -> String {
 async fn nats_bus() -> Bus {
     let config = BusConfig::from_yaml_str(&yaml(&NatsServer::shared().url())).unwrap();
     step("connect", Bus::connect(config)).await.unwrap()
-}
-
-/// Subscribes a handler that forwards every message to a channel.
-async fn collect(
-    bus: &Bus,
-    topic: &str,
-    options: SubscribeOptions,
-) -> (Subscription, mpsc::UnboundedReceiver<Message>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let sub = bus
-        .subscribe_with(topic, options, move |m: Message| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(m);
-                Ok::<(), HandlerError>(())
-            }
-        })
-        .await
-        .unwrap();
-    (sub, rx)
 }
 
 async fn recv(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message {
