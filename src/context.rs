@@ -211,6 +211,7 @@ impl Inbound<'_> {
 }
 
 /// The record's content.
+#[derive(Clone, Copy)]
 pub(crate) enum InboundBody<'a> {
     /// Payload bytes, with key and headers when the record has them.
     Plain {
@@ -220,4 +221,28 @@ pub(crate) enum InboundBody<'a> {
     },
     /// An envelope published in-process.
     Envelope(&'a Arc<Envelope>),
+}
+
+impl InboundBody<'_> {
+    /// Payload, key and headers, cloned (reference counts; headers only
+    /// when present). For an envelope: its binary encoding, aggregate ID and
+    /// headers.
+    pub(crate) fn parts(self) -> (Bytes, Option<Arc<str>>, Headers) {
+        match self {
+            InboundBody::Plain {
+                payload,
+                key,
+                headers,
+            } => (
+                payload.clone(),
+                key.cloned(),
+                headers.cloned().unwrap_or_default(),
+            ),
+            InboundBody::Envelope(e) => (
+                e.encode(),
+                Some(Arc::from(e.aggregate_id.as_str())),
+                e.headers.clone(),
+            ),
+        }
+    }
 }

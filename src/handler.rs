@@ -169,23 +169,12 @@ pub(crate) mod sealed {
         #[allow(private_interfaces)]
         fn build(record: Inbound<'_>) -> Result<Self, String> {
             let context = record.context();
-            let (payload, key, headers) = match record.body {
-                InboundBody::Plain {
-                    payload,
-                    key,
-                    headers,
-                } => (payload.clone(), key.cloned(), headers.cloned()),
-                InboundBody::Envelope(e) => (
-                    e.encode(),
-                    Some(Arc::from(e.aggregate_id.as_str())),
-                    Some(e.headers.clone()),
-                ),
-            };
+            let (payload, key, headers) = record.body.parts();
             Ok(Message {
                 context,
                 payload,
                 key,
-                headers: headers.unwrap_or_default(),
+                headers,
             })
         }
     }

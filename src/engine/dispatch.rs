@@ -35,10 +35,10 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 
-use super::lanes::{Body, Delivery};
+use super::lanes::Delivery;
 use super::ring::Consumer;
 use super::sync::Mutex;
-use crate::context::{Inbound, InboundBody};
+use crate::context::Inbound;
 use crate::handler::sealed::Incoming;
 use crate::pipeline::dead_letter::{
     closes_cycle, dead_letter_message, FailureKind, Republish, Republished,
@@ -194,16 +194,8 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
 
     /// Runs the handler once on `d` (catching panics).
     async fn attempt(&self, d: &Delivery, attempt: u32) -> Attempt {
-        let body = match &d.body {
-            Body::Plain { payload, meta } => InboundBody::Plain {
-                payload,
-                key: meta.as_ref().and_then(|m| m.key.as_ref()),
-                headers: meta.as_ref().map(|m| &m.headers),
-            },
-            Body::Envelope(e) => InboundBody::Envelope(e),
-        };
         let record = Inbound {
-            body,
+            body: d.body.inbound(),
             topic: d.ack.topic().unwrap_or(&self.topic),
             attempt,
             redelivered: d.ack.redelivered(),

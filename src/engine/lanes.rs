@@ -26,6 +26,7 @@ use crossbeam_utils::CachePadded;
 
 use super::ring::{Consumer, Reservation, ReserveError, Ring, TryPushError};
 use super::sync::{Arc, DataArc};
+use crate::context::InboundBody;
 use crate::pipeline::metrics::{LaneCounters, LaneStats};
 use crate::transport::Ack;
 use crate::{Envelope, Headers, OutboundMessage};
@@ -78,16 +79,19 @@ impl Body {
     /// counts; headers only when present). For an envelope: its binary
     /// encoding, aggregate ID and headers.
     pub(crate) fn parts(&self) -> (Bytes, Option<DataArc<str>>, Headers) {
+        self.inbound().parts()
+    }
+
+    /// The record as handler message types see it (public types only).
+    #[inline]
+    pub(crate) fn inbound(&self) -> InboundBody<'_> {
         match self {
-            Body::Plain { payload, meta } => match meta {
-                None => (payload.clone(), None, Headers::new()),
-                Some(m) => (payload.clone(), m.key.clone(), m.headers.clone()),
+            Body::Plain { payload, meta } => InboundBody::Plain {
+                payload,
+                key: meta.as_ref().and_then(|m| m.key.as_ref()),
+                headers: meta.as_ref().map(|m| &m.headers),
             },
-            Body::Envelope(e) => (
-                e.encode(),
-                Some(DataArc::from(e.aggregate_id.as_str())),
-                e.headers.clone(),
-            ),
+            Body::Envelope(e) => InboundBody::Envelope(e),
         }
     }
 
