@@ -227,6 +227,7 @@ impl InboundBody<'_> {
     /// Payload, key and headers, cloned (reference counts; headers only
     /// when present). For an envelope: its binary encoding, aggregate ID and
     /// headers.
+    #[inline]
     pub(crate) fn parts(self) -> (Bytes, Option<Arc<str>>, Headers) {
         match self {
             InboundBody::Plain {
