@@ -430,7 +430,6 @@ impl BusInner {
             pending += l.core.pending();
             finals.push(subscription_stats(&l.core));
         }
-        finals.sort_by_key(|s| s.id);
         self.closed_subs.lock().extend(finals);
         #[cfg(feature = "nats")]
         if let Transport::Nats(n) = &self.transport {

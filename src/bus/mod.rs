@@ -543,9 +543,7 @@ impl Bus {
             .values()
             .map(|l| l.core.clone())
             .collect();
-        let mut subs: Vec<SubscriptionStats> =
-            cores.iter().map(|c| subscription_stats(c)).collect();
-        subs.sort_by_key(|s| s.id);
+        let subs: Vec<SubscriptionStats> = cores.iter().map(|c| subscription_stats(c)).collect();
         let mut stats = BusStats::new(self.inner.published(), self.inner.unrouted.get(), subs);
         stats.absorb_retired(&self.inner.retired.lock());
         // Subscriptions `close` stopped: listed with their final counts,

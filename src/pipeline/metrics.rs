@@ -231,8 +231,8 @@ impl BusStats {
         self.total.depth = depth;
     }
 
-    /// Lists subscriptions `close` stopped; their counts are already in the
-    /// retired totals.
+    /// Lists subscriptions `close` stopped (their counts are already in the
+    /// retired totals) and sorts the whole list by ID, live ones included.
     pub(crate) fn list_closed(&mut self, closed: &[SubscriptionStats]) {
         self.subscriptions.extend_from_slice(closed);
         self.subscriptions.sort_by_key(|s| s.id);
