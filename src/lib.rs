@@ -117,9 +117,11 @@ pub use pipeline::metrics::{BusStats, LaneStats, SubscriptionStats};
 pub use pipeline::retry::RetryPolicy;
 pub use subscription::{SubscribeOptions, Subscription, MAX_LANES, MAX_RING_CAPACITY};
 pub use topic::{
-    validate_topic_name, Persistence, Retention, TopicError, TopicOptions, MAX_TOPIC_LEN,
+    validate_topic_name, Discard, Persistence, Retention, Storage, TopicError, TopicOptions,
+    MAX_TOPIC_LEN,
 };
 pub use transport::nats::{
-    ConnectionEvent, NatsAuth, NatsOptions, NatsReconnect, NatsTls, DEFAULT_NATS_URL,
+    ConnectionEvent, JetStreamOptions, NatsAuth, NatsOptions, NatsReconnect, NatsTls,
+    StreamStrategy, DEFAULT_NATS_URL,
 };
 pub use transport::{AckHandle, BoxFuture, TransportError};

@@ -7,6 +7,7 @@
 //! lets it finish in the background.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +62,27 @@ pub struct SubscribeOptions {
     /// default): this subscription gets every message. Named like a topic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Brokers: the durable consumer's name (JetStream), in place of the
+    /// default (the group, else the client name and topic; see the NATS
+    /// transport's docs). Named like a topic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+    /// Brokers: how long the broker waits for a record's ack before it
+    /// delivers it again (JetStream's `ack_wait`). Records that wait in a
+    /// lane or retry for longer than half of it get in-progress acks.
+    /// Default: 30 s.
+    #[serde(with = "crate::options::duration")]
+    pub ack_wait: Duration,
+    /// Brokers: deliveries of one record the broker makes at most
+    /// (JetStream's `max_deliver`). `None` (the default): unlimited; the
+    /// retry policy, which counts redeliveries, dead-letters it first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_deliver: Option<u32>,
+    /// Brokers: records delivered but not yet acked, at most (JetStream's
+    /// `max_ack_pending`). `None` (the default): what the lanes hold,
+    /// `lanes × ring_capacity`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ack_pending: Option<u32>,
 }
 
 impl Default for SubscribeOptions {
@@ -72,6 +94,10 @@ impl Default for SubscribeOptions {
             retry: RetryPolicy::default(),
             dead_letter: DeadLetter::Default,
             group: None,
+            consumer: None,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: None,
+            max_ack_pending: None,
         }
     }
 }
@@ -126,6 +152,42 @@ impl SubscribeOptions {
         self
     }
 
+    /// Names the durable consumer (brokers).
+    pub fn consumer(mut self, name: impl Into<String>) -> Self {
+        self.consumer = Some(name.into());
+        self
+    }
+
+    /// Sets the broker's ack wait.
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
+        self
+    }
+
+    /// Sets the broker's delivery limit per record.
+    pub fn max_deliver(mut self, deliveries: u32) -> Self {
+        self.max_deliver = Some(deliveries);
+        self
+    }
+
+    /// Sets the broker's limit of unacked records.
+    pub fn max_ack_pending(mut self, records: u32) -> Self {
+        self.max_ack_pending = Some(records);
+        self
+    }
+
+    /// The broker's limit of unacked records: the option, else what the
+    /// lanes hold.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn ack_pending_limit(&self) -> u32 {
+        self.max_ack_pending.unwrap_or_else(|| {
+            let held = self
+                .lanes
+                .saturating_mul(self.ring_capacity.next_power_of_two());
+            u32::try_from(held).unwrap_or(u32::MAX)
+        })
+    }
+
     /// Checks the fields; `prefix` names where the options sit in a config.
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         let fields = crate::options::Fields::at(prefix);
@@ -136,6 +198,23 @@ impl SubscribeOptions {
         self.dead_letter
             .validate(&fields.path("dead_letter.topic"))?;
         validate_group(self.group.as_deref(), prefix)?;
+        if let Some(Err(e)) = self.consumer.as_deref().map(crate::validate_topic_name) {
+            return Err(ConfigError::invalid(
+                fields.path("consumer"),
+                format!("not a valid consumer name: {e}"),
+            ));
+        }
+        fields.ensure("ack_wait", !self.ack_wait.is_zero(), "must be positive")?;
+        fields.ensure(
+            "max_deliver",
+            self.max_deliver != Some(0),
+            crate::options::NO_ZERO_LIMIT,
+        )?;
+        fields.ensure(
+            "max_ack_pending",
+            self.max_ack_pending != Some(0),
+            crate::options::NO_ZERO_LIMIT,
+        )?;
         Ok(())
     }
 }

@@ -125,6 +125,32 @@ pub struct Retention {
     pub max_messages: Option<u64>,
 }
 
+/// Where a persistent topic's broker keeps it (JetStream's stream
+/// storage).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Storage {
+    /// On disk (the default).
+    #[default]
+    File,
+    /// In the broker's memory: faster, lost when the broker restarts.
+    Memory,
+}
+
+/// What a persistent topic does when it reaches a retention limit
+/// (JetStream's discard policy).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Discard {
+    /// Drop the oldest messages to make room (the default).
+    #[default]
+    Old,
+    /// Refuse new messages: a publish fails until there is room.
+    New,
+}
+
 /// Configuration of one topic.
 ///
 /// The memory transport records it (and reports it back from
@@ -140,7 +166,9 @@ pub struct Retention {
 ///
 /// | transport | honours | warns about |
 /// |---|---|---|
-/// | memory | `persistence` (messages live as long as the process) | `retention.*`, `partitions` ≠ 1, `replicas` ≠ 1 |
+/// | memory | `persistence` (messages live as long as the process) | `retention.*`, `partitions` ≠ 1, `replicas` ≠ 1, `storage` ≠ file, `discard` ≠ old, `stream` |
+/// | nats, persistent topic (JetStream) | everything but `partitions` | `partitions` ≠ 1 |
+/// | nats, ephemeral topic (core NATS) | `persistence` | as memory |
 ///
 /// # Examples
 ///
@@ -166,6 +194,14 @@ pub struct TopicOptions {
     pub partitions: u32,
     /// Replicas; at least 1.
     pub replicas: u32,
+    /// Disk or memory (JetStream).
+    pub storage: Storage,
+    /// What happens at a retention limit (JetStream).
+    pub discard: Discard,
+    /// The JetStream stream's name, in place of the one derived from the
+    /// topic (letters, digits, `-` and `_`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
     /// Free text for operators.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -178,6 +214,9 @@ impl Default for TopicOptions {
             retention: Retention::default(),
             partitions: 1,
             replicas: 1,
+            storage: Storage::File,
+            discard: Discard::Old,
+            stream: None,
             description: None,
         }
     }
@@ -230,9 +269,38 @@ impl TopicOptions {
         self
     }
 
+    /// Sets where the broker keeps the topic.
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Sets what happens at a retention limit.
+    pub fn discard(mut self, discard: Discard) -> Self {
+        self.discard = discard;
+        self
+    }
+
+    /// Names the JetStream stream (instead of deriving it from the topic).
+    pub fn stream(mut self, name: impl Into<String>) -> Self {
+        self.stream = Some(name.into());
+        self
+    }
+
     /// Checks the fields; `prefix` names where the options sit in a config.
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         let fields = Fields::at(prefix);
+        if let Some(stream) = &self.stream {
+            fields.ensure(
+                "stream",
+                !stream.is_empty()
+                    && stream.len() <= 255
+                    && stream
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "a stream name is 1 to 255 of A-Z a-z 0-9 - _",
+            )?;
+        }
         fields.range("partitions", self.partitions, 1..)?;
         fields.range("replicas", self.replicas, 1..)?;
         let limits = [
@@ -255,10 +323,22 @@ impl TopicOptions {
     /// The options set here that `transport` cannot honour, by their config
     /// names (`retention.max_age`, `partitions`, …); empty when it honours
     /// them all. See [the table above](Self#what-each-transport-honours).
-    pub(crate) fn unhonoured_by(&self, transport: TransportKind) -> Vec<&'static str> {
+    /// `in_stream`: the topic lives in a JetStream stream (a persistent
+    /// topic on NATS).
+    pub(crate) fn unhonoured_by(
+        &self,
+        transport: TransportKind,
+        in_stream: bool,
+    ) -> Vec<&'static str> {
         match transport {
-            // Core NATS keeps nothing either (JetStream, which will, is not
-            // behind the bus yet).
+            TransportKind::Nats if in_stream => {
+                if self.partitions != 1 {
+                    vec!["partitions"]
+                } else {
+                    Vec::new()
+                }
+            }
+            // Core NATS keeps nothing, as the memory transport.
             TransportKind::Memory | TransportKind::Nats => {
                 let set = [
                     ("retention.max_age", self.retention.max_age.is_some()),
@@ -269,6 +349,9 @@ impl TopicOptions {
                     ),
                     ("partitions", self.partitions != 1),
                     ("replicas", self.replicas != 1),
+                    ("storage", self.storage != Storage::File),
+                    ("discard", self.discard != Discard::Old),
+                    ("stream", self.stream.is_some()),
                 ];
                 set.into_iter()
                     .filter_map(|(name, set)| set.then_some(name))
@@ -280,8 +363,11 @@ impl TopicOptions {
 
 /// Logs one warning if `transport` cannot honour some of `options` for
 /// `topic`; the bus calls it once per topic configuration.
-pub(crate) fn warn_unhonoured(topic: &str, options: &TopicOptions, transport: TransportKind) {
-    let unhonoured = options.unhonoured_by(transport);
+pub(crate) fn warn_unhonoured(topic: &str, options: &TopicOptions, config: &crate::BusConfig) {
+    let transport = config.transport;
+    let in_stream = transport == TransportKind::Nats
+        && config.nats.jetstream.is_persistent(options.persistence);
+    let unhonoured = options.unhonoured_by(transport, in_stream);
     if !unhonoured.is_empty() {
         tracing::warn!(
             topic,
@@ -299,9 +385,15 @@ mod tests {
     #[test]
     fn memory_names_what_it_cannot_honour() {
         let memory = TransportKind::Memory;
-        assert!(TopicOptions::default().unhonoured_by(memory).is_empty());
-        assert!(TopicOptions::persistent().unhonoured_by(memory).is_empty());
-        assert!(TopicOptions::ephemeral().unhonoured_by(memory).is_empty());
+        assert!(TopicOptions::default()
+            .unhonoured_by(memory, false)
+            .is_empty());
+        assert!(TopicOptions::persistent()
+            .unhonoured_by(memory, false)
+            .is_empty());
+        assert!(TopicOptions::ephemeral()
+            .unhonoured_by(memory, false)
+            .is_empty());
         let all = TopicOptions::persistent()
             .max_age(Duration::from_secs(60))
             .max_bytes(1 << 20)
@@ -309,7 +401,7 @@ mod tests {
             .partitions(6)
             .replicas(3);
         assert_eq!(
-            all.unhonoured_by(memory),
+            all.unhonoured_by(memory, false),
             [
                 "retention.max_age",
                 "retention.max_bytes",
@@ -319,7 +411,9 @@ mod tests {
             ]
         );
         assert_eq!(
-            TopicOptions::default().replicas(3).unhonoured_by(memory),
+            TopicOptions::default()
+                .replicas(3)
+                .unhonoured_by(memory, false),
             ["replicas"]
         );
     }

@@ -247,7 +247,7 @@ impl Bus {
             this: this.clone(),
         });
         for (topic, options) in topics {
-            crate::topic::warn_unhonoured(&topic, &options, inner.config.transport);
+            crate::topic::warn_unhonoured(&topic, &options, &inner.config);
             inner.set_topic_config(&topic, Some(options));
         }
         Self { inner }
@@ -456,7 +456,7 @@ impl Bus {
         }
         validate_publish_name(topic)?;
         options.validate("options")?;
-        crate::topic::warn_unhonoured(topic, &options, self.inner.config.transport);
+        crate::topic::warn_unhonoured(topic, &options, &self.inner.config);
         self.inner.set_topic_config(topic, Some(options));
         Ok(())
     }

@@ -156,10 +156,15 @@ pub struct Envelope {
 /// assert_eq!(Envelope::detect(&[0xEB, 0x1B, 1]), Some(WireFormat::Binary));
 /// assert_eq!(Envelope::detect(b"hello"), None);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum WireFormat {
-    /// The compact binary form written by [`Envelope::encode`].
+    /// The compact binary form written by [`Envelope::encode`] (the
+    /// default wire form of a bus).
+    #[default]
     Binary,
     /// The Go-compatible JSON form written by [`Envelope::encode_json`].
     Json,

@@ -59,12 +59,14 @@ use std::fmt;
 
 #[cfg(feature = "nats")]
 mod connect;
+mod js_options;
 mod options;
 #[cfg(feature = "nats")]
 mod pubsub;
 
 #[cfg(feature = "nats")]
 pub(crate) use connect::{connect, event_channel};
+pub use js_options::{JetStreamOptions, StreamStrategy};
 pub use options::{NatsAuth, NatsOptions, NatsReconnect, NatsTls, DEFAULT_NATS_URL};
 #[cfg(feature = "nats")]
 pub(crate) use pubsub::NatsCore;

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::JetStreamOptions;
 use crate::options::{duration, ConfigError, Fields, NO_ZERO_LIMIT};
 
 /// The URL a default [`NatsOptions`] connects to.
@@ -80,6 +81,8 @@ pub struct NatsOptions {
     pub auth: NatsAuth,
     /// TLS settings.
     pub tls: NatsTls,
+    /// How persistent topics use JetStream.
+    pub jetstream: JetStreamOptions,
 }
 
 impl Default for NatsOptions {
@@ -91,6 +94,7 @@ impl Default for NatsOptions {
             reconnect: NatsReconnect::default(),
             auth: NatsAuth::None,
             tls: NatsTls::default(),
+            jetstream: JetStreamOptions::default(),
         }
     }
 }
@@ -141,6 +145,12 @@ impl NatsOptions {
         self
     }
 
+    /// Sets how persistent topics use JetStream.
+    pub fn jetstream(mut self, jetstream: JetStreamOptions) -> Self {
+        self.jetstream = jetstream;
+        self
+    }
+
     /// Checks the fields; `prefix` names where the options sit in a config.
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         let fields = Fields::at(prefix);
@@ -170,6 +180,7 @@ impl NatsOptions {
         self.reconnect.validate(&fields.path("reconnect"))?;
         self.auth.validate(&fields.path("auth"))?;
         self.tls.validate(&fields.path("tls"))?;
+        self.jetstream.validate(&fields.path("jetstream"))?;
         Ok(())
     }
 }
@@ -184,6 +195,7 @@ impl fmt::Debug for NatsOptions {
             .field("reconnect", &self.reconnect)
             .field("auth", &self.auth)
             .field("tls", &self.tls)
+            .field("jetstream", &self.jetstream)
             .finish()
     }
 }
