@@ -99,7 +99,7 @@ impl Registry {
 
     /// Removes `topic`.
     pub fn remove(&self, topic: &str) {
-        now(self.bus.remove_topic(topic));
+        now(self.bus.remove_topic(topic)).expect("the memory transport removes without fail");
     }
 
     /// The publish path's lookup: this thread's cached snapshot (one

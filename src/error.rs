@@ -183,6 +183,10 @@ pub enum TopicConfigError {
     /// The options are invalid.
     #[error("invalid topic options: {0}")]
     InvalidOptions(#[from] ConfigError),
+    /// The broker refused or could not be reached (NATS: a stream call
+    /// failed, or `validate_only` found the stream missing or different).
+    #[error("transport failed: {0}")]
+    Transport(TransportError),
 }
 
 /// Why [`Bus::close`](crate::Bus::close) could not drain everything.

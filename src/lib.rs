@@ -113,7 +113,7 @@ pub use pipeline::dead_letter::{
     DeadLetter, DeadLetterInfo, HEADER_ATTEMPTS, HEADER_DEAD_LETTER_TRAIL, HEADER_ERROR,
     HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC,
 };
-pub use pipeline::metrics::{BusStats, LaneStats, SubscriptionStats};
+pub use pipeline::metrics::{BrokerStats, BusStats, LaneStats, SubscriptionStats};
 pub use pipeline::retry::RetryPolicy;
 pub use subscription::{SubscribeOptions, Subscription, MAX_LANES, MAX_RING_CAPACITY};
 pub use topic::{

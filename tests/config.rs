@@ -172,7 +172,7 @@ fn config_files_are_read_by_extension() {
 async fn bus_from_config_applies_it() {
     let bus = Bus::from_config(BusConfig::from_yaml_str(YAML).unwrap()).unwrap();
     assert_eq!(
-        bus.list_topics(),
+        bus.list_topics().await.unwrap(),
         vec!["notifications".to_string(), "orders.events".to_string()]
     );
     assert_eq!(bus.config().subscribe.lanes, 16);

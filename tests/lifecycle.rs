@@ -173,7 +173,7 @@ async fn health_check_reports_and_fails_after_close() {
 #[tokio::test]
 async fn topic_configuration_is_recorded() {
     let bus = Bus::memory();
-    assert_eq!(bus.topic_config("orders"), None);
+    assert_eq!(bus.topic_config("orders").await.unwrap(), None);
     let opts = TopicOptions::persistent()
         .max_age(Duration::from_secs(3600))
         .max_messages(1000)
@@ -182,13 +182,17 @@ async fn topic_configuration_is_recorded() {
     bus.configure_topic("audit", TopicOptions::ephemeral())
         .await
         .unwrap();
-    assert_eq!(bus.topic_config("orders"), Some(opts));
+    assert_eq!(bus.topic_config("orders").await.unwrap(), Some(opts));
     assert_eq!(
-        bus.list_topics(),
+        bus.list_topics().await.unwrap(),
         vec!["audit".to_string(), "orders".to_string()]
     );
     assert_eq!(
-        bus.topic_config("audit").unwrap().persistence,
+        bus.topic_config("audit")
+            .await
+            .unwrap()
+            .unwrap()
+            .persistence,
         Persistence::Ephemeral
     );
     match bus
@@ -205,9 +209,9 @@ async fn topic_configuration_is_recorded() {
             .await,
         Err(TopicConfigError::InvalidTopic(_))
     ));
-    assert!(bus.remove_topic("orders").await);
-    assert!(!bus.remove_topic("orders").await);
-    assert_eq!(bus.list_topics(), vec!["audit".to_string()]);
+    assert!(bus.remove_topic("orders").await.unwrap());
+    assert!(!bus.remove_topic("orders").await.unwrap());
+    assert_eq!(bus.list_topics().await.unwrap(), vec!["audit".to_string()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +221,7 @@ async fn configured_topic_keeps_subscriptions_when_removed() {
         .await
         .unwrap();
     let (_s, mut rx) = collect(&bus, "c").await;
-    assert!(bus.remove_topic("c").await);
+    assert!(bus.remove_topic("c").await.unwrap());
     bus.publish("c", "still routed").await.unwrap();
     assert_eq!(
         common::recv(&mut rx).await.payload().as_ref(),

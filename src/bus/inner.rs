@@ -207,12 +207,37 @@ impl BusInner {
         Ok(())
     }
 
+    /// Checks an envelope before it is published: `validate`, and on a bus
+    /// that writes the JSON wire form, that the form can carry it.
+    pub(super) fn check_envelope(&self, e: &crate::Envelope) -> Result<(), crate::EnvelopeError> {
+        e.validate()?;
+        if self.config.transport == crate::TransportKind::Nats
+            && self.config.nats.jetstream.wire_format == crate::WireFormat::Json
+        {
+            return match e.validate_for(crate::WireFormat::Json) {
+                Ok(()) => Ok(()),
+                Err(crate::EncodeError::Invalid(e)) => Err(e),
+                Err(other) => Err(crate::EnvelopeError::NotJsonForm(Box::new(other))),
+            };
+        }
+        Ok(())
+    }
+
+    /// The configuration of `topic`, if it has one.
+    pub(super) fn topic_options(&self, topic: &str) -> Option<Arc<TopicOptions>> {
+        self.registry
+            .load()
+            .get(topic)
+            .and_then(|e| e.config.clone())
+    }
+
     /// `route` on NATS: the name is checked on every publish (no registry
-    /// remembers it), then the client publishes.
+    /// remembers it), then the client publishes (to the topic's stream,
+    /// waiting for the server's ack, when the topic is persistent).
     #[cfg(feature = "nats")]
     async fn route_nats(
         &self,
-        nats: &crate::transport::nats::NatsCore,
+        nats: &crate::transport::nats::Nats,
         topic: &str,
         body: Body,
         internal: bool,
@@ -223,7 +248,8 @@ impl BusInner {
             }
             return Err(PublishError::InvalidTopic(body, e));
         }
-        match nats.publish(topic, &body).await {
+        let config = self.topic_options(topic);
+        match nats.publish(topic, config.as_deref(), &body).await {
             // Handed to the server, which alone knows the subscribers.
             Ok(()) => Ok(Routed::Delivered(1)),
             Err(e) => {
@@ -239,7 +265,7 @@ impl BusInner {
     #[cfg(feature = "nats")]
     fn try_route_nats(
         &self,
-        nats: &crate::transport::nats::NatsCore,
+        nats: &crate::transport::nats::Nats,
         topic: &str,
         body: Body,
     ) -> Result<(), TryPublishError<Body>> {
@@ -247,13 +273,14 @@ impl BusInner {
             self.refused.add(1);
             return Err(TryPublishError::InvalidTopic(body, e));
         }
-        match nats.try_publish(topic, &body) {
-            Ok(true) => Ok(()),
-            Ok(false) => {
+        let config = self.topic_options(topic);
+        match nats.try_publish(topic, config.as_deref(), body) {
+            Ok(None) => Ok(()),
+            Ok(Some(body)) => {
                 self.refused.add(1);
                 Err(TryPublishError::Full(body))
             }
-            Err(e) => {
+            Err((body, e)) => {
                 self.refused.add(1);
                 Err(TryPublishError::Transport(body, e))
             }
@@ -304,7 +331,15 @@ impl BusInner {
         let feed = match &self.transport {
             Transport::Memory(_) => None,
             #[cfg(feature = "nats")]
-            Transport::Nats(n) => match n.subscribe(&core, &runtime).await {
+            Transport::Nats(n) => match n
+                .subscribe(
+                    &core,
+                    &options,
+                    self.topic_options(topic).as_deref(),
+                    &runtime,
+                )
+                .await
+            {
                 Ok(feed) => Some(feed),
                 Err(e) => {
                     core.lanes.close();
@@ -385,16 +420,33 @@ impl BusInner {
         })
     }
 
+    /// The configured topics and their options, sorted by topic.
+    pub(super) fn configured_topics(&self) -> Vec<(String, TopicOptions)> {
+        let snapshot = self.registry.load();
+        let mut topics: Vec<(String, TopicOptions)> = snapshot
+            .iter()
+            .filter_map(|(t, e)| Some((t.to_owned(), e.config.as_deref()?.clone())))
+            .collect();
+        topics.sort_by(|a, b| a.0.cmp(&b.0));
+        topics
+    }
+
     /// The one drain behind `close`: waits for quiescence, closes the lanes,
     /// joins the workers and keeps their subscriptions' final counts.
     pub(super) async fn drain_and_stop(&self, deadline: Duration) -> Result<(), CloseError> {
         let until = Instant::now() + deadline;
+        let mut broker = HashMap::new();
         let feeds: Vec<JoinHandle<()>> = self
             .live
             .lock()
             .values_mut()
-            .filter_map(|l| l.feed.take())
-            .map(Feed::stop)
+            .filter_map(|l| {
+                let feed = l.feed.take()?;
+                if let Some(stats) = feed.broker_stats() {
+                    broker.insert(l.core.id, stats);
+                }
+                Some(feed.stop())
+            })
             .collect();
         for task in feeds {
             let abort = task.abort_handle();
@@ -428,7 +480,9 @@ impl BusInner {
                 }
             }
             pending += l.core.pending();
-            finals.push(subscription_stats(&l.core));
+            let mut stats = subscription_stats(&l.core);
+            stats.broker = broker.remove(&l.core.id);
+            finals.push(stats);
         }
         self.closed_subs.lock().extend(finals);
         #[cfg(feature = "nats")]

@@ -26,7 +26,6 @@ use parking_lot::Mutex;
 
 use crate::engine::flight::InFlight;
 use crate::engine::lanes::{Body, Lanes};
-use crate::engine::pattern::validate_publish_name;
 use crate::engine::registry::Registry;
 use crate::engine::SubscriptionCore;
 use crate::pipeline::metrics::{ShardedCounter, SubscriptionStats};
@@ -35,10 +34,11 @@ use crate::transport::Transport;
 use crate::{
     BusConfig, BusStats, CloseError, ConfigError, Envelope, FromEnvelope, Handler, HealthError,
     Message, OutboundMessage, PublishError, SubscribeError, SubscribeOptions, Subscription,
-    TopicConfigError, TopicOptions, TransportError, TransportKind, TryPublishError,
+    TransportError, TransportKind, TryPublishError,
 };
 
 mod inner;
+mod topics;
 
 pub(crate) use inner::BusInner;
 
@@ -184,13 +184,15 @@ impl Bus {
             TransportKind::Memory => Transport::Memory(Memory),
             #[cfg(feature = "nats")]
             TransportKind::Nats => {
-                let events = crate::transport::nats::event_channel();
-                let client = crate::transport::nats::connect(&config.nats, events.clone()).await?;
-                Transport::Nats(crate::transport::nats::NatsCore::new(
-                    client,
-                    events,
-                    config.nats.connect_timeout,
-                ))
+                let nats = crate::transport::nats::Nats::connect(&config.nats).await?;
+                // The streams of the configured persistent topics are made
+                // ready (or checked, per the strategy) before the bus is.
+                for (topic, options) in &config.topics {
+                    if nats.is_persistent(Some(options)) {
+                        nats.streams().ensure(topic, options).await?;
+                    }
+                }
+                Transport::Nats(Box::new(nats))
             }
             #[cfg(not(feature = "nats"))]
             TransportKind::Nats => unreachable!("validate refuses nats without the feature"),
@@ -359,7 +361,7 @@ impl Bus {
     ) -> impl Future<Output = Result<(), PublishError<Envelope>>> + Send + 'a {
         let shared = Arc::new(envelope);
         async move {
-            if let Err(e) = shared.validate() {
+            if let Err(e) = self.inner.check_envelope(&shared) {
                 return Err(PublishError::InvalidEnvelope(
                     Arc::unwrap_or_clone(shared),
                     e,
@@ -381,7 +383,7 @@ impl Bus {
         topic: &str,
         envelope: Envelope,
     ) -> Result<(), TryPublishError<Envelope>> {
-        if let Err(e) = envelope.validate() {
+        if let Err(e) = self.inner.check_envelope(&envelope) {
             return Err(TryPublishError::InvalidEnvelope(envelope, e));
         }
         self.inner
@@ -445,59 +447,19 @@ impl Bus {
         self.inner.subscribe::<M, H>(topic, options, handler).await
     }
 
-    /// Creates or replaces a topic's configuration.
-    pub async fn configure_topic(
-        &self,
-        topic: &str,
-        options: TopicOptions,
-    ) -> Result<(), TopicConfigError> {
-        if self.is_closed() {
-            return Err(TopicConfigError::Closed);
-        }
-        validate_publish_name(topic)?;
-        options.validate("options")?;
-        crate::topic::warn_unhonoured(topic, &options, &self.inner.config);
-        self.inner.set_topic_config(topic, Some(options));
-        Ok(())
-    }
-
-    /// A topic's configuration, if it was configured.
-    pub fn topic_config(&self, topic: &str) -> Option<TopicOptions> {
-        let snapshot = self.inner.registry.load();
-        snapshot
-            .get(topic)
-            .and_then(|e| e.config.as_deref().cloned())
-    }
-
-    /// Configured topics, sorted.
-    pub fn list_topics(&self) -> Vec<String> {
-        let snapshot = self.inner.registry.load();
-        let mut topics: Vec<String> = snapshot
-            .iter()
-            .filter(|(_, e)| e.config.is_some())
-            .map(|(t, _)| t.to_owned())
-            .collect();
-        topics.sort();
-        topics
-    }
-
-    /// Removes a topic's configuration; returns whether there was one.
-    /// Subscriptions on the topic are not affected.
-    pub async fn remove_topic(&self, topic: &str) -> bool {
-        self.inner.set_topic_config(topic, None)
-    }
-
     /// Checks that the bus is open, its lane workers are alive, and a probe
     /// record makes a round trip through a lane ring. On NATS, first that
-    /// the connection is up and the server answers a round trip (a flush)
-    /// within the connect timeout.
+    /// the connection is up, the server answers a round trip (a flush)
+    /// within the connect timeout, and the stream of each configured
+    /// persistent topic exists.
     pub async fn health_check(&self) -> Result<HealthReport, HealthError> {
         if self.is_closed() {
             return Err(HealthError::Closed);
         }
         #[cfg(feature = "nats")]
         if let Transport::Nats(n) = &self.inner.transport {
-            n.health().await.map_err(HealthError::Transport)?;
+            let topics = self.inner.configured_topics();
+            n.health(&topics).await.map_err(HealthError::Transport)?;
         }
         let (subscriptions, lanes) = {
             let live = self.inner.live.lock();
@@ -536,14 +498,17 @@ impl Bus {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> BusStats {
-        let cores: Vec<Arc<SubscriptionCore>> = self
+        let subs: Vec<SubscriptionStats> = self
             .inner
             .live
             .lock()
             .values()
-            .map(|l| l.core.clone())
+            .map(|l| {
+                let mut stats = subscription_stats(&l.core);
+                stats.broker = l.feed.as_ref().and_then(|f| f.broker_stats());
+                stats
+            })
             .collect();
-        let subs: Vec<SubscriptionStats> = cores.iter().map(|c| subscription_stats(c)).collect();
         let mut stats = BusStats::new(self.inner.published(), self.inner.unrouted.get(), subs);
         stats.absorb_retired(&self.inner.retired.lock());
         // Subscriptions `close` stopped: listed with their final counts,

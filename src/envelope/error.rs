@@ -84,6 +84,11 @@ pub enum EnvelopeError {
         /// Payload size in bytes.
         len: usize,
     },
+    /// The bus writes envelopes in the Go-compatible JSON form
+    /// (`nats.jetstream.wire_format: json`), which cannot carry this one
+    /// (see [`Envelope::encode_json`](crate::Envelope::encode_json)).
+    #[error("the json wire form cannot carry it: {0}")]
+    NotJsonForm(Box<EncodeError>),
 }
 
 /// Why bytes could not be decoded into an envelope.

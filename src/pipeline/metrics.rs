@@ -165,6 +165,60 @@ pub struct SubscriptionStats {
     pub total: LaneStats,
     /// Per lane.
     pub lanes: Vec<LaneStats>,
+    /// What the broker reports for its consumer (JetStream subscriptions);
+    /// `None` on the memory transport and core NATS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerStats>,
+}
+
+/// What a broker reports about a subscription's consumer, as last read
+/// (the consumer loop refreshes it about once a second).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BrokerStats {
+    /// The consumer's name on the broker (JetStream durable name).
+    pub consumer: String,
+    /// Records the broker holds for the consumer and has not delivered.
+    pub pending: u64,
+    /// Records delivered and not yet acked, by all the consumer's clients.
+    pub ack_pending: u64,
+    /// Records the broker delivered more than once.
+    pub redelivered: u64,
+    /// Records this bus holds unsettled (in its lanes or handlers).
+    pub unsettled_here: u64,
+}
+
+/// The live figures behind [`BrokerStats`], written by a broker consumer
+/// loop and read by `stats()`.
+#[derive(Debug, Default)]
+pub(crate) struct BrokerGauges {
+    pub(crate) consumer: String,
+    pub(crate) pending: AtomicU64,
+    pub(crate) ack_pending: AtomicU64,
+    pub(crate) redelivered: AtomicU64,
+    pub(crate) unsettled_here: AtomicU64,
+}
+
+impl BrokerGauges {
+    /// Gauges of the consumer `name`, all zero.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))] // made by broker consumer loops
+    pub(crate) fn named(name: &str) -> Self {
+        Self {
+            consumer: name.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// The figures now.
+    pub(crate) fn read(&self) -> BrokerStats {
+        BrokerStats {
+            consumer: self.consumer.clone(),
+            pending: self.pending.load(Ordering::Relaxed),
+            ack_pending: self.ack_pending.load(Ordering::Relaxed),
+            redelivered: self.redelivered.load(Ordering::Relaxed),
+            unsettled_here: self.unsettled_here.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl SubscriptionStats {
@@ -179,6 +233,7 @@ impl SubscriptionStats {
             kind,
             total,
             lanes,
+            broker: None,
         }
     }
 }

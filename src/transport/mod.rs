@@ -35,9 +35,10 @@ use std::time::Duration;
 pub(crate) enum Transport {
     /// In-process: the engine's rings are the transport.
     Memory(memory::Memory),
-    /// Core NATS: the client and its connection events.
+    /// NATS: core NATS for ephemeral topics, JetStream for persistent
+    /// ones.
     #[cfg(feature = "nats")]
-    Nats(nats::NatsCore),
+    Nats(Box<nats::Nats>),
 }
 
 impl Transport {
@@ -62,6 +63,8 @@ impl Transport {
 pub(crate) struct Feed {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    /// What the broker reports about the subscription's consumer.
+    gauges: Option<Arc<crate::pipeline::metrics::BrokerGauges>>,
 }
 
 impl Feed {
@@ -74,7 +77,23 @@ impl Feed {
         Self {
             stop: Some(stop),
             task,
+            gauges: None,
         }
+    }
+
+    /// The feed with the broker's figures for its consumer.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn with_gauges(
+        mut self,
+        gauges: Arc<crate::pipeline::metrics::BrokerGauges>,
+    ) -> Self {
+        self.gauges = Some(gauges);
+        self
+    }
+
+    /// The broker's figures for its consumer, when it reports any.
+    pub(crate) fn broker_stats(&self) -> Option<crate::BrokerStats> {
+        self.gauges.as_ref().map(|g| g.read())
     }
 
     /// Tells the task to stop; returns it, to be awaited.
@@ -233,12 +252,24 @@ impl Ack {
     pub(crate) const NONE: Ack = Ack(None);
 
     /// A broker record delivered `redelivered` times before.
-    #[cfg_attr(not(test), allow(dead_code))] // built by the broker adapters
+    #[cfg(test)]
     pub(crate) fn broker(handle: Box<dyn AckHandle>, redelivered: u32) -> Self {
+        Self::from_broker(Some(handle), redelivered, None)
+    }
+
+    /// A broker record delivered `redelivered` times before, settled by
+    /// `handle` (none: nothing to settle), with its exact topic when it
+    /// was routed to a wildcard subscription.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))] // built by the broker adapters
+    pub(crate) fn from_broker(
+        handle: Option<Box<dyn AckHandle>>,
+        redelivered: u32,
+        topic: Option<&str>,
+    ) -> Self {
         Ack(Some(Box::new(BrokerAck {
-            handle: Some(handle),
+            handle,
             redelivered,
-            topic: None,
+            topic: topic.map(Arc::from),
         })))
     }
 

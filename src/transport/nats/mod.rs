@@ -58,14 +58,26 @@
 use std::fmt;
 
 #[cfg(feature = "nats")]
+mod ack;
+#[cfg(feature = "nats")]
 mod connect;
+#[cfg(feature = "nats")]
+mod consumer;
+#[cfg(feature = "nats")]
+mod flavor;
+#[cfg(feature = "nats")]
+mod jetstream;
 mod js_options;
 mod options;
 #[cfg(feature = "nats")]
 mod pubsub;
+#[cfg(feature = "nats")]
+mod streams;
 
 #[cfg(feature = "nats")]
 pub(crate) use connect::{connect, event_channel};
+#[cfg(feature = "nats")]
+pub(crate) use flavor::Nats;
 pub use js_options::{JetStreamOptions, StreamStrategy};
 pub use options::{NatsAuth, NatsOptions, NatsReconnect, NatsTls, DEFAULT_NATS_URL};
 #[cfg(feature = "nats")]

@@ -52,10 +52,12 @@ use super::ConnectionEvent;
 use crate::engine::lanes::Body;
 use crate::engine::SubscriptionCore;
 use crate::transport::{Ack, Feed};
-use crate::{Headers, TransportError};
+use crate::{Headers, TransportError, WireFormat};
 
 /// The header that carries a record's routing key.
 pub(crate) const KEY_HEADER: &str = "lanebus-key";
+/// JetStream's de-duplication header (an envelope's event ID).
+const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
 fn error(
     message: impl Into<String>,
@@ -72,6 +74,8 @@ pub(crate) struct NatsCore {
     /// How long a flush (a server round trip) may take before it is given
     /// up on: the options' connect timeout.
     flush_within: Duration,
+    /// How envelopes are written.
+    format: WireFormat,
 }
 
 impl fmt::Debug for NatsCore {
@@ -88,11 +92,13 @@ impl NatsCore {
         client: Client,
         events: broadcast::Sender<ConnectionEvent>,
         flush_within: Duration,
+        format: WireFormat,
     ) -> Self {
         Self {
             client,
             events,
             flush_within,
+            format,
         }
     }
 
@@ -104,14 +110,14 @@ impl NatsCore {
     /// Publishes `body` to the subject `topic`, waiting while the client's
     /// queue is full.
     pub(crate) async fn publish(&self, topic: &str, body: &Body) -> Result<(), TransportError> {
-        let (payload, headers) = outbound(body)?;
+        let (payload, headers) = outbound(body, self.format)?;
         send(&self.client, topic, payload, headers).await
     }
 
     /// Publishes `body` if the client's queue has room now; `Ok(false)`
     /// when it has none (nothing was sent).
     pub(crate) fn try_publish(&self, topic: &str, body: &Body) -> Result<bool, TransportError> {
-        let (payload, headers) = outbound(body)?;
+        let (payload, headers) = outbound(body, self.format)?;
         // One poll, outside tokio's cooperative budget, so that a full
         // queue is the only reason for "not now". A dropped send future
         // has sent nothing (the queue's send is cancel-safe).
@@ -223,8 +229,35 @@ async fn send(
     .map_err(|e| error("publish failed", Some(e.into())))
 }
 
-/// The payload and NATS headers of an outbound record.
-fn outbound(body: &Body) -> Result<(Bytes, Option<HeaderMap>), TransportError> {
+/// The payload and NATS headers of an outbound record. An envelope is
+/// written in `format`, its aggregate ID in the key header and its event ID
+/// in `Nats-Msg-Id` (JetStream's duplicate window drops a re-publish); its
+/// own headers travel inside the encoding.
+pub(crate) fn outbound(
+    body: &Body,
+    format: WireFormat,
+) -> Result<(Bytes, Option<HeaderMap>), TransportError> {
+    if let Body::Envelope(e) = body {
+        let payload = match format {
+            WireFormat::Json => e.encode_json().map_err(|err| {
+                error(
+                    format!("the envelope cannot be written in the json wire form: {err}"),
+                    Some(Box::new(err)),
+                )
+            })?,
+            _ => e.encode(),
+        };
+        let mut map = HeaderMap::new();
+        map.insert(
+            KEY_HEADER,
+            header_value("the routing key", &e.aggregate_id)?,
+        );
+        map.insert(
+            MSG_ID_HEADER,
+            header_value("the event id", e.event_id.as_ref())?,
+        );
+        return Ok((payload, Some(map)));
+    }
     let (payload, key, headers) = body.parts();
     if key.is_none() && headers.is_empty() {
         return Ok((payload, None));
@@ -262,16 +295,12 @@ fn header_value(what: &str, value: &str) -> Result<HeaderValue, TransportError> 
     })
 }
 
-/// The record and ack of an inbound message.
-fn inbound(msg: async_nats::Message, wildcard: bool) -> (Body, Ack) {
-    let ack = if wildcard {
-        Ack::in_topic(msg.subject.as_str())
-    } else {
-        Ack::NONE
-    };
+/// The routing key (from [`KEY_HEADER`]) and the other headers of an
+/// inbound message.
+pub(crate) fn record_parts(map: Option<&HeaderMap>) -> (Option<Arc<str>>, Headers) {
     let mut key = None;
     let mut headers = Headers::new();
-    if let Some(map) = &msg.headers {
+    if let Some(map) = map {
         for (name, values) in map.iter() {
             let name: &str = name.as_ref();
             if name == KEY_HEADER {
@@ -283,6 +312,17 @@ fn inbound(msg: async_nats::Message, wildcard: bool) -> (Body, Ack) {
             }
         }
     }
+    (key, headers)
+}
+
+/// The record and ack of an inbound message.
+fn inbound(msg: async_nats::Message, wildcard: bool) -> (Body, Ack) {
+    let ack = if wildcard {
+        Ack::in_topic(msg.subject.as_str())
+    } else {
+        Ack::NONE
+    };
+    let (key, headers) = record_parts(msg.headers.as_ref());
     (Body::plain_with(msg.payload, key, headers), ack)
 }
 

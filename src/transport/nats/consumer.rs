@@ -1,0 +1,303 @@
+//! JetStream subscriptions: a durable pull consumer per subscription, and
+//! the loop that feeds its records into the subscription's lanes.
+//!
+//! # Algorithm
+//!
+//! - **Identity**: the consumer's durable name is the subscribe option
+//!   `consumer`, else the group, else `<client name>-<topic>` (client name
+//!   `lanebus` when the options name none), escaped as stream names are
+//!   (no `.` in a consumer name). Whoever opens the same name on the same
+//!   stream shares its records: two bus instances in one group split the
+//!   work, and a restarted service resumes where its consumer stood. Two
+//!   subscriptions of one bus that would get the same name without a group
+//!   get `-2`, `-3`, … suffixes, so that each gets every record, as on the
+//!   memory transport.
+//! - **Creation**: explicit acks, `ack_wait`, `max_deliver` (unlimited by
+//!   default) and `max_ack_pending` (default: what the lanes hold) from the
+//!   subscribe options; a new consumer starts at the stream's first
+//!   record. An existing consumer is updated to these options when the
+//!   server allows it, else kept as it is (with a warning).
+//! - **Loop**: one pull stream per subscription asks for at most `batch`
+//!   records at a time and asks for more only once half of them arrived
+//!   and were taken, so the client holds at most 1.5 × `batch` records
+//!   however long the server's backlog. Each record becomes a lane record:
+//!   its payload, the key from the `lanebus-key` header (when it is
+//!   absent, as from the Go system's publisher, an envelope subscription
+//!   decodes the envelope and takes its aggregate ID), the other headers,
+//!   a [`JsAck`] and the server's delivery count. `deliver` waits while the
+//!   lane is full, and while it waits nothing more is pulled.
+//! - **Stop**: stop pulling; records the client already holds are nacked
+//!   (redelivered at once to whoever pulls next); close the lanes, which
+//!   the workers drain, acking what they finish.
+//!
+//! # Invariants
+//!
+//! - Every delivered record is settled once by its lane worker (or nacked
+//!   when its handle is dropped unsettled); none is acked before its
+//!   handler succeeded, skipped it or it was dead-lettered.
+//! - The pacer keeps each unsettled record alive on the server (see
+//!   `ack`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::{AckKind, Context};
+use async_nats::Client;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::oneshot;
+
+use super::ack::{pace, JsAck, Unsettled};
+use super::jetstream::NameLease;
+use super::pubsub::record_parts;
+use crate::engine::lanes::Body;
+use crate::engine::SubscriptionCore;
+use crate::pipeline::metrics::BrokerGauges;
+use crate::transport::{Ack, Feed};
+use crate::{Envelope, SubscribeOptions, TransportError};
+
+/// Most records one pull asks for.
+const MAX_BATCH: usize = 512;
+/// How long one pull request waits on the server.
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// The server's idle heartbeat on a waiting pull.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often the consumer's figures are read from the server.
+const INFO_EVERY: Duration = Duration::from_secs(1);
+
+fn error(
+    message: impl Into<String>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+) -> TransportError {
+    TransportError::new("nats", message, source)
+}
+
+/// The durable consumer for a subscription: created, or updated, or the
+/// existing one when the server refuses the update.
+pub(crate) async fn open(
+    js: &Context,
+    stream: &str,
+    name: &str,
+    topic: &str,
+    options: &SubscribeOptions,
+) -> Result<PullConsumer, TransportError> {
+    let config = pull::Config {
+        durable_name: Some(name.to_owned()),
+        description: Some(format!("lanebus subscription to {topic}")),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: options.ack_wait,
+        max_deliver: options.max_deliver.map_or(-1, i64::from),
+        max_ack_pending: i64::from(options.ack_pending_limit()),
+        deliver_policy: DeliverPolicy::All,
+        ..Default::default()
+    };
+    let handle = js.get_stream_no_info(stream).await.map_err(|e| {
+        error(
+            format!("stream {stream} of topic {topic} is not available"),
+            Some(e.into()),
+        )
+    })?;
+    match handle.create_consumer(config).await {
+        Ok(consumer) => Ok(consumer),
+        Err(create) => match handle.get_consumer::<pull::Config>(name).await {
+            Ok(consumer) => {
+                tracing::warn!(topic, stream, consumer = name, error = %create, "the existing consumer was kept with its own options");
+                Ok(consumer)
+            }
+            Err(_) => Err(error(
+                format!("cannot create consumer {name} on stream {stream} of topic {topic}"),
+                Some(create.into()),
+            )),
+        },
+    }
+}
+
+/// Starts the consumer loop and the pacer of `core` on `runtime`.
+pub(crate) fn spawn(
+    consumer: PullConsumer,
+    name: &str,
+    core: Arc<SubscriptionCore>,
+    client: Client,
+    options: &SubscribeOptions,
+    lease: NameLease,
+    runtime: &tokio::runtime::Handle,
+) -> Feed {
+    let unsettled = Arc::new(Unsettled::default());
+    let gauges = Arc::new(BrokerGauges::named(name));
+    let held = core
+        .lanes
+        .len()
+        .saturating_mul(core.lanes.get(0).ring.capacity());
+    let batch = (held / 2).clamp(1, MAX_BATCH);
+    runtime.spawn(pace(
+        Arc::downgrade(&unsettled),
+        client.clone(),
+        options.ack_wait,
+    ));
+    runtime.spawn(watch(
+        consumer.clone(),
+        Arc::downgrade(&unsettled),
+        Arc::downgrade(&gauges),
+    ));
+    let (stop, stopped) = oneshot::channel();
+    let task = runtime.spawn(async move {
+        consume(consumer, core, client, unsettled, batch, stopped).await;
+        drop(lease);
+    });
+    Feed::new(stop, task).with_gauges(gauges)
+}
+
+/// Reads the consumer's figures from the server about once a second,
+/// while the subscription lives.
+async fn watch(
+    mut consumer: PullConsumer,
+    unsettled: std::sync::Weak<Unsettled>,
+    gauges: std::sync::Weak<BrokerGauges>,
+) {
+    let mut tick = tokio::time::interval(INFO_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (Some(unsettled), Some(gauges)) = (unsettled.upgrade(), gauges.upgrade()) else {
+            return;
+        };
+        gauges
+            .unsettled_here
+            .store(unsettled.len() as u64, Ordering::Relaxed);
+        drop(unsettled);
+        if let Ok(info) = consumer.info().await {
+            gauges.pending.store(info.num_pending, Ordering::Relaxed);
+            gauges
+                .ack_pending
+                .store(info.num_ack_pending as u64, Ordering::Relaxed);
+            gauges
+                .redelivered
+                .store(info.num_redelivered as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The lane record and ack of one JetStream delivery.
+fn inbound(
+    msg: async_nats::jetstream::Message,
+    core: &SubscriptionCore,
+    client: &Client,
+    unsettled: &Arc<Unsettled>,
+) -> (Body, Ack) {
+    let delivered = msg.info().map_or(1, |i| i.delivered.max(1));
+    let redelivered = u32::try_from(delivered - 1).unwrap_or(u32::MAX);
+    let mut msg = msg.message;
+    let topic = core.wildcard.then(|| msg.subject.to_string());
+    let handle = msg
+        .reply
+        .take()
+        .map(|reply| Box::new(JsAck::new(client.clone(), reply, unsettled)) as Box<_>);
+    let (key, headers) = record_parts(msg.headers.as_ref());
+    let body = if key.is_none() && core.kind == "envelope" {
+        // No routing key (a foreign publisher): the aggregate ID decides
+        // the lane. A payload that does not decode goes on as it is, and
+        // its handler call dead-letters it as malformed.
+        match Envelope::decode_bytes(&msg.payload) {
+            Ok(envelope) => Body::Envelope(Arc::new(envelope)),
+            Err(_) => Body::plain_with(msg.payload, None, headers),
+        }
+    } else {
+        Body::plain_with(msg.payload, key, headers)
+    };
+    (
+        body,
+        Ack::from_broker(handle, redelivered, topic.as_deref()),
+    )
+}
+
+/// The consumer loop of one subscription (see the module docs).
+async fn consume(
+    consumer: PullConsumer,
+    core: Arc<SubscriptionCore>,
+    client: Client,
+    unsettled: Arc<Unsettled>,
+    batch: usize,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut failures = 0u32;
+    'pull: loop {
+        let opened = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
+            .messages();
+        let mut messages = tokio::select! {
+            biased;
+            _ = &mut stop => break 'pull,
+            opened = opened => match opened {
+                Ok(m) => m,
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(topic = %core.topic, error = %e, "cannot pull from the consumer; retrying");
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = &mut stop => break 'pull,
+                        _ = tokio::time::sleep(retry_pause(failures)) => continue 'pull,
+                    }
+                }
+            },
+        };
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = &mut stop => {
+                    nack_held(&mut messages).await;
+                    break 'pull;
+                }
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    failures = 0;
+                    let (body, ack) = inbound(msg, &core, &client, &unsettled);
+                    if core.deliver(body, ack).await.is_err() {
+                        return; // the lanes are closed already
+                    }
+                }
+                Some(Err(e)) => {
+                    // Missed heartbeats while the server is away, a pull
+                    // refused during a restart: the stream carries on.
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(topic = %core.topic, error = %e, "pull failed; retrying");
+                    }
+                }
+                // The stream ended (consumer deleted, request limits):
+                // open a new one after a pause.
+                None => {
+                    failures += 1;
+                    tokio::select! {
+                        biased;
+                        _ = &mut stop => break 'pull,
+                        _ = tokio::time::sleep(retry_pause(failures)) => continue 'pull,
+                    }
+                }
+            }
+        }
+    }
+    core.lanes.close();
+}
+
+/// Pause before the `n`th consecutive retry: 100 ms doubling to 5 s.
+fn retry_pause(n: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << n.min(6))).min(Duration::from_secs(5))
+}
+
+/// Nacks the records the client holds and nobody took, so the server
+/// redelivers them at once rather than after `ack_wait`.
+async fn nack_held(messages: &mut pull::Stream) {
+    while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
+        if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+            tracing::debug!(error = %e, "nack of a held record failed");
+        }
+    }
+}
