@@ -86,7 +86,7 @@ pub(crate) struct BusInner {
     pub(super) close_outcome: tokio::sync::OnceCell<Result<(), CloseError>>,
     pub(super) config: BusConfig,
     /// The transport, chosen by `config.transport`.
-    pub(super) transport: Transport,
+    pub(crate) transport: Transport,
     pub(super) this: Weak<BusInner>,
 }
 

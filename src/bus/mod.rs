@@ -119,7 +119,7 @@ pub enum BuildError {
 ///   still on their way through the server are not waited for.
 #[derive(Clone)]
 pub struct Bus {
-    inner: Arc<BusInner>,
+    pub(crate) inner: Arc<BusInner>,
 }
 
 /// What [`Bus::health_check`] found.

@@ -5,8 +5,8 @@
 //!
 //! - **Identity**: the consumer's durable name is the subscribe option
 //!   `consumer`, else the group, else `<client name>-<topic>` (client name
-//!   `lanebus` when the options name none), escaped as stream names are
-//!   (no `.` in a consumer name). Whoever opens the same name on the same
+//!   `lanebus` when the options name none), with `.` written as `_` (a
+//!   consumer name holds no `.`). Whoever opens the same name on the same
 //!   stream shares its records: two bus instances in one group split the
 //!   work, and a restarted service resumes where its consumer stood. Two
 //!   subscriptions of one bus that would get the same name without a group
@@ -15,8 +15,10 @@
 //! - **Creation**: explicit acks, `ack_wait`, `max_deliver` (unlimited by
 //!   default) and `max_ack_pending` (default: what the lanes hold) from the
 //!   subscribe options; a new consumer starts at the stream's first
-//!   record. An existing consumer is updated to these options when the
-//!   server allows it, else kept as it is (with a warning).
+//!   record. An existing consumer is opened as it is (a warning names the
+//!   options it does not share): updating it would make the server restart
+//!   it from its ack floor and forget the delivery counts of its pending
+//!   records.
 //! - **Loop**: one pull stream per subscription asks for at most `batch`
 //!   records at a time and asks for more only once half of them arrived
 //!   and were taken, so the client holds at most 1.5 × `batch` records
@@ -73,8 +75,8 @@ fn error(
     TransportError::new("nats", message, source)
 }
 
-/// The durable consumer for a subscription: created, or updated, or the
-/// existing one when the server refuses the update.
+/// The durable consumer for a subscription: the existing one, else a new
+/// one.
 pub(crate) async fn open(
     js: &Context,
     stream: &str,
@@ -98,19 +100,27 @@ pub(crate) async fn open(
             Some(e.into()),
         )
     })?;
-    match handle.create_consumer(config).await {
-        Ok(consumer) => Ok(consumer),
-        Err(create) => match handle.get_consumer::<pull::Config>(name).await {
-            Ok(consumer) => {
-                tracing::warn!(topic, stream, consumer = name, error = %create, "the existing consumer was kept with its own options");
-                Ok(consumer)
+    // An existing consumer is opened as it is: re-creating it with other
+    // options makes this server (2.9) restart it from its ack floor as if
+    // new, which would lose the delivery counts of pending records.
+    if let Ok(mut consumer) = handle.get_consumer::<pull::Config>(name).await {
+        if let Ok(info) = consumer.info().await {
+            let c = &info.config;
+            if c.ack_wait != config.ack_wait
+                || c.max_deliver != config.max_deliver
+                || c.max_ack_pending != config.max_ack_pending
+            {
+                tracing::warn!(topic, stream, consumer = name, "the existing consumer keeps its own ack_wait, max_deliver and max_ack_pending; delete it (or name another) to change them");
             }
-            Err(_) => Err(error(
-                format!("cannot create consumer {name} on stream {stream} of topic {topic}"),
-                Some(create.into()),
-            )),
-        },
+        }
+        return Ok(consumer);
     }
+    handle.create_consumer(config).await.map_err(|e| {
+        error(
+            format!("cannot create consumer {name} on stream {stream} of topic {topic}"),
+            Some(e.into()),
+        )
+    })
 }
 
 /// Starts the consumer loop and the pacer of `core` on `runtime`.

@@ -38,7 +38,7 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use super::pubsub::outbound;
-use super::streams::{stream_name, Streams};
+use super::streams::Streams;
 use crate::engine::lanes::Body;
 use crate::engine::SubscriptionCore;
 use crate::transport::Feed;
@@ -173,10 +173,9 @@ impl JetStream {
     /// The durable name of a subscription (see `consumer`), and its lease.
     fn durable_name(&self, topic: &str, options: &SubscribeOptions) -> (String, NameLease) {
         if let Some(name) = options.consumer.as_deref().or(options.group.as_deref()) {
-            let name = stream_name(name, None);
-            return (name, NameLease { leased: None });
+            return (consumer_name(name), NameLease { leased: None });
         }
-        let base = stream_name(&format!("{}-{topic}", self.client_name), None);
+        let base = consumer_name(&format!("{}-{topic}", self.client_name));
         let mut leased = self.leased.lock();
         let name = (1..)
             .map(|n| {
@@ -194,6 +193,22 @@ impl JetStream {
         };
         (name, lease)
     }
+}
+
+/// A consumer name from a group, topic or client name: `.` (and anything
+/// else a consumer name cannot hold) becomes `_`. Names need only differ
+/// on one stream, so the readable form is kept (`orders.billing` and
+/// `orders_billing` would share a consumer; name one explicitly then).
+fn consumer_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The JetStream message of `body`.
