@@ -63,6 +63,8 @@ mod js_options;
 mod options;
 #[cfg(feature = "nats")]
 mod pubsub;
+#[cfg(feature = "nats")]
+mod streams;
 
 #[cfg(feature = "nats")]
 pub(crate) use connect::{connect, event_channel};
@@ -70,9 +72,14 @@ pub use js_options::{JetStreamOptions, StreamStrategy};
 pub use options::{NatsAuth, NatsOptions, NatsReconnect, NatsTls, DEFAULT_NATS_URL};
 #[cfg(feature = "nats")]
 pub(crate) use pubsub::NatsCore;
+#[cfg(feature = "nats")]
+#[allow(unused_imports)] // until the bus uses them
+pub(crate) use streams::{stream_name, Streams};
 
 #[cfg(all(test, feature = "nats"))]
 mod bus_tests;
+#[cfg(all(test, feature = "nats"))]
+mod streams_tests;
 #[cfg(all(test, feature = "nats"))]
 mod tests;
 

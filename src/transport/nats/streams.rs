@@ -1,0 +1,895 @@
+//! The JetStream stream behind each persistent topic: its name, its
+//! config from [`TopicOptions`], and what the bus does with it per
+//! [`StreamStrategy`] (make it ready once, read it back, list, remove).
+//!
+//! # Algorithm
+//!
+//! - **Name**: a topic's stream is `options.stream` when set, else the
+//!   topic escaped into the stream alphabet (stream names may not hold
+//!   `.`): `-` → `--`, `_` → `-_`, `.` → `_`, letters and digits as they
+//!   are. So `orders.created` → `orders_created` and `user_events` →
+//!   `user-_events`. The escape is injective: read left to right, a `-`
+//!   always opens a two-character token and a lone `_` is always a `.`, so
+//!   a name decodes to one topic only, and two topics never share a
+//!   derived stream. A derived name longer than [`MAX_STREAM_NAME`] bytes
+//!   (a topic of more than about 127 escaped characters) is refused with an
+//!   error that asks for a `stream` override (the server refuses longer
+//!   names, error 10052).
+//! - **Config**: subjects `[topic]`, retention `limits`, `max_age`,
+//!   `max_bytes` and `max_msgs` from the topic's retention (unset →
+//!   unlimited: 0 for the age, -1 for the counts), storage, replicas,
+//!   discard policy and description. The duplicate window is left to the
+//!   server (2 min, or `max_age` when shorter). Nothing from server 2.10+
+//!   is sent (async-nats is built without its `server_2_10` feature), so
+//!   Debian's 2.9 accepts it.
+//! - **Ensure** (first use of a topic), per strategy: `skip` makes no call.
+//!   Otherwise one `STREAM.INFO`; a stream that captures other subjects than
+//!   exactly `[topic]` is an error (another topic's or someone else's
+//!   stream holds the name). Missing: `validate_only` fails, the others
+//!   create it. Present: compare the fields above in that order; when one
+//!   differs, `create_or_update` updates (the server's config with those
+//!   fields replaced and the duplicate window reset to the server's
+//!   default, so settings lanebus does not manage survive), `create_only`
+//!   leaves it and logs a warning, `validate_only` fails naming the first
+//!   differing field with both values. A create that loses a race to
+//!   another process (the name now exists) or an update whose stream
+//!   vanished reads the stream again, once. A create refused because
+//!   another stream captures the subject (server error 10065) is an error
+//!   that names that stream when the server tells which.
+//! - **Single flight**: a map from topic to a slot, `Ready(name)` or
+//!   `Flight(shared future)`. A caller that finds `Ready` returns the name
+//!   (a read lock and a hash lookup); one that finds `Flight` awaits the
+//!   same shared future; one that finds nothing starts a flight. The
+//!   flight's last step, run by whichever caller polls it to the end,
+//!   replaces its own slot by `Ready` on success or removes it on failure
+//!   (a failure is shared by the callers of that flight, never cached).
+//!   Every caller polls the shared future, so a caller that gives up (a
+//!   dropped publish) does not strand the others.
+//! - **Timeouts**: the module's JetStream context has `api_timeout` as its
+//!   request timeout, so every server call (info, create, update, delete,
+//!   each page of a listing) is bounded by it.
+//!
+//! # Invariants
+//!
+//! - Distinct topics get distinct derived stream names (tested by
+//!   property), and a derived name only holds `A-Z a-z 0-9 - _`.
+//! - [`Streams::create_calls`] counts create and update calls actually
+//!   sent: an `ensure` that finds the stream equal to the options sends
+//!   none, and concurrent first `ensure`s of one topic send one.
+//! - `validate_only` never changes the server; `create_only` never updates
+//!   a stream; `skip` never calls the server.
+//! - `list` and `remove` touch only streams lanebus manages: exactly one
+//!   subject, an exact topic name, and the stream name that topic maps to.
+//!   `remove` refuses a stream that captures other subjects.
+//! - Every error message names the topic and the stream.
+
+// The bus wires `Streams` in next; until then only the tests use it.
+#![cfg_attr(not(test), allow(dead_code))]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::Context;
+use async_nats::jetstream::ErrorCode;
+use futures_util::future::Shared;
+use futures_util::{FutureExt, TryStreamExt};
+use parking_lot::RwLock;
+
+use super::{JetStreamOptions, StreamStrategy};
+use crate::options::duration;
+use crate::{
+    validate_topic_name, Discard, Persistence, Retention, Storage, TopicOptions, TransportError,
+};
+
+/// The longest stream name the server accepts.
+pub(crate) const MAX_STREAM_NAME: usize = 255;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+fn error(message: impl Into<String>, source: Option<BoxError>) -> TransportError {
+    TransportError::new("nats", message, source)
+}
+
+/// The stream name of `topic`: `options.stream` when set, else derived.
+pub(crate) fn stream_name(topic: &str, options: Option<&TopicOptions>) -> String {
+    match options.and_then(|o| o.stream.as_deref()) {
+        Some(name) => name.to_owned(),
+        None => derived_name(topic),
+    }
+}
+
+/// The topic escaped into the stream-name alphabet (see the module docs).
+pub(crate) fn derived_name(topic: &str) -> String {
+    let mut name = String::with_capacity(topic.len() + topic.len() / 4);
+    for c in topic.chars() {
+        match c {
+            '-' => name.push_str("--"),
+            '_' => name.push_str("-_"),
+            '.' => name.push('_'),
+            c => name.push(c),
+        }
+    }
+    name
+}
+
+/// A flight's outcome, cloned to each of its callers.
+type Outcome = Result<Arc<str>, SharedError>;
+type Flight = Shared<Pin<Box<dyn Future<Output = Outcome> + Send>>>;
+
+/// A [`TransportError`] that the callers of one flight share: its message
+/// and its cause behind an `Arc`.
+#[derive(Clone)]
+struct SharedError {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl SharedError {
+    fn new(e: &TransportError, source: Option<BoxError>) -> Self {
+        Self {
+            message: e.message().to_owned(),
+            source: source.map(Arc::from),
+        }
+    }
+
+    fn to_error(&self) -> TransportError {
+        let source = self.source.clone().map(|s| Box::new(Cause(s)) as BoxError);
+        error(self.message.clone(), source)
+    }
+}
+
+/// A shared cause, shown as itself.
+struct Cause(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// What the map holds for a topic.
+enum Slot {
+    /// The stream is ready under this name.
+    Ready(Arc<str>),
+    /// A server call is under way (`id` tells this flight from a later one).
+    Flight { id: u64, flight: Flight },
+}
+
+type Slots = RwLock<HashMap<Box<str>, Slot>>;
+
+/// The streams of a NATS bus's persistent topics (see the module docs).
+pub(crate) struct Streams {
+    js: Context,
+    strategy: StreamStrategy,
+    api_timeout: Duration,
+    slots: Arc<Slots>,
+    next_flight: AtomicU64,
+    calls: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for Streams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Streams")
+            .field("strategy", &self.strategy)
+            .field("api_timeout", &self.api_timeout)
+            .field("create_calls", &self.create_calls())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Streams {
+    /// The stream manager over `js`, whose API calls it bounds by
+    /// `options.api_timeout`.
+    pub(crate) fn new(mut js: Context, options: &JetStreamOptions) -> Self {
+        js.set_timeout(options.api_timeout);
+        Self {
+            js,
+            strategy: options.stream_strategy,
+            api_timeout: options.api_timeout,
+            slots: Arc::new(RwLock::new(HashMap::new())),
+            next_flight: AtomicU64::new(0),
+            calls: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Makes `topic`'s stream ready per the strategy, once: concurrent
+    /// callers for one topic share one server call, later callers get the
+    /// cached name (a failure is not cached). Returns the stream name.
+    pub(crate) async fn ensure(
+        &self,
+        topic: &str,
+        options: &TopicOptions,
+    ) -> Result<Arc<str>, TransportError> {
+        if let Some(Slot::Ready(name)) = self.slots.read().get(topic) {
+            return Ok(name.clone());
+        }
+        let flight = {
+            let mut slots = self.slots.write();
+            match slots.get(topic) {
+                Some(Slot::Ready(name)) => return Ok(name.clone()),
+                Some(Slot::Flight { flight, .. }) => flight.clone(),
+                None => {
+                    let name = checked_name(topic, options)?;
+                    if self.strategy == StreamStrategy::Skip {
+                        let name: Arc<str> = name.into();
+                        slots.insert(topic.into(), Slot::Ready(name.clone()));
+                        return Ok(name);
+                    }
+                    let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
+                    let flight = self.start_flight(id, topic, name, options);
+                    slots.insert(
+                        topic.into(),
+                        Slot::Flight {
+                            id,
+                            flight: flight.clone(),
+                        },
+                    );
+                    flight
+                }
+            }
+        };
+        flight.await.map_err(|e| e.to_error())
+    }
+
+    /// The shared future of one flight: the server calls, then the slot's
+    /// update.
+    fn start_flight(&self, id: u64, topic: &str, name: String, options: &TopicOptions) -> Flight {
+        let call = Call {
+            js: self.js.clone(),
+            topic: topic.to_owned(),
+            name,
+            options: options.clone(),
+            strategy: self.strategy,
+            calls: self.calls.clone(),
+            api_timeout: self.api_timeout,
+        };
+        let slots = self.slots.clone();
+        let fut = async move {
+            let outcome = call
+                .make_ready()
+                .await
+                .map(|()| Arc::<str>::from(call.name));
+            let mut slots = slots.write();
+            let ours = matches!(
+                slots.get(call.topic.as_str()),
+                Some(Slot::Flight { id: current, .. }) if *current == id
+            );
+            if ours {
+                match &outcome {
+                    Ok(name) => {
+                        slots.insert(call.topic.into(), Slot::Ready(name.clone()));
+                    }
+                    Err(_) => {
+                        slots.remove(call.topic.as_str());
+                    }
+                }
+            }
+            outcome
+        };
+        let boxed: Pin<Box<dyn Future<Output = Outcome> + Send>> = Box::pin(fut);
+        boxed.shared()
+    }
+
+    /// Drops the cached outcome for `topic` (a flight under way finishes
+    /// for its callers but no longer fills the cache).
+    pub(crate) fn forget(&self, topic: &str) {
+        self.slots.write().remove(topic);
+    }
+
+    /// The server's stream for `topic`, mapped back to [`TopicOptions`];
+    /// `Ok(None)` when there is no such stream.
+    pub(crate) async fn read(
+        &self,
+        topic: &str,
+        options: Option<&TopicOptions>,
+    ) -> Result<Option<TopicOptions>, TransportError> {
+        let name = stream_name(topic, options);
+        let Some(config) = info(&self.js, topic, &name, self.api_timeout).await? else {
+            return Ok(None);
+        };
+        check_subjects(&config, topic, &name)?;
+        Ok(Some(topic_options(topic, &config)))
+    }
+
+    /// The topics whose streams lanebus manages, sorted (see the module
+    /// docs); `overrides` holds the configured topics, whose `stream`
+    /// option may name their stream.
+    pub(crate) async fn list(
+        &self,
+        overrides: &[(String, TopicOptions)],
+    ) -> Result<Vec<String>, TransportError> {
+        let configs: Vec<Config> = self
+            .js
+            .streams()
+            .map_ok(|info| info.config)
+            .try_collect()
+            .await
+            .map_err(|e| {
+                error(
+                    format!(
+                        "listing the streams failed: {}",
+                        request_cause(&e, self.api_timeout)
+                    ),
+                    Some(e.into()),
+                )
+            })?;
+        let mut topics: Vec<String> = configs
+            .into_iter()
+            .filter_map(|config| {
+                let [subject] = config.subjects.as_slice() else {
+                    return None;
+                };
+                validate_topic_name(subject).ok()?;
+                let overridden = overrides
+                    .iter()
+                    .find(|(topic, _)| topic == subject)
+                    .and_then(|(_, o)| o.stream.as_deref());
+                let managed = config.name == derived_name(subject)
+                    || overridden == Some(config.name.as_str());
+                managed.then(|| subject.clone())
+            })
+            .collect();
+        topics.sort_unstable();
+        topics.dedup();
+        Ok(topics)
+    }
+
+    /// Deletes `topic`'s stream and all its messages; `Ok(false)` when
+    /// there was none. Refuses a stream that captures other subjects.
+    /// Forgets the cached outcome either way.
+    pub(crate) async fn remove(
+        &self,
+        topic: &str,
+        options: Option<&TopicOptions>,
+    ) -> Result<bool, TransportError> {
+        self.forget(topic);
+        let name = stream_name(topic, options);
+        let Some(config) = info(&self.js, topic, &name, self.api_timeout).await? else {
+            return Ok(false);
+        };
+        check_subjects(&config, topic, &name)
+            .map_err(|e| error(format!("{}; not removed", e.message()), None))?;
+        let removed = match self.js.delete_stream(&name).await {
+            Ok(status) => status.success,
+            Err(e) => match e.kind() {
+                GetStreamErrorKind::JetStream(js)
+                    if js.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    false
+                }
+                _ => {
+                    return Err(error(
+                        format!(
+                            "stream {name} for topic {topic}: delete failed: {}",
+                            get_cause(&e, self.api_timeout)
+                        ),
+                        Some(e.into()),
+                    ))
+                }
+            },
+        };
+        self.forget(topic);
+        Ok(removed)
+    }
+
+    /// Stream create and update calls sent so far.
+    pub(crate) fn create_calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// The name `ensure` uses for `topic`, checked.
+fn checked_name(topic: &str, options: &TopicOptions) -> Result<String, TransportError> {
+    let name = stream_name(topic, Some(options));
+    if name.len() > MAX_STREAM_NAME {
+        return Err(error(
+            format!(
+                "the stream name derived from topic {topic} is {} bytes long, more than \
+                 {MAX_STREAM_NAME}; set the topic's `stream` option to a shorter name",
+                name.len()
+            ),
+            None,
+        ));
+    }
+    Ok(name)
+}
+
+/// One flight's owned inputs.
+struct Call {
+    js: Context,
+    topic: String,
+    name: String,
+    options: TopicOptions,
+    strategy: StreamStrategy,
+    calls: Arc<AtomicU64>,
+    api_timeout: Duration,
+}
+
+impl Call {
+    /// The calls of `ensure` (see the module docs), as a shared outcome.
+    async fn make_ready(&self) -> Result<(), SharedError> {
+        let (topic, name) = (self.topic.as_str(), self.name.as_str());
+        let wanted = stream_config(topic, name, &self.options);
+        // A second round only after a lost create race or a vanished stream.
+        for round in 0..2 {
+            let last = round == 1;
+            let shared = |e: TransportError| SharedError::new(&e, None);
+            let Some(server) = info(&self.js, topic, name, self.api_timeout)
+                .await
+                .map_err(shared)?
+            else {
+                if self.strategy == StreamStrategy::ValidateOnly {
+                    return Err(shared(error(
+                        format!(
+                            "stream {name} for topic {topic} does not exist \
+                             (stream_strategy: validate_only)"
+                        ),
+                        None,
+                    )));
+                }
+                self.calls.fetch_add(1, Ordering::Relaxed);
+                match self.js.create_stream(wanted.clone()).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => match e.kind() {
+                        CreateStreamErrorKind::JetStream(js)
+                            if js.error_code() == ErrorCode::STREAM_NAME_EXIST && !last =>
+                        {
+                            continue
+                        }
+                        CreateStreamErrorKind::JetStream(js)
+                            if js.error_code() == ErrorCode::STREAM_SUBJECT_OVERLAP =>
+                        {
+                            let message = self.overlap_message(&js).await;
+                            return Err(SharedError::new(&error(message, None), Some(e.into())));
+                        }
+                        _ => {
+                            let message = format!(
+                                "stream {name} for topic {topic}: create failed: {}",
+                                create_cause(&e, self.api_timeout)
+                            );
+                            return Err(SharedError::new(&error(message, None), Some(e.into())));
+                        }
+                    },
+                }
+            };
+            check_subjects(&server, topic, name).map_err(shared)?;
+            let Some(diff) = first_difference(&server, &wanted) else {
+                return Ok(());
+            };
+            match self.strategy {
+                StreamStrategy::ValidateOnly => {
+                    return Err(shared(error(
+                        format!(
+                            "stream {name} for topic {topic} differs from the topic's options: \
+                             {} is {} on the server, {} in the options \
+                             (stream_strategy: validate_only)",
+                            diff.field, diff.server, diff.wanted
+                        ),
+                        None,
+                    )))
+                }
+                StreamStrategy::CreateOrUpdate => {
+                    self.calls.fetch_add(1, Ordering::Relaxed);
+                    match self.js.update_stream(updated(server, &wanted)).await {
+                        Ok(_) => return Ok(()),
+                        Err(e) if e.kind() == CreateStreamErrorKind::NotFound && !last => continue,
+                        Err(e) => {
+                            let message = format!(
+                                "stream {name} for topic {topic}: update of {} failed: {}",
+                                diff.field,
+                                create_cause(&e, self.api_timeout)
+                            );
+                            return Err(SharedError::new(&error(message, None), Some(e.into())));
+                        }
+                    }
+                }
+                _ => {
+                    tracing::warn!(
+                        topic,
+                        stream = name,
+                        field = diff.field,
+                        server = %diff.server,
+                        options = %diff.wanted,
+                        "stream differs from the topic's options; left as it is \
+                         (stream_strategy: {})",
+                        self.strategy.as_str()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        unreachable!("the second round returns in every branch")
+    }
+
+    /// The overlap error's message, naming the stream that holds the
+    /// subject when the server tells which.
+    async fn overlap_message(&self, cause: &async_nats::jetstream::Error) -> String {
+        let (topic, name) = (&self.topic, &self.name);
+        let holder = match self.js.stream_by_subject(topic.as_str()).await {
+            Ok(other) if other != *name => format!("stream {other}"),
+            _ => "another stream".to_owned(),
+        };
+        format!(
+            "stream {name} for topic {topic} cannot be created: {holder} already captures \
+             subject {topic} ({cause})"
+        )
+    }
+}
+
+/// The stream's config, or `None` when the server has no such stream.
+async fn info(
+    js: &Context,
+    topic: &str,
+    name: &str,
+    api_timeout: Duration,
+) -> Result<Option<Config>, TransportError> {
+    match js.get_stream(name).await {
+        Ok(stream) => Ok(Some(stream.cached_info().config.clone())),
+        Err(e) => match e.kind() {
+            GetStreamErrorKind::JetStream(js) if js.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+                Ok(None)
+            }
+            _ => Err(error(
+                format!(
+                    "stream {name} for topic {topic}: info failed: {}",
+                    get_cause(&e, api_timeout)
+                ),
+                Some(e.into()),
+            )),
+        },
+    }
+}
+
+/// Fails unless the stream captures exactly `[topic]`.
+fn check_subjects(config: &Config, topic: &str, name: &str) -> Result<(), TransportError> {
+    if config.subjects.len() == 1 && config.subjects[0] == topic {
+        return Ok(());
+    }
+    Err(error(
+        format!(
+            "stream {name} exists for subjects [{}], not for topic {topic} alone \
+             (set the topic's `stream` option to another name)",
+            config.subjects.join(", ")
+        ),
+        None,
+    ))
+}
+
+/// The stream config of `topic` from its options (see the module docs).
+pub(crate) fn stream_config(topic: &str, name: &str, options: &TopicOptions) -> Config {
+    let limit = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+    Config {
+        name: name.to_owned(),
+        subjects: vec![topic.to_owned()],
+        retention: RetentionPolicy::Limits,
+        max_age: options.retention.max_age.unwrap_or(Duration::ZERO),
+        max_bytes: limit(options.retention.max_bytes),
+        max_messages: limit(options.retention.max_messages),
+        storage: match options.storage {
+            Storage::Memory => StorageType::Memory,
+            _ => StorageType::File,
+        },
+        num_replicas: options.replicas as usize,
+        discard: match options.discard {
+            Discard::New => DiscardPolicy::New,
+            _ => DiscardPolicy::Old,
+        },
+        description: options.description.clone().filter(|d| !d.is_empty()),
+        ..Config::default()
+    }
+}
+
+/// The server's `config` with the fields lanebus sets taken from `wanted`
+/// and the duplicate window left to the server again.
+fn updated(mut config: Config, wanted: &Config) -> Config {
+    config.retention = wanted.retention;
+    config.max_age = wanted.max_age;
+    config.max_bytes = wanted.max_bytes;
+    config.max_messages = wanted.max_messages;
+    config.storage = wanted.storage;
+    config.num_replicas = wanted.num_replicas;
+    config.discard = wanted.discard;
+    config.description = wanted.description.clone();
+    config.duplicate_window = Duration::ZERO;
+    config
+}
+
+/// A field where the server's stream and the options differ.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Difference {
+    /// Its name in the topic's options (`retention.max_age`, `storage`, …).
+    pub(crate) field: &'static str,
+    /// The server's value.
+    pub(crate) server: String,
+    /// The options' value.
+    pub(crate) wanted: String,
+}
+
+/// The first field lanebus sets where `server` differs from `wanted`.
+pub(crate) fn first_difference(server: &Config, wanted: &Config) -> Option<Difference> {
+    let age = |d: Duration| {
+        if d.is_zero() {
+            "unlimited".to_owned()
+        } else {
+            duration::format(d)
+        }
+    };
+    let count = |v: i64| {
+        if v < 0 {
+            "unlimited".to_owned()
+        } else {
+            v.to_string()
+        }
+    };
+    let description = |d: &Option<String>| match d.as_deref() {
+        None | Some("") => "none".to_owned(),
+        Some(d) => format!("{d:?}"),
+    };
+    let fields = [
+        (
+            "retention policy",
+            format!("{:?}", server.retention).to_lowercase(),
+            format!("{:?}", wanted.retention).to_lowercase(),
+        ),
+        (
+            "retention.max_age",
+            age(server.max_age),
+            age(wanted.max_age),
+        ),
+        (
+            "retention.max_bytes",
+            count(server.max_bytes),
+            count(wanted.max_bytes),
+        ),
+        (
+            "retention.max_messages",
+            count(server.max_messages),
+            count(wanted.max_messages),
+        ),
+        (
+            "storage",
+            format!("{:?}", server.storage).to_lowercase(),
+            format!("{:?}", wanted.storage).to_lowercase(),
+        ),
+        (
+            "replicas",
+            server.num_replicas.to_string(),
+            wanted.num_replicas.to_string(),
+        ),
+        (
+            "discard",
+            format!("{:?}", server.discard).to_lowercase(),
+            format!("{:?}", wanted.discard).to_lowercase(),
+        ),
+        (
+            "description",
+            description(&server.description),
+            description(&wanted.description),
+        ),
+    ];
+    fields
+        .into_iter()
+        .find(|(_, s, w)| s != w)
+        .map(|(field, server, wanted)| Difference {
+            field,
+            server,
+            wanted,
+        })
+}
+
+/// The server's stream of `topic` as topic options.
+fn topic_options(topic: &str, config: &Config) -> TopicOptions {
+    let limit = |v: i64| u64::try_from(v).ok().filter(|&v| v > 0);
+    let mut options = TopicOptions::persistent();
+    options.persistence = Persistence::Persistent;
+    options.retention = Retention {
+        max_age: Some(config.max_age).filter(|d| !d.is_zero()),
+        max_bytes: limit(config.max_bytes),
+        max_messages: limit(config.max_messages),
+    };
+    options.replicas = u32::try_from(config.num_replicas.max(1)).unwrap_or(u32::MAX);
+    options.storage = match config.storage {
+        StorageType::Memory => Storage::Memory,
+        StorageType::File => Storage::File,
+    };
+    options.discard = match config.discard {
+        DiscardPolicy::New => Discard::New,
+        DiscardPolicy::Old => Discard::Old,
+    };
+    options.description = config.description.clone().filter(|d| !d.is_empty());
+    options.stream = (config.name != derived_name(topic)).then(|| config.name.clone());
+    options
+}
+
+/// What went wrong in a JetStream request, in words (a timeout names the
+/// limit).
+fn request_cause(e: &async_nats::jetstream::context::RequestError, limit: Duration) -> String {
+    use async_nats::jetstream::context::RequestErrorKind;
+    match e.kind() {
+        RequestErrorKind::TimedOut => format!("no answer within {}", duration::format(limit)),
+        RequestErrorKind::NoResponders => "jetstream is not enabled on the server".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+fn create_cause(e: &async_nats::jetstream::context::CreateStreamError, limit: Duration) -> String {
+    match e.kind() {
+        CreateStreamErrorKind::TimedOut => format!("no answer within {}", duration::format(limit)),
+        CreateStreamErrorKind::JetStreamUnavailable => {
+            "jetstream is not enabled on the server".to_owned()
+        }
+        CreateStreamErrorKind::JetStream(js) => js.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+fn get_cause(e: &async_nats::jetstream::context::GetStreamError, limit: Duration) -> String {
+    use async_nats::jetstream::context::{RequestError, RequestErrorKind};
+    if let GetStreamErrorKind::JetStream(js) = e.kind() {
+        return js.to_string();
+    }
+    let request = std::error::Error::source(e).and_then(|s| s.downcast_ref::<RequestError>());
+    match request.map(RequestError::kind) {
+        Some(RequestErrorKind::TimedOut) => format!("no answer within {}", duration::format(limit)),
+        Some(RequestErrorKind::NoResponders) => "jetstream is not enabled on the server".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn derived_names_escape_the_topic() {
+        let vectors = [
+            ("orders", "orders"),
+            ("orders.created", "orders_created"),
+            ("user_events", "user-_events"),
+            ("user-events", "user--events"),
+            ("a.b_c-d", "a_b-_c--d"),
+            ("a_.b", "a-__b"),
+            ("--", "----"),
+            ("__", "-_-_"),
+            ("V1.x", "V1_x"),
+        ];
+        for (topic, name) in vectors {
+            assert_eq!(derived_name(topic), name, "topic {topic}");
+            assert_eq!(stream_name(topic, None), name);
+        }
+        let custom = TopicOptions::persistent().stream("ORDERS");
+        assert_eq!(stream_name("orders.created", Some(&custom)), "ORDERS");
+        assert_eq!(
+            stream_name("orders.created", Some(&TopicOptions::persistent())),
+            "orders_created"
+        );
+    }
+
+    #[test]
+    fn a_long_derived_name_asks_for_an_override() {
+        let topic = "a-".repeat(124) + "a";
+        assert!(validate_topic_name(&topic).is_ok());
+        let e = checked_name(&topic, &TopicOptions::persistent()).unwrap_err();
+        assert!(e.message().contains("`stream` option"), "{e}");
+        let ok = checked_name(&topic, &TopicOptions::persistent().stream("A")).unwrap();
+        assert_eq!(ok, "A");
+    }
+
+    #[test]
+    fn config_and_read_back_agree() {
+        let options = TopicOptions::persistent()
+            .max_age(Duration::from_secs(90))
+            .max_bytes(1 << 20)
+            .max_messages(1000)
+            .storage(Storage::Memory)
+            .discard(Discard::New)
+            .stream("CUSTOM");
+        let config = stream_config("a.b", "CUSTOM", &options);
+        assert_eq!(config.subjects, ["a.b"]);
+        assert_eq!(config.max_bytes, 1 << 20);
+        assert_eq!(topic_options("a.b", &config), options);
+        assert_eq!(first_difference(&config, &config), None);
+
+        let plain = stream_config("a.b", "a_b", &TopicOptions::persistent());
+        assert_eq!((plain.max_bytes, plain.max_messages), (-1, -1));
+        assert_eq!(topic_options("a.b", &plain), TopicOptions::persistent());
+        let diff = first_difference(&plain, &config).unwrap();
+        assert_eq!(
+            diff,
+            Difference {
+                field: "retention.max_age",
+                server: "unlimited".into(),
+                wanted: "90s".into()
+            }
+        );
+    }
+
+    /// The escape read backwards: a `-` opens a two-character token, a lone
+    /// `_` is a `.`. That this inverts `derived_name` is what makes it
+    /// injective.
+    fn decode(name: &str) -> Option<String> {
+        let mut topic = String::new();
+        let mut chars = name.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '-' => match chars.next()? {
+                    '-' => topic.push('-'),
+                    '_' => topic.push('_'),
+                    _ => return None,
+                },
+                '_' => topic.push('.'),
+                c => topic.push(c),
+            }
+        }
+        Some(topic)
+    }
+
+    #[test]
+    fn short_topics_over_the_escaped_characters_never_share_a_name() {
+        let mut topics = vec![String::new()];
+        let mut names = std::collections::HashMap::new();
+        for _ in 0..6 {
+            topics = topics
+                .iter()
+                .flat_map(|t| ['a', '.', '_', '-'].map(|c| format!("{t}{c}")))
+                .collect();
+            for t in topics.iter().filter(|t| validate_topic_name(t).is_ok()) {
+                if let Some(other) = names.insert(derived_name(t), t.clone()) {
+                    panic!("{t} and {other} share {}", derived_name(t));
+                }
+            }
+        }
+        assert!(names.len() > 1000, "{} topics checked", names.len());
+    }
+
+    fn topic() -> impl Strategy<Value = String> {
+        // Segments over the whole topic alphabet, joined by dots.
+        proptest::collection::vec("[A-Za-z0-9_-]{1,6}", 1..5).prop_map(|s| s.join("."))
+    }
+
+    /// Topics over the escape's own characters, so near misses are common.
+    fn tricky_topic() -> impl Strategy<Value = String> {
+        proptest::collection::vec("[a_-]{1,4}", 1..4).prop_map(|s| s.join("."))
+    }
+
+    proptest! {
+        #[test]
+        fn the_escape_decodes_back(t in topic()) {
+            prop_assert_eq!(decode(&derived_name(&t)), Some(t));
+        }
+
+        #[test]
+        fn distinct_topics_get_distinct_names(a in tricky_topic(), b in tricky_topic()) {
+            prop_assume!(a != b);
+            prop_assert_ne!(derived_name(&a), derived_name(&b));
+        }
+
+        #[test]
+        fn derived_names_use_the_stream_alphabet(t in topic()) {
+            let name = derived_name(&t);
+            prop_assert!(name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        }
+    }
+}
