@@ -74,7 +74,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
+use async_nats::jetstream::context::{
+    CreateStreamError, CreateStreamErrorKind, GetStreamError, GetStreamErrorKind,
+};
 use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::jetstream::Context;
 use async_nats::jetstream::ErrorCode;
@@ -327,7 +329,7 @@ impl Streams {
                 error(
                     format!(
                         "listing the streams failed: {}",
-                        request_cause(&e, self.api_timeout)
+                        cause(&e, self.api_timeout)
                     ),
                     Some(e.into()),
                 )
@@ -380,7 +382,7 @@ impl Streams {
                     return Err(error(
                         format!(
                             "stream {name} for topic {topic}: delete failed: {}",
-                            get_cause(&e, self.api_timeout)
+                            cause(&e, self.api_timeout)
                         ),
                         Some(e.into()),
                     ))
@@ -464,7 +466,7 @@ impl Call {
                         _ => {
                             let message = format!(
                                 "stream {name} for topic {topic}: create failed: {}",
-                                create_cause(&e, self.api_timeout)
+                                cause(&e, self.api_timeout)
                             );
                             return Err(SharedError::new(&error(message, None), Some(e.into())));
                         }
@@ -496,7 +498,7 @@ impl Call {
                             let message = format!(
                                 "stream {name} for topic {topic}: update of {} failed: {}",
                                 diff.field,
-                                create_cause(&e, self.api_timeout)
+                                cause(&e, self.api_timeout)
                             );
                             return Err(SharedError::new(&error(message, None), Some(e.into())));
                         }
@@ -551,7 +553,7 @@ async fn info(
             _ => Err(error(
                 format!(
                     "stream {name} for topic {topic}: info failed: {}",
-                    get_cause(&e, api_timeout)
+                    cause(&e, api_timeout)
                 ),
                 Some(e.into()),
             )),
@@ -720,39 +722,40 @@ fn topic_options(topic: &str, config: &Config) -> TopicOptions {
     options
 }
 
-/// What went wrong in a JetStream request, in words (a timeout names the
-/// limit).
-fn request_cause(e: &async_nats::jetstream::context::RequestError, limit: Duration) -> String {
-    use async_nats::jetstream::context::RequestErrorKind;
-    match e.kind() {
-        RequestErrorKind::TimedOut => format!("no answer within {}", duration::format(limit)),
-        RequestErrorKind::NoResponders => "jetstream is not enabled on the server".to_owned(),
-        _ => e.to_string(),
-    }
-}
-
-fn create_cause(e: &async_nats::jetstream::context::CreateStreamError, limit: Duration) -> String {
-    match e.kind() {
-        CreateStreamErrorKind::TimedOut => format!("no answer within {}", duration::format(limit)),
-        CreateStreamErrorKind::JetStreamUnavailable => {
-            "jetstream is not enabled on the server".to_owned()
-        }
-        CreateStreamErrorKind::JetStream(js) => js.to_string(),
-        _ => e.to_string(),
-    }
-}
-
-fn get_cause(e: &async_nats::jetstream::context::GetStreamError, limit: Duration) -> String {
+/// What went wrong in a JetStream call, in words: a timeout names the
+/// limit, a missing JetStream says so, a server error is the server's text.
+fn cause(e: &(dyn std::error::Error + 'static), limit: Duration) -> String {
     use async_nats::jetstream::context::{RequestError, RequestErrorKind};
-    if let GetStreamErrorKind::JetStream(js) = e.kind() {
-        return js.to_string();
+    let timed_out = || format!("no answer within {}", duration::format(limit));
+    let unavailable = || "jetstream is not enabled on the server".to_owned();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(e) = e.downcast_ref::<async_nats::jetstream::Error>() {
+            return e.to_string();
+        }
+        if let Some(e) = e.downcast_ref::<CreateStreamError>() {
+            match e.kind() {
+                CreateStreamErrorKind::TimedOut => return timed_out(),
+                CreateStreamErrorKind::JetStreamUnavailable => return unavailable(),
+                CreateStreamErrorKind::JetStream(js) => return js.to_string(),
+                _ => {}
+            }
+        }
+        if let Some(e) = e.downcast_ref::<GetStreamError>() {
+            if let GetStreamErrorKind::JetStream(js) = e.kind() {
+                return js.to_string();
+            }
+        }
+        if let Some(e) = e.downcast_ref::<RequestError>() {
+            match e.kind() {
+                RequestErrorKind::TimedOut => return timed_out(),
+                RequestErrorKind::NoResponders => return unavailable(),
+                _ => {}
+            }
+        }
+        next = e.source();
     }
-    let request = std::error::Error::source(e).and_then(|s| s.downcast_ref::<RequestError>());
-    match request.map(RequestError::kind) {
-        Some(RequestErrorKind::TimedOut) => format!("no answer within {}", duration::format(limit)),
-        Some(RequestErrorKind::NoResponders) => "jetstream is not enabled on the server".to_owned(),
-        _ => e.to_string(),
-    }
+    e.to_string()
 }
 
 #[cfg(test)]

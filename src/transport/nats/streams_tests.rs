@@ -436,3 +436,81 @@ async fn errors_name_the_topic_and_stream_when_jetstream_does_not_answer() {
     assert_eq!(manager.create_calls(), 0);
     assert_eq!(stream_name("st-nojs.a", Some(&hour().stream("X"))), "X");
 }
+
+/// JetStream API requests the server has counted so far.
+async fn api_requests(js: &Context) -> u64 {
+    // A raw request: async-nats's account type expects fields that
+    // server 2.9 does not send.
+    let info: serde_json::Value = step("account", js.request("INFO", &()))
+        .await
+        .expect("account info");
+    info["api"]["total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no api.total in {info}"))
+}
+
+#[tokio::test]
+async fn a_caller_that_gives_up_does_not_restart_the_flight() {
+    // A server of its own, so that its API request count is this test's.
+    let server = NatsServer::start();
+    let client = step("connect", async_nats::connect(server.url()))
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    let manager = streams(&js, StreamStrategy::CreateOrUpdate);
+
+    // The requests one uninterrupted first ensure makes (info, create),
+    // plus the account query that measures them.
+    let before = api_requests(&js).await;
+    ensure(&manager, "st-cancel.baseline", &hour())
+        .await
+        .unwrap();
+    let baseline = api_requests(&js).await - before;
+
+    // One poll sends the info request and leaves the flight waiting for
+    // the answer (the current-thread runtime cannot deliver it meanwhile);
+    // then the caller gives up.
+    let before = api_requests(&js).await;
+    let options = hour();
+    let mut first = Box::pin(manager.ensure("st-cancel.a", &options));
+    assert!(futures_util::FutureExt::now_or_never(first.as_mut()).is_none());
+    drop(first);
+    let name = ensure(&manager, "st-cancel.a", &hour()).await.unwrap();
+    assert_eq!(&*name, "st--cancel_a");
+    assert_eq!(
+        api_requests(&js).await - before,
+        baseline,
+        "the second caller joined the flight the first one started"
+    );
+    assert_eq!(manager.create_calls(), 2);
+}
+
+#[tokio::test]
+async fn every_call_is_bounded_by_the_api_timeout() {
+    let url = NatsServer::shared().url();
+    let client = step("connect", async_nats::connect(url)).await.unwrap();
+    // A responder that takes every request and never answers.
+    let _silent = step("subscribe", client.subscribe("$SILENT.API.>"))
+        .await
+        .unwrap();
+    step("flush", client.flush()).await.unwrap();
+    let js = jetstream::with_prefix(client, "$SILENT.API");
+    let manager = Streams::new(
+        js,
+        &JetStreamOptions::default().api_timeout(Duration::from_millis(200)),
+    );
+    let e = ensure(&manager, "st-silent.a", &hour()).await.unwrap_err();
+    assert_eq!(
+        e.message(),
+        "stream st--silent_a for topic st-silent.a: info failed: no answer within 200ms"
+    );
+    let e = step("list", manager.list(&[])).await.unwrap_err();
+    assert_eq!(
+        e.message(),
+        "listing the streams failed: no answer within 200ms"
+    );
+    let e = step("remove", manager.remove("st-silent.a", None))
+        .await
+        .unwrap_err();
+    assert!(e.message().ends_with("no answer within 200ms"), "{e}");
+}
