@@ -4,21 +4,17 @@
 //!
 //! # Algorithm
 //!
-//! - **Name**: a topic's stream is `options.stream` when set, else the
-//!   topic escaped into the stream alphabet (stream names may not hold
-//!   `.`): `-` → `--`, `_` → `-_`, `.` → `_`, letters and digits as they
-//!   are. So `orders.created` → `orders_created` and `user_events` →
-//!   `user-_events`. The escape is injective: read left to right, a `-`
-//!   always opens a two-character token and a lone `_` is always a `.`, so
-//!   a name decodes to one topic only, and two topics never share a
-//!   derived stream. A derived name longer than [`MAX_STREAM_NAME`] bytes
-//!   (a topic of more than about 127 escaped characters) is refused with an
-//!   error that asks for a `stream` override (the server refuses longer
-//!   names, error 10052).
-//! - **Config**: subjects `[topic]`, retention `limits`, `max_age`,
-//!   `max_bytes` and `max_msgs` from the topic's retention (unset →
-//!   unlimited: 0 for the age, -1 for the counts), storage, replicas,
-//!   discard policy and description. The duplicate window is left to the
+//! - **Name and config** (in `config`): a topic's stream is
+//!   `options.stream` when set, else the topic escaped injectively into
+//!   the stream alphabet (stream names may not hold `.`): `-` → `--`, `_` →
+//!   `-_`, `.` → `_`; so `orders.created` → `orders_created` and
+//!   `user_events` → `user-_events`. A name longer than
+//!   [`MAX_STREAM_NAME`] bytes (a derived one, from a topic of more than
+//!   about 127 escaped characters) is refused before any call with an error
+//!   that asks for a shorter `stream` option (the server refuses it too,
+//!   error 10052). The config: subjects `[topic]`, retention `limits`,
+//!   `max_age`, `max_bytes`, `max_msgs` (unset → unlimited), storage,
+//!   replicas, discard, description; the duplicate window is left to the
 //!   server (2 min, or `max_age` when shorter). Nothing from server 2.10+
 //!   is sent (async-nats is built without its `server_2_10` feature), so
 //!   Debian's 2.9 accepts it.
@@ -51,8 +47,8 @@
 //!
 //! # Invariants
 //!
-//! - Distinct topics get distinct derived stream names (tested by
-//!   property), and a derived name only holds `A-Z a-z 0-9 - _`.
+//! - Distinct topics get distinct derived stream names, made only of
+//!   `A-Z a-z 0-9 - _` (see `config`).
 //! - [`Streams::create_calls`] counts create and update calls actually
 //!   sent: an `ensure` that finds the stream equal to the options sends
 //!   none, and concurrent first `ensure`s of one topic send one.
@@ -77,7 +73,7 @@ use std::time::Duration;
 use async_nats::jetstream::context::{
     CreateStreamError, CreateStreamErrorKind, GetStreamError, GetStreamErrorKind,
 };
-use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::stream::Config;
 use async_nats::jetstream::Context;
 use async_nats::jetstream::ErrorCode;
 use futures_util::future::Shared;
@@ -86,39 +82,17 @@ use parking_lot::RwLock;
 
 use super::{JetStreamOptions, StreamStrategy};
 use crate::options::duration;
-use crate::{
-    validate_topic_name, Discard, Persistence, Retention, Storage, TopicOptions, TransportError,
-};
+use crate::{validate_topic_name, TopicOptions, TransportError};
 
-/// The longest stream name the server accepts.
-pub(crate) const MAX_STREAM_NAME: usize = 255;
+mod config;
+
+pub(crate) use config::{derived_name, stream_config, stream_name, MAX_STREAM_NAME};
+use config::{first_difference, topic_options, updated};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 fn error(message: impl Into<String>, source: Option<BoxError>) -> TransportError {
     TransportError::new("nats", message, source)
-}
-
-/// The stream name of `topic`: `options.stream` when set, else derived.
-pub(crate) fn stream_name(topic: &str, options: Option<&TopicOptions>) -> String {
-    match options.and_then(|o| o.stream.as_deref()) {
-        Some(name) => name.to_owned(),
-        None => derived_name(topic),
-    }
-}
-
-/// The topic escaped into the stream-name alphabet (see the module docs).
-pub(crate) fn derived_name(topic: &str) -> String {
-    let mut name = String::with_capacity(topic.len() + topic.len() / 4);
-    for c in topic.chars() {
-        match c {
-            '-' => name.push_str("--"),
-            '_' => name.push_str("-_"),
-            '.' => name.push('_'),
-            c => name.push(c),
-        }
-    }
-    name
 }
 
 /// A flight's outcome, cloned to each of its callers.
@@ -405,7 +379,7 @@ fn checked_name(topic: &str, options: &TopicOptions) -> Result<String, Transport
     if name.len() > MAX_STREAM_NAME {
         return Err(error(
             format!(
-                "the stream name derived from topic {topic} is {} bytes long, more than \
+                "the stream name of topic {topic} is {} bytes long, more than \
                  {MAX_STREAM_NAME}; set the topic's `stream` option to a shorter name",
                 name.len()
             ),
@@ -576,152 +550,6 @@ fn check_subjects(config: &Config, topic: &str, name: &str) -> Result<(), Transp
     ))
 }
 
-/// The stream config of `topic` from its options (see the module docs).
-pub(crate) fn stream_config(topic: &str, name: &str, options: &TopicOptions) -> Config {
-    let limit = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
-    Config {
-        name: name.to_owned(),
-        subjects: vec![topic.to_owned()],
-        retention: RetentionPolicy::Limits,
-        max_age: options.retention.max_age.unwrap_or(Duration::ZERO),
-        max_bytes: limit(options.retention.max_bytes),
-        max_messages: limit(options.retention.max_messages),
-        storage: match options.storage {
-            Storage::Memory => StorageType::Memory,
-            _ => StorageType::File,
-        },
-        num_replicas: options.replicas as usize,
-        discard: match options.discard {
-            Discard::New => DiscardPolicy::New,
-            _ => DiscardPolicy::Old,
-        },
-        description: options.description.clone().filter(|d| !d.is_empty()),
-        ..Config::default()
-    }
-}
-
-/// The server's `config` with the fields lanebus sets taken from `wanted`
-/// and the duplicate window left to the server again.
-fn updated(mut config: Config, wanted: &Config) -> Config {
-    config.retention = wanted.retention;
-    config.max_age = wanted.max_age;
-    config.max_bytes = wanted.max_bytes;
-    config.max_messages = wanted.max_messages;
-    config.storage = wanted.storage;
-    config.num_replicas = wanted.num_replicas;
-    config.discard = wanted.discard;
-    config.description = wanted.description.clone();
-    config.duplicate_window = Duration::ZERO;
-    config
-}
-
-/// A field where the server's stream and the options differ.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Difference {
-    /// Its name in the topic's options (`retention.max_age`, `storage`, …).
-    pub(crate) field: &'static str,
-    /// The server's value.
-    pub(crate) server: String,
-    /// The options' value.
-    pub(crate) wanted: String,
-}
-
-/// The first field lanebus sets where `server` differs from `wanted`.
-pub(crate) fn first_difference(server: &Config, wanted: &Config) -> Option<Difference> {
-    let age = |d: Duration| {
-        if d.is_zero() {
-            "unlimited".to_owned()
-        } else {
-            duration::format(d)
-        }
-    };
-    let count = |v: i64| {
-        if v < 0 {
-            "unlimited".to_owned()
-        } else {
-            v.to_string()
-        }
-    };
-    let description = |d: &Option<String>| match d.as_deref() {
-        None | Some("") => "none".to_owned(),
-        Some(d) => format!("{d:?}"),
-    };
-    let fields = [
-        (
-            "retention policy",
-            format!("{:?}", server.retention).to_lowercase(),
-            format!("{:?}", wanted.retention).to_lowercase(),
-        ),
-        (
-            "retention.max_age",
-            age(server.max_age),
-            age(wanted.max_age),
-        ),
-        (
-            "retention.max_bytes",
-            count(server.max_bytes),
-            count(wanted.max_bytes),
-        ),
-        (
-            "retention.max_messages",
-            count(server.max_messages),
-            count(wanted.max_messages),
-        ),
-        (
-            "storage",
-            format!("{:?}", server.storage).to_lowercase(),
-            format!("{:?}", wanted.storage).to_lowercase(),
-        ),
-        (
-            "replicas",
-            server.num_replicas.to_string(),
-            wanted.num_replicas.to_string(),
-        ),
-        (
-            "discard",
-            format!("{:?}", server.discard).to_lowercase(),
-            format!("{:?}", wanted.discard).to_lowercase(),
-        ),
-        (
-            "description",
-            description(&server.description),
-            description(&wanted.description),
-        ),
-    ];
-    fields
-        .into_iter()
-        .find(|(_, s, w)| s != w)
-        .map(|(field, server, wanted)| Difference {
-            field,
-            server,
-            wanted,
-        })
-}
-
-/// The server's stream of `topic` as topic options.
-fn topic_options(topic: &str, config: &Config) -> TopicOptions {
-    let limit = |v: i64| u64::try_from(v).ok().filter(|&v| v > 0);
-    let mut options = TopicOptions::persistent();
-    options.persistence = Persistence::Persistent;
-    options.retention = Retention {
-        max_age: Some(config.max_age).filter(|d| !d.is_zero()),
-        max_bytes: limit(config.max_bytes),
-        max_messages: limit(config.max_messages),
-    };
-    options.replicas = u32::try_from(config.num_replicas.max(1)).unwrap_or(u32::MAX);
-    options.storage = match config.storage {
-        StorageType::Memory => Storage::Memory,
-        StorageType::File => Storage::File,
-    };
-    options.discard = match config.discard {
-        DiscardPolicy::New => Discard::New,
-        DiscardPolicy::Old => Discard::Old,
-    };
-    options.description = config.description.clone().filter(|d| !d.is_empty());
-    options.stream = (config.name != derived_name(topic)).then(|| config.name.clone());
-    options
-}
-
 /// What went wrong in a JetStream call, in words: a timeout names the
 /// limit, a missing JetStream says so, a server error is the server's text.
 fn cause(e: &(dyn std::error::Error + 'static), limit: Duration) -> String {
@@ -756,143 +584,4 @@ fn cause(e: &(dyn std::error::Error + 'static), limit: Duration) -> String {
         next = e.source();
     }
     e.to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn derived_names_escape_the_topic() {
-        let vectors = [
-            ("orders", "orders"),
-            ("orders.created", "orders_created"),
-            ("user_events", "user-_events"),
-            ("user-events", "user--events"),
-            ("a.b_c-d", "a_b-_c--d"),
-            ("a_.b", "a-__b"),
-            ("--", "----"),
-            ("__", "-_-_"),
-            ("V1.x", "V1_x"),
-        ];
-        for (topic, name) in vectors {
-            assert_eq!(derived_name(topic), name, "topic {topic}");
-            assert_eq!(stream_name(topic, None), name);
-        }
-        let custom = TopicOptions::persistent().stream("ORDERS");
-        assert_eq!(stream_name("orders.created", Some(&custom)), "ORDERS");
-        assert_eq!(
-            stream_name("orders.created", Some(&TopicOptions::persistent())),
-            "orders_created"
-        );
-    }
-
-    #[test]
-    fn a_long_derived_name_asks_for_an_override() {
-        let topic = "a-".repeat(124) + "a";
-        assert!(validate_topic_name(&topic).is_ok());
-        let e = checked_name(&topic, &TopicOptions::persistent()).unwrap_err();
-        assert!(e.message().contains("`stream` option"), "{e}");
-        let ok = checked_name(&topic, &TopicOptions::persistent().stream("A")).unwrap();
-        assert_eq!(ok, "A");
-    }
-
-    #[test]
-    fn config_and_read_back_agree() {
-        let options = TopicOptions::persistent()
-            .max_age(Duration::from_secs(90))
-            .max_bytes(1 << 20)
-            .max_messages(1000)
-            .storage(Storage::Memory)
-            .discard(Discard::New)
-            .stream("CUSTOM");
-        let config = stream_config("a.b", "CUSTOM", &options);
-        assert_eq!(config.subjects, ["a.b"]);
-        assert_eq!(config.max_bytes, 1 << 20);
-        assert_eq!(topic_options("a.b", &config), options);
-        assert_eq!(first_difference(&config, &config), None);
-
-        let plain = stream_config("a.b", "a_b", &TopicOptions::persistent());
-        assert_eq!((plain.max_bytes, plain.max_messages), (-1, -1));
-        assert_eq!(topic_options("a.b", &plain), TopicOptions::persistent());
-        let diff = first_difference(&plain, &config).unwrap();
-        assert_eq!(
-            diff,
-            Difference {
-                field: "retention.max_age",
-                server: "unlimited".into(),
-                wanted: "90s".into()
-            }
-        );
-    }
-
-    /// The escape read backwards: a `-` opens a two-character token, a lone
-    /// `_` is a `.`. That this inverts `derived_name` is what makes it
-    /// injective.
-    fn decode(name: &str) -> Option<String> {
-        let mut topic = String::new();
-        let mut chars = name.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '-' => match chars.next()? {
-                    '-' => topic.push('-'),
-                    '_' => topic.push('_'),
-                    _ => return None,
-                },
-                '_' => topic.push('.'),
-                c => topic.push(c),
-            }
-        }
-        Some(topic)
-    }
-
-    #[test]
-    fn short_topics_over_the_escaped_characters_never_share_a_name() {
-        let mut topics = vec![String::new()];
-        let mut names = std::collections::HashMap::new();
-        for _ in 0..6 {
-            topics = topics
-                .iter()
-                .flat_map(|t| ['a', '.', '_', '-'].map(|c| format!("{t}{c}")))
-                .collect();
-            for t in topics.iter().filter(|t| validate_topic_name(t).is_ok()) {
-                if let Some(other) = names.insert(derived_name(t), t.clone()) {
-                    panic!("{t} and {other} share {}", derived_name(t));
-                }
-            }
-        }
-        assert!(names.len() > 1000, "{} topics checked", names.len());
-    }
-
-    fn topic() -> impl Strategy<Value = String> {
-        // Segments over the whole topic alphabet, joined by dots.
-        proptest::collection::vec("[A-Za-z0-9_-]{1,6}", 1..5).prop_map(|s| s.join("."))
-    }
-
-    /// Topics over the escape's own characters, so near misses are common.
-    fn tricky_topic() -> impl Strategy<Value = String> {
-        proptest::collection::vec("[a_-]{1,4}", 1..4).prop_map(|s| s.join("."))
-    }
-
-    proptest! {
-        #[test]
-        fn the_escape_decodes_back(t in topic()) {
-            prop_assert_eq!(decode(&derived_name(&t)), Some(t));
-        }
-
-        #[test]
-        fn distinct_topics_get_distinct_names(a in tricky_topic(), b in tricky_topic()) {
-            prop_assume!(a != b);
-            prop_assert_ne!(derived_name(&a), derived_name(&b));
-        }
-
-        #[test]
-        fn derived_names_use_the_stream_alphabet(t in topic()) {
-            let name = derived_name(&t);
-            prop_assert!(name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        }
-    }
 }

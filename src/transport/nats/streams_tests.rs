@@ -514,3 +514,27 @@ async fn every_call_is_bounded_by_the_api_timeout() {
         .unwrap_err();
     assert!(e.message().ends_with("no answer within 200ms"), "{e}");
 }
+
+#[tokio::test]
+async fn a_name_longer_than_the_server_takes_asks_for_an_override() {
+    let js = context().await;
+    let manager = streams(&js, StreamStrategy::CreateOrUpdate);
+    // 249 bytes, a valid topic; escaped, 373.
+    let topic = "a-".repeat(124) + "a";
+    assert!(crate::validate_topic_name(&topic).is_ok());
+    let e = ensure(&manager, &topic, &hour()).await.unwrap_err();
+    assert_eq!(
+        e.message(),
+        format!(
+            "the stream name of topic {topic} is 373 bytes long, more than 255; \
+             set the topic's `stream` option to a shorter name"
+        )
+    );
+    assert_eq!(manager.create_calls(), 0);
+    let short = hour().stream("ST_LONG_TOPIC");
+    assert_eq!(
+        &*ensure(&manager, &topic, &short).await.unwrap(),
+        "ST_LONG_TOPIC"
+    );
+    assert!(read(&manager, &topic, Some(&short)).await.is_some());
+}
