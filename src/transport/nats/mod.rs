@@ -88,6 +88,8 @@ mod bus_tests;
 #[cfg(all(test, feature = "nats"))]
 mod js_tests;
 #[cfg(all(test, feature = "nats"))]
+mod streams_tests;
+#[cfg(all(test, feature = "nats"))]
 mod tests;
 
 /// A change in the state of a NATS connection, as the client reports it.
