@@ -86,6 +86,8 @@ pub(crate) use pubsub::NatsCore;
 #[cfg(all(test, feature = "nats"))]
 mod bus_tests;
 #[cfg(all(test, feature = "nats"))]
+mod fault_tests;
+#[cfg(all(test, feature = "nats"))]
 mod js_tests;
 #[cfg(all(test, feature = "nats"))]
 mod streams_tests;
