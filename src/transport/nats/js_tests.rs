@@ -540,3 +540,68 @@ async fn stats_show_the_consumer_as_the_server_reports_it() {
     );
     bus.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_retry_then_success_and_a_panic_settle_on_the_stream() {
+    let bus = bus_with("").await;
+    let (_dlq, mut dead) = collect(&bus, "js12.jobs.dlq", SubscribeOptions::default()).await;
+    let (ok_tx, mut ok) = mpsc::unbounded_channel();
+    let _sub = bus
+        .subscribe_with(
+            "js12.jobs",
+            SubscribeOptions::default().lanes(1).retry(
+                RetryPolicy::attempts(3)
+                    .with_backoff(Duration::from_millis(1), Duration::from_millis(1)),
+            ),
+            move |m: Message| {
+                let ok_tx = ok_tx.clone();
+                async move {
+                    match m.payload().as_ref() {
+                        b"panic" => panic!("the handler blew up"),
+                        b"flaky" if m.context().attempt() < 3 => {
+                            Err(HandlerError::retryable("not yet"))
+                        }
+                        _ => {
+                            let _ = ok_tx.send((m.payload().clone(), m.context().attempt()));
+                            Ok(())
+                        }
+                    }
+                }
+            },
+        )
+        .await
+        .unwrap();
+    for payload in ["flaky", "panic", "after"] {
+        bus.publish("js12.jobs", payload).await.unwrap();
+    }
+    let (payload, attempt) = step("flaky", ok.recv()).await.unwrap();
+    assert_eq!((&payload[..], attempt), (&b"flaky"[..], 3));
+    let m = recv(&mut dead).await;
+    assert_eq!(m.payload().as_ref(), b"panic");
+    let info = m.dead_letter().unwrap();
+    assert_eq!(info.error_class, "panic");
+    assert!(info.error.contains("blew up"), "{}", info.error);
+    // The lane carries on after the panic.
+    let (payload, _) = step("after", ok.recv()).await.unwrap();
+    assert_eq!(&payload[..], b"after");
+    // Everything was settled: the consumer has nothing pending for the
+    // server to redeliver.
+    let broker = step("settled", async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let stats = bus.stats();
+            let sub = stats
+                .subscriptions
+                .iter()
+                .find(|s| s.topic == "js12.jobs")
+                .unwrap();
+            let b = sub.broker.clone().unwrap();
+            if b.ack_pending == 0 {
+                return b;
+            }
+        }
+    })
+    .await;
+    assert_eq!(broker.redelivered, 0);
+    bus.close().await.unwrap();
+}

@@ -90,6 +90,8 @@ mod fault_tests;
 #[cfg(all(test, feature = "nats"))]
 mod js_tests;
 #[cfg(all(test, feature = "nats"))]
+mod js_topic_tests;
+#[cfg(all(test, feature = "nats"))]
 mod streams_tests;
 #[cfg(all(test, feature = "nats"))]
 mod tests;

@@ -1,0 +1,209 @@
+//! Topics on a NATS bus, against a real `nats-server`: configured
+//! persistent topics become streams when the bus connects, the topic
+//! methods read, list and remove the server's streams, `validate_only`
+//! refuses a missing or different stream at connect, health names a
+//! missing stream, and ephemeral topics go over core NATS and store
+//! nothing.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+use super::tests::harness::NatsServer;
+use crate::transport::tests::collect;
+use crate::{
+    BuildError, Bus, BusConfig, Discard, HandlerError, HealthError, Message, Persistence, Storage,
+    SubscribeOptions, TopicOptions,
+};
+
+const STEP: Duration = Duration::from_secs(30);
+
+async fn step<F: std::future::IntoFuture>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(STEP, future.into_future())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
+}
+
+fn config(extra: &str) -> BusConfig {
+    let url = NatsServer::shared().url();
+    BusConfig::from_yaml_str(&format!(
+        "type: nats\nnats:\n  urls: [\"{url}\"]\n  name: topic-test\n{extra}"
+    ))
+    .unwrap()
+}
+
+async fn js() -> jetstream::Context {
+    let client = step(
+        "raw connect",
+        async_nats::connect(NatsServer::shared().url()),
+    )
+    .await
+    .unwrap();
+    jetstream::new(client)
+}
+
+#[tokio::test]
+async fn configured_topics_are_streams_read_back_listed_and_removed() {
+    let bus = step(
+        "connect",
+        Bus::connect(config(
+            "topics:\n  jt1.orders:\n    persistence: persistent\n    retention: { max_age: 1h, max_messages: 1000 }\n    storage: memory\n    discard: new\n  jt1.pings: { persistence: ephemeral }\n",
+        )),
+    )
+    .await
+    .unwrap();
+    // The stream exists as soon as the bus does.
+    let js = js().await;
+    let mut stream = js.get_stream("jt1_orders").await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.subjects, ["jt1.orders"]);
+    assert_eq!(info.config.max_age, Duration::from_secs(3600));
+    assert_eq!(info.config.max_messages, 1000);
+
+    let back = bus.topic_config("jt1.orders").await.unwrap().unwrap();
+    assert_eq!(back.persistence, Persistence::Persistent);
+    assert_eq!(back.retention.max_age, Some(Duration::from_secs(3600)));
+    assert_eq!(back.retention.max_messages, Some(1000));
+    assert_eq!(back.storage, Storage::Memory);
+    assert_eq!(back.discard, Discard::New);
+    // An ephemeral topic reads back as configured.
+    assert_eq!(
+        bus.topic_config("jt1.pings")
+            .await
+            .unwrap()
+            .unwrap()
+            .persistence,
+        Persistence::Ephemeral
+    );
+
+    bus.configure_topic("jt1.more", TopicOptions::persistent().max_bytes(1 << 20))
+        .await
+        .unwrap();
+    let listed = bus.list_topics().await.unwrap();
+    for topic in ["jt1.more", "jt1.orders", "jt1.pings"] {
+        assert!(listed.iter().any(|t| t == topic), "{topic} in {listed:?}");
+    }
+
+    bus.publish("jt1.orders", "kept until removed")
+        .await
+        .unwrap();
+    assert!(bus.remove_topic("jt1.orders").await.unwrap());
+    assert!(js.get_stream("jt1_orders").await.is_err(), "stream deleted");
+    assert!(!bus.remove_topic("jt1.orders").await.unwrap());
+    assert_eq!(bus.topic_config("jt1.orders").await.unwrap(), None);
+    bus.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn validate_only_refuses_a_missing_or_different_stream_at_connect() {
+    let topics = "topics:\n  jt2.orders: { persistence: persistent, retention: { max_age: 2h } }\n";
+    let strict = format!("  jetstream: {{ stream_strategy: validate_only }}\n{topics}");
+    match Bus::connect(config(&strict)).await {
+        Err(BuildError::Transport(e)) => {
+            assert!(e.to_string().contains("does not exist"), "{e}")
+        }
+        other => panic!("expected a missing-stream error, got {other:?}"),
+    }
+    // Made by a bus with the default strategy, with another max_age.
+    let other = "topics:\n  jt2.orders: { persistence: persistent, retention: { max_age: 1h } }\n";
+    step("connect", Bus::connect(config(other)))
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    match Bus::connect(config(&strict)).await {
+        Err(BuildError::Transport(e)) => {
+            assert!(e.to_string().contains("retention.max_age"), "{e}")
+        }
+        other => panic!("expected a difference error, got {other:?}"),
+    }
+    // Equal: accepted.
+    let equal = format!(
+        "  jetstream: {{ stream_strategy: validate_only }}\n{}",
+        other
+    );
+    step("connect", Bus::connect(config(&equal)))
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn health_names_a_missing_stream() {
+    let bus = step(
+        "connect",
+        Bus::connect(config(
+            "  jetstream: { stream_strategy: skip }\ntopics:\n  jt3.orders: { persistence: persistent }\n",
+        )),
+    )
+    .await
+    .unwrap();
+    match bus.health_check().await {
+        Err(HealthError::Transport(e)) => {
+            assert!(e.to_string().contains("jt3_orders"), "{e}")
+        }
+        other => panic!("expected a missing-stream error, got {other:?}"),
+    }
+    bus.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn ephemeral_topics_use_core_nats_and_store_nothing() {
+    let bus = step(
+        "connect",
+        Bus::connect(config("  jetstream: { default_persistence: ephemeral }\n")),
+    )
+    .await
+    .unwrap();
+    // No subscriber: the message is gone, and no stream was made.
+    bus.publish("jt4.pings", "unheard").await.unwrap();
+    let js = js().await;
+    assert!(js.get_stream("jt4_pings").await.is_err());
+
+    let (_all, mut all) = collect(&bus, "jt4.pings", SubscribeOptions::default()).await;
+    let shared = Arc::new(AtomicUsize::new(0));
+    let member = |shared: Arc<AtomicUsize>| {
+        move |_m: Message| {
+            let shared = shared.clone();
+            async move {
+                shared.fetch_add(1, Ordering::Relaxed);
+                Ok::<(), HandlerError>(())
+            }
+        }
+    };
+    let group = SubscribeOptions::default().group("pingers");
+    let _a = bus
+        .subscribe_with("jt4.pings", group.clone(), member(shared.clone()))
+        .await
+        .unwrap();
+    let _b = bus
+        .subscribe_with("jt4.pings", group, member(shared.clone()))
+        .await
+        .unwrap();
+    for i in 0..100 {
+        bus.publish("jt4.pings", i.to_string()).await.unwrap();
+    }
+    for _ in 0..100 {
+        step("a ping", all.recv()).await.unwrap();
+    }
+    step("the group's share", async {
+        while shared.load(Ordering::Relaxed) < 100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        shared.load(Ordering::Relaxed),
+        100,
+        "each message once in the group"
+    );
+    assert!(js.get_stream("jt4_pings").await.is_err(), "still no stream");
+    assert!(bus.stats().subscriptions.iter().all(|s| s.broker.is_none()));
+    bus.close().await.unwrap();
+}
