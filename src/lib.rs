@@ -2,9 +2,9 @@
 //!
 //! One event-bus API for services — domain events (enveloped, per-aggregate
 //! ordered, at-least-once) and plain messages (fast, concurrent) — over an
-//! in-process transport and core NATS today (feature `nats`), with NATS
-//! JetStream and Kafka to come on the same seam, built on a lock-free
-//! engine.
+//! in-process transport and NATS (feature `nats`: JetStream for persistent
+//! topics, core NATS for ephemeral ones), with Kafka to come on the same
+//! seam, built on a lock-free engine.
 //!
 //! ```text
 //!  publish / publish_envelope            transports feed records in
@@ -18,9 +18,11 @@
 //!  |           handler, then acks / retries / dead-letters                     |
 //!  +--------------------------------------------------------------------------+
 //!         |                                  |
-//!   memory transport                  core NATS (feature `nats`):
-//!   (the rings are the transport)     publish to subjects; a consumer task
-//!                                     per subscription feeds its lanes
+//!   memory transport                  NATS (feature `nats`): JetStream
+//!   (the rings are the transport)     streams (publish after the server's
+//!                                     ack; a durable pull consumer per
+//!                                     subscription feeds its lanes, records
+//!                                     carry ack handles) or core NATS
 //! ```
 //!
 //! ## Where things are
@@ -34,6 +36,7 @@
 //! | tune a subscription | [`SubscribeOptions`], [`RetryPolicy`], [`DeadLetter`] |
 //! | read a dead letter | [`DeadLetterInfo`], [`HEADER_SOURCE_TOPIC`] and the other header names |
 //! | configure from YAML or TOML | [`BusConfig`], [`TopicOptions`], [`ConfigError`] |
+//! | run on NATS (feature `nats`) | [`Bus::connect`], [`NatsOptions`], [`JetStreamOptions`], [`ConnectionEvent`], [`BrokerStats`] |
 //! | handle failures of the bus itself | [`PublishError`], [`TryPublishError`], [`SubscribeError`], [`CloseError`] |
 //!
 //! Inside, the engine (`src/engine/`: the ring, the registry and its

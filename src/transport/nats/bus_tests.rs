@@ -1,9 +1,13 @@
-//! The bus on core NATS, end to end against a real `nats-server` (the
-//! integration tests' harness, included by path as `tests.rs` does):
-//! publish to a handler, per-aggregate order over 8 lanes, groups as queue
-//! groups, wildcard subjects, dead letters on the `.dlq` subject, the close
-//! drain, the config path (`type: nats` + `Bus::connect`), and health and
-//! subscriptions across a server restart.
+//! The bus on NATS with its defaults, end to end against a real
+//! `nats-server` (the integration tests' harness, included by path as
+//! `tests.rs` does). Topics are persistent by default, so these run on
+//! JetStream (streams, durable consumers, acks); wildcard subscriptions
+//! run on core NATS. Publish to a handler, per-aggregate order over 8
+//! lanes, two groups (two durable consumers) each getting every message
+//! and sharing it inside, wildcard subjects, dead letters on the `.dlq`
+//! stream, the close drain, the config path (`type: nats` +
+//! `Bus::connect`), and health and subscriptions across a server restart.
+//! Core NATS (ephemeral topics) is covered by `js_topic_tests`.
 //!
 //! Each test uses its own subject prefix on the binary's shared server (the
 //! restart test has a server of its own).

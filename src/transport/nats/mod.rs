@@ -1,23 +1,46 @@
-//! The NATS transport: its options, its connection, and the connection's
-//! events.
+//! The NATS transport: core NATS for ephemeral topics, JetStream for
+//! persistent ones, on one connection.
 //!
-//! What is here so far:
+//! ```text
+//!              Bus ── Transport::Nats(Nats)            (flavor)
+//!               │            │
+//!        ephemeral topic     persistent topic
+//!               │            │
+//!          NatsCore       JetStream ── Streams         (pubsub, jetstream, streams)
+//!     publish / subscribe    │  publish + server ack, one stream per topic
+//!     queue groups           └─ durable pull consumer  (consumer)
+//!     wildcards                 → lanes, JsAck + pacer (ack)
+//! ```
 //!
-//! - [`NatsOptions`] (always compiled, plain data): server URLs, client
-//!   name, connect timeout, reconnect policy ([`NatsReconnect`]),
-//!   authentication ([`NatsAuth`]: token, user/password, NKey seed, creds
-//!   file) and TLS ([`NatsTls`]: CA, client certificate and key, TLS
-//!   required), read from YAML/TOML and checked by `validate`.
-//! - `connect` (feature `nats`): opens an async-nats client from the
-//!   options and forwards its connection events, as [`ConnectionEvent`]s,
-//!   to a `tokio::sync::broadcast` channel.
+//! The parts:
 //!
-//! - `NatsCore` (feature `nats`, in `pubsub`): the `Transport::Nats`
-//!   flavor behind the bus, core NATS publish/subscribe (no stream, no
-//!   ack, at-most-once); see that module for its algorithm.
+//! - [`NatsOptions`] and [`JetStreamOptions`] (always compiled, plain
+//!   data): server URLs, client name, connect timeout, reconnect policy
+//!   ([`NatsReconnect`]), authentication ([`NatsAuth`]: token,
+//!   user/password, NKey seed, creds file), TLS ([`NatsTls`]), and how
+//!   persistent topics use JetStream (stream strategy, default
+//!   persistence, envelope wire form, API timeout).
+//! - `connect`: opens an async-nats client from the options and forwards
+//!   its connection events, as [`ConnectionEvent`]s, to a
+//!   `tokio::sync::broadcast` channel.
+//! - `flavor` (`Nats`): the `Transport::Nats` flavor; picks core NATS or
+//!   JetStream per topic from the topic's `persistence` (`auto` and
+//!   unconfigured topics: `nats.jetstream.default_persistence`, by default
+//!   `persistent`).
+//! - `pubsub` (`NatsCore`): core NATS publish/subscribe (no stream, no ack,
+//!   at-most-once); wildcard subscriptions always use it.
+//! - `jetstream`, `streams`, `consumer`, `ack`: persistent topics — the
+//!   stream per topic (name derived from the topic, or
+//!   `TopicOptions::stream`), publish after the server's ack, a durable
+//!   pull consumer per subscription, explicit acks, in-progress acks.
 //!
-//! Not here yet: JetStream (the stream per topic, durable consumers, the
-//! ack handle).
+//! Consumer names (JetStream): the subscribe option `consumer`, else the
+//! group, else `<client name>-<topic>` (`.` written as `_`; client name
+//! `lanebus` by default). Whoever opens the same name on the same stream
+//! shares its records, so two processes in one group split the work and a
+//! restarted process resumes where its consumer stood. The server gives
+//! no key affinity across the processes sharing one consumer: per-key
+//! order holds within one process (its lanes), not between two.
 //!
 //! # Algorithm
 //!
