@@ -19,7 +19,8 @@
 //!   and every lane has processed what it accepted (with no new claim
 //!   during a full scan), close the lanes, join the workers within the
 //!   deadline, keep the subscriptions' final counts, flush the broker
-//!   client (dead letters published during the drain). It runs once; later
+//!   client (acks, and dead letters published during the drain) and close
+//!   its connection. It runs once; later
 //!   calls get its outcome. Dead letters published during the drain to a
 //!   broker topic reach the broker but no longer this bus's stopped feeds.
 //!
@@ -487,9 +488,12 @@ impl BusInner {
         self.closed_subs.lock().extend(finals);
         #[cfg(feature = "nats")]
         if let Transport::Nats(n) = &self.transport {
-            if let Err(e) = n.flush().await {
-                tracing::warn!(error = %e, "flush at close failed");
+            // Nacks of records dropped unsettled above are sent by tasks
+            // of their own: let them queue theirs before the round trip.
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
             }
+            n.close().await;
         }
         if quiet && pending == 0 {
             Ok(())

@@ -19,18 +19,20 @@
 //!   options it does not share): updating it would make the server restart
 //!   it from its ack floor and forget the delivery counts of its pending
 //!   records.
-//! - **Loop**: one pull stream per subscription asks for at most `batch`
-//!   records at a time and asks for more only once half of them arrived
-//!   and were taken, so the client holds at most 1.5 × `batch` records
+//! - **Loop**: one pull request at a time, for as many records as the
+//!   subscription's lanes have free slots (at most 512), standing on the
+//!   server until they came or it expired (1 s); the next one is made when
+//!   it ended. What the bus holds is bounded by the lanes plus one request,
 //!   however long the server's backlog. Each record becomes a lane record:
 //!   its payload, the key from the `lanebus-key` header (when it is
 //!   absent, as from the Go system's publisher, an envelope subscription
 //!   decodes the envelope and takes its aggregate ID), the other headers,
 //!   a [`JsAck`] and the server's delivery count. `deliver` waits while the
 //!   lane is full, and while it waits nothing more is pulled.
-//! - **Stop**: stop pulling; records the client already holds are nacked
-//!   (redelivered at once to whoever pulls next); close the lanes, which
-//!   the workers drain, acking what they finish.
+//! - **Stop**: make no new request; take in everything the standing one
+//!   brings (it ends within its 1 s expiry), so no record is left sent to
+//!   this client but untaken; close the lanes, which the workers drain,
+//!   acking what they finish.
 //!
 //! # Invariants
 //!
@@ -45,9 +47,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
-use async_nats::jetstream::{AckKind, Context};
+use async_nats::jetstream::Context;
 use async_nats::Client;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use super::ack::{pace, JsAck, Unsettled};
@@ -61,10 +63,10 @@ use crate::{Envelope, SubscribeOptions, TransportError};
 
 /// Most records one pull asks for.
 const MAX_BATCH: usize = 512;
-/// How long one pull request waits on the server.
-const PULL_EXPIRES: Duration = Duration::from_secs(30);
-/// The server's idle heartbeat on a waiting pull.
-const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long one pull request waits on the server: an idle subscription
+/// asks once per this, and a stop waits at most this for the standing
+/// request to end.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// How often the consumer's figures are read from the server.
 const INFO_EVERY: Duration = Duration::from_secs(1);
 
@@ -135,11 +137,6 @@ pub(crate) fn spawn(
 ) -> Feed {
     let unsettled = Arc::new(Unsettled::default());
     let gauges = Arc::new(BrokerGauges::named(name));
-    let held = core
-        .lanes
-        .len()
-        .saturating_mul(core.lanes.get(0).ring.capacity());
-    let batch = (held / 2).clamp(1, MAX_BATCH);
     runtime.spawn(pace(
         Arc::downgrade(&unsettled),
         client.clone(),
@@ -152,7 +149,7 @@ pub(crate) fn spawn(
     ));
     let (stop, stopped) = oneshot::channel();
     let task = runtime.spawn(async move {
-        consume(consumer, core, client, unsettled, batch, stopped).await;
+        consume(consumer, core, client, unsettled, MAX_BATCH, stopped).await;
         drop(lease);
     });
     Feed::new(stop, task).with_gauges(gauges)
@@ -221,28 +218,40 @@ fn inbound(
     )
 }
 
+/// Free slots over the lanes of `core`.
+fn free_room(core: &SubscriptionCore) -> usize {
+    core.lanes
+        .iter()
+        .map(|l| {
+            let capacity = l.ring.capacity() as u64;
+            capacity.saturating_sub(l.pending()) as usize
+        })
+        .sum()
+}
+
 /// The consumer loop of one subscription (see the module docs).
 async fn consume(
     consumer: PullConsumer,
     core: Arc<SubscriptionCore>,
     client: Client,
     unsettled: Arc<Unsettled>,
-    batch: usize,
+    max_batch: usize,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut failures = 0u32;
-    'pull: loop {
+    let mut stopping = false;
+    while !stopping {
+        let room = free_room(&core).clamp(1, max_batch);
         let opened = consumer
-            .stream()
-            .max_messages_per_batch(batch)
+            .batch()
+            .max_messages(room)
             .expires(PULL_EXPIRES)
-            .heartbeat(PULL_HEARTBEAT)
             .messages();
-        let mut messages = tokio::select! {
+        let mut batch = tokio::select! {
             biased;
-            _ = &mut stop => break 'pull,
+            _ = &mut stop => break,
             opened = opened => match opened {
-                Ok(m) => m,
+                Ok(batch) => batch,
                 Err(e) => {
                     failures += 1;
                     if failures == 1 {
@@ -250,20 +259,28 @@ async fn consume(
                     }
                     tokio::select! {
                         biased;
-                        _ = &mut stop => break 'pull,
-                        _ = tokio::time::sleep(retry_pause(failures)) => continue 'pull,
+                        _ = &mut stop => break,
+                        _ = tokio::time::sleep(retry_pause(failures)) => continue,
                     }
                 }
             },
         };
+        // The request stands until `room` records came or it expired.
+        // Everything it brings is taken, even after the stop signal, so
+        // that no record is left delivered but untaken (the server would
+        // hold it back for `ack_wait`).
         loop {
-            let next = tokio::select! {
-                biased;
-                _ = &mut stop => {
-                    nack_held(&mut messages).await;
-                    break 'pull;
+            let next = if stopping {
+                batch.next().await
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => {
+                        stopping = true;
+                        continue;
+                    }
+                    next = batch.next() => next,
                 }
-                next = messages.next() => next,
             };
             match next {
                 Some(Ok(msg)) => {
@@ -274,23 +291,23 @@ async fn consume(
                     }
                 }
                 Some(Err(e)) => {
-                    // Missed heartbeats while the server is away, a pull
-                    // refused during a restart: the stream carries on.
+                    // A status the request ended on (the consumer was
+                    // deleted, the server is restarting): pull again
+                    // after a pause.
                     failures += 1;
                     if failures == 1 {
                         tracing::warn!(topic = %core.topic, error = %e, "pull failed; retrying");
                     }
-                }
-                // The stream ended (consumer deleted, request limits):
-                // open a new one after a pause.
-                None => {
-                    failures += 1;
-                    tokio::select! {
-                        biased;
-                        _ = &mut stop => break 'pull,
-                        _ = tokio::time::sleep(retry_pause(failures)) => continue 'pull,
+                    if !stopping {
+                        tokio::select! {
+                            biased;
+                            _ = &mut stop => stopping = true,
+                            _ = tokio::time::sleep(retry_pause(failures)) => {}
+                        }
                     }
+                    break;
                 }
+                None => break,
             }
         }
     }
@@ -300,14 +317,4 @@ async fn consume(
 /// Pause before the `n`th consecutive retry: 100 ms doubling to 5 s.
 fn retry_pause(n: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << n.min(6))).min(Duration::from_secs(5))
-}
-
-/// Nacks the records the client holds and nobody took, so the server
-/// redelivers them at once rather than after `ack_wait`.
-async fn nack_held(messages: &mut pull::Stream) {
-    while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
-        if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
-            tracing::debug!(error = %e, "nack of a held record failed");
-        }
-    }
 }

@@ -136,9 +136,15 @@ impl Nats {
         self.js.streams()
     }
 
-    /// A server round trip: everything published before is at the server.
-    pub(crate) async fn flush(&self) -> Result<(), TransportError> {
-        self.core.flush().await
+    /// Flushes (a server round trip: every ack and publish sent before is
+    /// at the server), then closes the connection.
+    pub(crate) async fn close(&self) {
+        if let Err(e) = self.core.flush().await {
+            tracing::warn!(error = %e, "flush at close failed");
+        }
+        if let Err(e) = self.core.drain().await {
+            tracing::debug!(error = %e, "closing the connection failed");
+        }
     }
 
     /// The connection is up and the server answers; then the stream of

@@ -171,6 +171,15 @@ impl NatsCore {
         flush(&self.client, self.flush_within).await
     }
 
+    /// Drains the client (its subscriptions end, what it buffered is
+    /// written) and closes the connection.
+    pub(crate) async fn drain(&self) -> Result<(), TransportError> {
+        self.client
+            .drain()
+            .await
+            .map_err(|e| error("closing the connection failed", Some(e.into())))
+    }
+
     /// The connection is up and the server answers.
     pub(crate) async fn health(&self) -> Result<(), TransportError> {
         match self.client.connection_state() {
