@@ -132,7 +132,7 @@ impl Nats {
     }
 
     /// The stream manager.
-    pub(crate) fn streams(&self) -> &super::streams::Streams {
+    pub(crate) fn streams(&self) -> &super::jetstream::streams::Streams {
         self.js.streams()
     }
 
@@ -162,7 +162,7 @@ impl Nats {
                     "nats",
                     format!(
                         "the stream {} of topic {topic} does not exist",
-                        super::streams::stream_name(topic, Some(config))
+                        super::jetstream::streams::stream_name(topic, Some(config))
                     ),
                     None,
                 ));

@@ -81,41 +81,25 @@
 use std::fmt;
 
 #[cfg(feature = "nats")]
-mod ack;
-#[cfg(feature = "nats")]
 mod connect;
 #[cfg(feature = "nats")]
-mod consumer;
-#[cfg(feature = "nats")]
 mod flavor;
-#[cfg(feature = "nats")]
 mod jetstream;
-mod js_options;
 mod options;
 #[cfg(feature = "nats")]
 mod pubsub;
-#[cfg(feature = "nats")]
-mod streams;
 
 #[cfg(feature = "nats")]
 pub(crate) use connect::{connect, event_channel};
 #[cfg(feature = "nats")]
 pub(crate) use flavor::Nats;
-pub use js_options::{JetStreamOptions, StreamStrategy};
+pub use jetstream::{JetStreamOptions, StreamStrategy};
 pub use options::{NatsAuth, NatsOptions, NatsReconnect, NatsTls, DEFAULT_NATS_URL};
 #[cfg(feature = "nats")]
 pub(crate) use pubsub::NatsCore;
 
 #[cfg(all(test, feature = "nats"))]
 mod bus_tests;
-#[cfg(all(test, feature = "nats"))]
-mod fault_tests;
-#[cfg(all(test, feature = "nats"))]
-mod js_tests;
-#[cfg(all(test, feature = "nats"))]
-mod js_topic_tests;
-#[cfg(all(test, feature = "nats"))]
-mod streams_tests;
 #[cfg(all(test, feature = "nats"))]
 mod tests;
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::tests::harness::NatsServer;
+use super::super::tests::harness::NatsServer;
 use crate::{Bus, BusConfig, Envelope, Event, HandlerError, SubscribeOptions};
 
 const AGGREGATES: usize = 16;

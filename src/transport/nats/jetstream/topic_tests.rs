@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
-use super::tests::harness::NatsServer;
+use super::super::tests::harness::NatsServer;
 use crate::transport::tests::collect;
 use crate::{
     BuildError, Bus, BusConfig, Discard, HandlerError, HealthError, Message, Persistence, Storage,

@@ -1,5 +1,5 @@
-//! JetStream behind the bus: persistent topics, each a stream, published
-//! with the server's ack and consumed by durable pull consumers.
+//! The JetStream half of the NATS transport: publish to a topic's stream
+//! after the server's ack, subscribe with a durable consumer.
 //!
 //! # Algorithm
 //!
@@ -37,7 +37,7 @@ use async_nats::Client;
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
-use super::pubsub::outbound;
+use super::super::pubsub::outbound;
 use super::streams::Streams;
 use crate::engine::lanes::Body;
 use crate::engine::SubscriptionCore;

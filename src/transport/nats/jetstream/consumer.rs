@@ -52,9 +52,9 @@ use async_nats::Client;
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
+use super::super::pubsub::record_parts;
 use super::ack::{pace, JsAck, Unsettled};
-use super::jetstream::NameLease;
-use super::pubsub::record_parts;
+use super::NameLease;
 use crate::engine::lanes::Body;
 use crate::engine::SubscriptionCore;
 use crate::pipeline::metrics::BrokerGauges;

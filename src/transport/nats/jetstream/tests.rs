@@ -31,7 +31,7 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::tests::harness::NatsServer;
+use super::super::tests::harness::NatsServer;
 use crate::transport::tests::collect;
 use crate::transport::Transport;
 use crate::{

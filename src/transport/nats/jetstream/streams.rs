@@ -79,9 +79,9 @@ use futures_util::future::Shared;
 use futures_util::{FutureExt, TryStreamExt};
 use parking_lot::RwLock;
 
-use super::{JetStreamOptions, StreamStrategy};
 use crate::options::duration;
 use crate::{validate_topic_name, TopicOptions, TransportError};
+use crate::{JetStreamOptions, StreamStrategy};
 
 mod config;
 

@@ -14,10 +14,10 @@ use std::time::Duration;
 use async_nats::jetstream::stream::Config;
 use async_nats::jetstream::{self, Context};
 
+use super::super::tests::harness::NatsServer;
 use super::streams::{derived_name, stream_name, Streams};
-use super::tests::harness::NatsServer;
-use super::{JetStreamOptions, StreamStrategy};
 use crate::{Discard, Persistence, Storage, TopicOptions, TransportError};
+use crate::{JetStreamOptions, StreamStrategy};
 
 /// A hang guard for one step against the server, not a speed check.
 const STEP: Duration = Duration::from_secs(20);
