@@ -172,7 +172,8 @@ enum Sink {
     Raw {
         client: async_nats::Client,
         js: jetstream::Context,
-        stream: Option<String>,
+        /// The JetStream rows' stream and durable consumer.
+        stream: Option<(String, consumer::PullConsumer)>,
         task: tokio::task::JoinHandle<()>,
     },
 }
@@ -291,6 +292,7 @@ impl Sink {
             .await
             .map_err(|e| format!("raw create consumer: {e}"))?;
         let mut messages = pull
+            .clone()
             .stream()
             .max_messages_per_batch(PULL_BATCH)
             .messages()
@@ -323,13 +325,15 @@ impl Sink {
         Ok(Sink::Raw {
             client,
             js,
-            stream: Some(name),
+            stream: Some((name, pull)),
             task,
         })
     }
 
-    /// Tears down what the phase set up (see the module docs).
-    async fn close(self, topic: &str) -> Result<(), String> {
+    /// Tears down what the phase set up (see the module docs). On the raw
+    /// JetStream side, first checks with the server that the consumer
+    /// acked all `handled` messages, none redelivered and none pending.
+    async fn close(self, topic: &str, handled: u64) -> Result<(), String> {
         match self {
             Sink::Bus { bus, sub } => {
                 sub.unsubscribe().await;
@@ -342,16 +346,63 @@ impl Sink {
                 stream,
                 task,
             } => {
+                let checked = match &stream {
+                    Some((_, pull)) => acked_all(&client, pull, handled).await,
+                    None => Ok(()),
+                };
                 task.abort();
                 let _ = task.await;
-                if let Some(name) = stream {
+                if let Some((name, _)) = stream {
                     js.delete_stream(&name)
                         .await
                         .map_err(|e| format!("raw delete stream: {e}"))?;
                 }
-                client.drain().await.map_err(|e| format!("raw drain: {e}"))
+                client
+                    .drain()
+                    .await
+                    .map_err(|e| format!("raw drain: {e}"))?;
+                checked
             }
         }
+    }
+}
+
+/// The server's view of the raw consumer: every one of the `handled`
+/// messages acked (the ack floor at stream sequence `handled`), none
+/// pending, none redelivered. Acks are fire-and-forget publishes, so it
+/// waits (up to 5 s) for the server to have processed them.
+async fn acked_all(
+    client: &async_nats::Client,
+    pull: &consumer::PullConsumer,
+    handled: u64,
+) -> Result<(), String> {
+    client
+        .flush()
+        .await
+        .map_err(|e| format!("raw flush: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let info = pull
+            .get_info()
+            .await
+            .map_err(|e| format!("raw consumer info: {e}"))?;
+        let done = info.ack_floor.stream_sequence == handled
+            && info.num_ack_pending == 0
+            && info.num_redelivered == 0;
+        if done {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "raw consumer {}: acked up to stream sequence {} of {handled}, \
+                 {} ack pending, {} redelivered",
+                info.name,
+                info.ack_floor.stream_sequence,
+                info.num_ack_pending,
+                info.num_redelivered
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -535,12 +586,12 @@ async fn phase(
         }
     };
     if let Err(e) = published {
-        let _ = sink.close(&topic).await;
+        let _ = sink.close(&topic, 0).await;
         return Err(format!("{} ({}): {e}", row.name(), side(lanebus)));
     }
     let (handled, last) = probe.wait_or_stall(n, STALL).await;
     let elapsed = last.saturating_duration_since(start).as_secs_f64();
-    sink.close(&topic).await?;
+    sink.close(&topic, handled).await?;
     // Keyed phases publish whole rounds: every aggregate up to n / 1000.
     let order_held = order
         .as_ref()
