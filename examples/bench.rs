@@ -51,6 +51,9 @@ use measure::{stamp, OrderCheck, Probe, Report};
 
 const AGGREGATES: usize = 1_000;
 
+/// Lane ring capacity of every subscription the bench makes.
+const RING: usize = 4096;
+
 /// `--no-latency`: throughput runs only (for profiling).
 static SKIP_LATENCY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -131,6 +134,15 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// The options of every subscription the bench makes: `lanes` lanes of
+/// [`RING`] records, drained 256 at a time.
+fn lane_options(lanes: usize) -> SubscribeOptions {
+    SubscribeOptions::default()
+        .lanes(lanes)
+        .ring_capacity(RING)
+        .drain_batch(256)
+}
+
 async fn plain_subscription(
     bus: &Bus,
     topic: &str,
@@ -138,17 +150,29 @@ async fn plain_subscription(
     probe: &Probe,
 ) -> lanebus::Subscription {
     let p = probe.clone();
-    bus.subscribe_with(
-        topic,
-        SubscribeOptions::default()
-            .lanes(lanes)
-            .ring_capacity(4096)
-            .drain_batch(256),
-        move |m: Message| {
-            p.hit(m.payload());
-            std::future::ready(Ok::<(), HandlerError>(()))
-        },
-    )
+    bus.subscribe_with(topic, lane_options(lanes), move |m: Message| {
+        p.hit(m.payload());
+        std::future::ready(Ok::<(), HandlerError>(()))
+    })
+    .await
+    .expect("subscribe")
+}
+
+/// An envelope subscription on `lanes` lanes whose handler checks each
+/// aggregate's order with `order` and reports to `probe`.
+async fn keyed_subscription(
+    bus: &Bus,
+    topic: &str,
+    lanes: usize,
+    probe: &Probe,
+    order: Arc<OrderCheck>,
+) -> lanebus::Subscription {
+    let p = probe.clone();
+    bus.subscribe_envelope_with(topic, lane_options(lanes), move |ev: Arc<Envelope>| {
+        order.see(&ev.aggregate_id, ev.event_version);
+        p.hit(&ev.payload);
+        std::future::ready(Ok::<(), HandlerError>(()))
+    })
     .await
     .expect("subscribe")
 }
@@ -329,23 +353,7 @@ async fn keyed(lanes: usize, n: u64, base: Instant) -> Report {
     let bus = Bus::memory();
     let probe = Probe::new(base);
     let order = Arc::new(OrderCheck::new(AGGREGATES));
-    let sub = {
-        let (p, order) = (probe.clone(), order.clone());
-        bus.subscribe_envelope_with(
-            "keyed",
-            SubscribeOptions::default()
-                .lanes(lanes)
-                .ring_capacity(4096)
-                .drain_batch(256),
-            move |ev: Arc<Envelope>| {
-                order.see(&ev.aggregate_id, ev.event_version);
-                p.hit(&ev.payload);
-                std::future::ready(Ok::<(), HandlerError>(()))
-            },
-        )
-        .await
-        .expect("subscribe")
-    };
+    let sub = keyed_subscription(&bus, "keyed", lanes, &probe, order.clone()).await;
     let ids: Vec<String> = (0..AGGREGATES).map(|i| format!("agg-{i}")).collect();
     let per_key = (n as usize / AGGREGATES).max(1);
     // Versions 1..=per_key of every aggregate, interleaved across aggregates.
@@ -577,21 +585,24 @@ fn print_reports(args: &Args, reports: &[Report]) -> Result<(), Box<dyn std::err
             } else {
                 (String::new(), String::new())
             };
+            let order = match r.order_ok {
+                Some(true) => "held",
+                Some(false) => "BROKEN",
+                None => "-",
+            };
+            let (transport, ratio) = (&args.transport, r.ratio());
+            let Report {
+                scenario,
+                messages,
+                msgs_per_sec,
+                p50_us,
+                p99_us,
+                baseline_msgs_per_sec,
+                ..
+            } = r;
             println!(
-                "{:<10} {:<11} {:>10} {:>14.0} {:>9.2} {:>9.2} {:>16.0}{base} {:>7.3} {:>8}{lost}",
-                args.transport,
-                r.scenario,
-                r.messages,
-                r.msgs_per_sec,
-                r.p50_us,
-                r.p99_us,
-                r.baseline_msgs_per_sec,
-                r.ratio(),
-                match r.order_ok {
-                    Some(true) => "held",
-                    Some(false) => "BROKEN",
-                    None => "-",
-                }
+                "{transport:<10} {scenario:<11} {messages:>10} {msgs_per_sec:>14.0} {p50_us:>9.2} \
+                 {p99_us:>9.2} {baseline_msgs_per_sec:>16.0}{base} {ratio:>7.3} {order:>8}{lost}"
             );
         }
     }

@@ -73,10 +73,10 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use lanebus::{Bus, BusConfig, Envelope, HandlerError, SubscribeOptions, TopicOptions};
+use lanebus::{Bus, BusConfig, Envelope, TopicOptions};
 
 use super::measure::{stamp, OrderCheck, Probe, Report};
-use super::{plain_subscription, Args, AGGREGATES};
+use super::{keyed_subscription, plain_subscription, Args, AGGREGATES};
 
 // The bench uses the start, the URL and the drop of the harness.
 #[allow(dead_code)]
@@ -87,7 +87,7 @@ mod server;
 const STALL: Duration = Duration::from_secs(5);
 
 /// Lane ring capacity of every lanebus subscription (the memory rows' too).
-const RING: usize = 4096;
+const RING: usize = super::RING;
 
 /// Messages the raw pull consumer asks for per pull request.
 const PULL_BATCH: usize = 1024;
@@ -161,6 +161,17 @@ fn stream_name(topic: &str) -> String {
     topic.replace('.', "_")
 }
 
+/// An error as the text the tool reports: `what: cause`.
+trait OrSay<T> {
+    fn or_say(self, what: &str) -> Result<T, String>;
+}
+
+impl<T, E: Display> OrSay<T> for Result<T, E> {
+    fn or_say(self, what: &str) -> Result<T, String> {
+        self.map_err(|e| format!("{what}: {e}"))
+    }
+}
+
 /// What receives one phase's messages.
 // One per phase, never moved in a loop: its size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -178,49 +189,37 @@ enum Sink {
     },
 }
 
+/// Where a sink is opened: the phase's row, topic, probe and order check.
+struct Site<'a> {
+    ctx: &'a Ctx,
+    row: Row,
+    topic: &'a str,
+    probe: &'a Probe,
+    order: Option<Arc<OrderCheck>>,
+}
+
 impl Sink {
     /// A lanebus bus on its own connection, the topic configured for the
     /// row, and a subscription reporting to `probe` (and `order`).
-    async fn bus(
-        ctx: &Ctx,
-        row: Row,
-        topic: &str,
-        probe: &Probe,
-        order: Option<Arc<OrderCheck>>,
-    ) -> Result<Sink, String> {
+    async fn bus(on: Site<'_>) -> Result<Sink, String> {
+        let (ctx, topic, probe) = (on.ctx, on.topic, on.probe);
         let yaml = format!(
             "type: nats\nnats:\n  urls: [\"{}\"]\n  name: lanebus-bench\n  \
              jetstream: {{ default_persistence: persistent, wire_format: binary }}\n",
             ctx.url
         );
-        let config = BusConfig::from_yaml_str(&yaml).map_err(|e| e.to_string())?;
-        let bus = Bus::connect(config).await.map_err(|e| e.to_string())?;
-        let options = match row {
+        let config = BusConfig::from_yaml_str(&yaml).or_say("lanebus config")?;
+        let bus = Bus::connect(config).await.or_say("lanebus connect")?;
+        let options = match on.row {
             Row::Ephemeral => TopicOptions::ephemeral(),
             Row::Persistent | Row::Keyed => TopicOptions::persistent(),
         };
         bus.configure_topic(topic, options)
             .await
-            .map_err(|e| e.to_string())?;
-        let sub = match order {
+            .or_say("lanebus configure topic")?;
+        let sub = match on.order {
             None => plain_subscription(&bus, topic, ctx.lanes, probe).await,
-            Some(order) => {
-                let p = probe.clone();
-                bus.subscribe_envelope_with(
-                    topic,
-                    SubscribeOptions::default()
-                        .lanes(ctx.keyed_lanes)
-                        .ring_capacity(RING)
-                        .drain_batch(256),
-                    move |ev: Arc<Envelope>| {
-                        order.see(&ev.aggregate_id, ev.event_version);
-                        p.hit(&ev.payload);
-                        std::future::ready(Ok::<(), HandlerError>(()))
-                    },
-                )
-                .await
-                .map_err(|e| e.to_string())?
-            }
+            Some(order) => keyed_subscription(&bus, topic, ctx.keyed_lanes, probe, order).await,
         };
         Ok(Sink::Bus { bus, sub })
     }
@@ -228,28 +227,20 @@ impl Sink {
     /// Raw async-nats on its own connection: a stream and a durable pull
     /// consumer with explicit acks (JetStream rows), or a core subscription
     /// (ephemeral), drained by a task reporting to `probe` (and `order`).
-    async fn raw(
-        ctx: &Ctx,
-        row: Row,
-        topic: &str,
-        probe: &Probe,
-        order: Option<Arc<OrderCheck>>,
-    ) -> Result<Sink, String> {
+    async fn raw(on: Site<'_>) -> Result<Sink, String> {
+        let (ctx, row, topic, order) = (on.ctx, on.row, on.topic, on.order);
         let client = async_nats::connect(ctx.url.as_str())
             .await
-            .map_err(|e| format!("raw connect: {e}"))?;
+            .or_say("raw connect")?;
         let js = jetstream::new(client.clone());
-        let p = probe.clone();
+        let p = on.probe.clone();
         if row == Row::Ephemeral {
             let mut sub = client
                 .subscribe(topic.to_owned())
                 .await
-                .map_err(|e| format!("raw subscribe: {e}"))?;
+                .or_say("raw subscribe")?;
             // The server knows the subscription before the first publish.
-            client
-                .flush()
-                .await
-                .map_err(|e| format!("raw flush: {e}"))?;
+            client.flush().await.or_say("raw flush")?;
             let task = tokio::spawn(async move {
                 while let Some(m) = sub.next().await {
                     p.hit(&m.payload);
@@ -270,7 +261,7 @@ impl Sink {
                 ..Default::default()
             })
             .await
-            .map_err(|e| format!("raw create stream: {e}"))?;
+            .or_say("raw create stream")?;
         // As many unacked messages as lanebus's default for the row's
         // subscription: what its lanes hold.
         let lanes = if row == Row::Keyed {
@@ -290,14 +281,14 @@ impl Sink {
                 },
             )
             .await
-            .map_err(|e| format!("raw create consumer: {e}"))?;
+            .or_say("raw create consumer")?;
         let mut messages = pull
             .clone()
             .stream()
             .max_messages_per_batch(PULL_BATCH)
             .messages()
             .await
-            .map_err(|e| format!("raw pull: {e}"))?;
+            .or_say("raw pull")?;
         let task = tokio::spawn(async move {
             while let Some(m) = messages.next().await {
                 let m = match m {
@@ -338,7 +329,7 @@ impl Sink {
             Sink::Bus { bus, sub } => {
                 sub.unsubscribe().await;
                 bus.remove_topic(topic).await;
-                bus.close().await.map_err(|e| e.to_string())
+                bus.close().await.or_say("lanebus close")
             }
             Sink::Raw {
                 client,
@@ -353,14 +344,9 @@ impl Sink {
                 task.abort();
                 let _ = task.await;
                 if let Some((name, _)) = stream {
-                    js.delete_stream(&name)
-                        .await
-                        .map_err(|e| format!("raw delete stream: {e}"))?;
+                    js.delete_stream(&name).await.or_say("raw delete stream")?;
                 }
-                client
-                    .drain()
-                    .await
-                    .map_err(|e| format!("raw drain: {e}"))?;
+                client.drain().await.or_say("raw drain")?;
                 checked
             }
         }
@@ -376,16 +362,10 @@ async fn acked_all(
     pull: &consumer::PullConsumer,
     handled: u64,
 ) -> Result<(), String> {
-    client
-        .flush()
-        .await
-        .map_err(|e| format!("raw flush: {e}"))?;
+    client.flush().await.or_say("raw flush")?;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let info = pull
-            .get_info()
-            .await
-            .map_err(|e| format!("raw consumer info: {e}"))?;
+        let info = pull.get_info().await.or_say("raw consumer info")?;
         let done = info.ack_floor.stream_sequence == handled
             && info.num_ack_pending == 0
             && info.num_redelivered == 0;
@@ -499,7 +479,7 @@ where
         .buffer_unordered(window);
     let mut done = std::pin::pin!(done);
     while let Some(result) = done.next().await {
-        result.map_err(|e| format!("publish failed: {e}"))?;
+        result.or_say("publish failed")?;
     }
     Ok(())
 }
@@ -526,10 +506,17 @@ async fn phase(
     let probe = Probe::new(ctx.base);
     probe.timing.store(rate.is_some(), Ordering::Relaxed);
     let order = (row == Row::Keyed).then(|| Arc::new(OrderCheck::new(AGGREGATES)));
+    let site = Site {
+        ctx,
+        row,
+        topic: &topic,
+        probe: &probe,
+        order: order.clone(),
+    };
     let sink = if lanebus {
-        Sink::bus(ctx, row, &topic, &probe, order.clone()).await?
+        Sink::bus(site).await?
     } else {
-        Sink::raw(ctx, row, &topic, &probe, order.clone()).await?
+        Sink::raw(site).await?
     };
     let ids: Vec<String> = (0..AGGREGATES).map(|i| format!("agg-{i}")).collect();
     let (base, window, topic_ref) = (ctx.base, ctx.window, topic.as_str());
