@@ -16,8 +16,10 @@
 //! - `ephemeral`: core NATS, the topic configured `persistence: ephemeral`.
 //!   Baseline: `Client::publish` and a `Client::subscribe` task.
 //!
-//! Every row also measures latency (p50/p99, publish → handler) at half
-//! the throughput lanebus reached in that run, both sides at that rate.
+//! Every row also measures latency (p50/p99, publish → handler; the
+//! baseline's in the `base p50`/`base p99` columns) at half the throughput
+//! lanebus reached in that run, both sides at that rate (`--no-latency`
+//! skips it).
 //!
 //! # Algorithm
 //!
@@ -53,8 +55,8 @@
 //!   time from the first publish to the last handled one, and what is
 //!   missing is reported as lost.
 //! - Runs: every run measures both sides, lanebus first in even runs and the
-//!   baseline first in odd ones (a server warmed by one side helps neither
-//!   always); the table gives the medians.
+//!   baseline first in odd ones (so that neither side always meets a server
+//!   the other one warmed up); the table gives the medians.
 //!
 //! # Invariants
 //!
