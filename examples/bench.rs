@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- --transport memory [--json] [--runs 3] [--scale 1.0] [--scenario NAME]...
+//! cargo run --release --features nats --example bench -- --transport nats [--url nats://HOST:PORT] [--window 256] [...]
 //! ```
 //!
 //! Scenarios (memory):
@@ -15,6 +16,13 @@
 //! - `fanout`: 1 publisher → 4 subscriptions on one topic.
 //! - `contention`: 2 publishers → 1 subscription.
 //!
+//! Scenarios (nats, cargo feature `nats`; see `bench_support/nats.rs`):
+//! `persistent` (JetStream, publish acked, handler; baseline raw
+//! async-nats with a durable pull consumer acking each message), `keyed`
+//! (envelopes over 1,000 aggregate IDs on JetStream, order checked) and
+//! `ephemeral` (core NATS). Without `--url` the bench starts its own
+//! `nats-server -js` on a free loopback port with a temporary store.
+//!
 //! Throughput is publish start → last message handled, unpaced. Latency
 //! (p50/p99, publish → handler) comes from a second, paced run at half the
 //! measured throughput, each message carrying its send time. The baseline
@@ -25,20 +33,26 @@
 //! shared and noisy, and the median of interleaved runs keeps one bad
 //! moment from deciding a ratio.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_utils::CachePadded;
 use lanebus::{key_hash, Bus, Envelope, HandlerError, Message, OutboundMessage, SubscribeOptions};
 
 #[path = "bench_support/measure.rs"]
 mod measure;
 
-use measure::{stamp, Probe, Report};
+#[cfg(feature = "nats")]
+#[path = "bench_support/nats.rs"]
+mod nats;
+
+use measure::{stamp, OrderCheck, Probe, Report};
 
 const AGGREGATES: usize = 1_000;
+
+/// Lane ring capacity of every subscription the bench makes.
+const RING: usize = 4096;
 
 /// `--no-latency`: throughput runs only (for profiling).
 static SKIP_LATENCY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -51,6 +65,10 @@ struct Args {
     lanes: usize,
     keyed_lanes: usize,
     runs: usize,
+    /// NATS: the server to use instead of starting one.
+    url: Option<String>,
+    /// NATS: publishes in flight (awaiting their acks) at once.
+    window: usize,
 }
 
 /// The value after `flag`, parsed.
@@ -76,6 +94,8 @@ fn parse_args() -> Result<Args, String> {
         lanes: 4,
         keyed_lanes: 8,
         runs: 3,
+        url: None,
+        window: 256,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -87,22 +107,40 @@ fn parse_args() -> Result<Args, String> {
             "--keyed-lanes" => args.keyed_lanes = value(&mut it, "--keyed-lanes")?,
             "--runs" => args.runs = value::<usize>(&mut it, "--runs")?.max(1),
             "--scale" => args.scale = value(&mut it, "--scale")?,
+            "--url" => args.url = Some(it.next().ok_or("--url needs a value")?),
+            "--window" => args.window = value::<usize>(&mut it, "--window")?.max(1),
             "--scenario" => args
                 .scenarios
                 .push(it.next().ok_or("--scenario needs a value")?),
             "-h" | "--help" => {
                 println!("bench --transport memory [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario plain|keyed|fanout|contention]...");
+                println!("bench --transport nats [--url nats://HOST:PORT] [--window N] [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario persistent|keyed|ephemeral]...");
+                println!("      (nats needs the cargo feature: cargo run --release --features nats --example bench -- --transport nats)");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
         }
     }
     if args.scenarios.is_empty() {
-        args.scenarios = ["plain", "keyed", "fanout", "contention"]
-            .map(String::from)
-            .into();
+        args.scenarios = match args.transport.as_str() {
+            "nats" => ["persistent", "keyed", "ephemeral"]
+                .map(String::from)
+                .into(),
+            _ => ["plain", "keyed", "fanout", "contention"]
+                .map(String::from)
+                .into(),
+        };
     }
     Ok(args)
+}
+
+/// The options of every subscription the bench makes: `lanes` lanes of
+/// [`RING`] records, drained 256 at a time.
+fn lane_options(lanes: usize) -> SubscribeOptions {
+    SubscribeOptions::default()
+        .lanes(lanes)
+        .ring_capacity(RING)
+        .drain_batch(256)
 }
 
 async fn plain_subscription(
@@ -112,17 +150,29 @@ async fn plain_subscription(
     probe: &Probe,
 ) -> lanebus::Subscription {
     let p = probe.clone();
-    bus.subscribe_with(
-        topic,
-        SubscribeOptions::default()
-            .lanes(lanes)
-            .ring_capacity(4096)
-            .drain_batch(256),
-        move |m: Message| {
-            p.hit(m.payload());
-            std::future::ready(Ok::<(), HandlerError>(()))
-        },
-    )
+    bus.subscribe_with(topic, lane_options(lanes), move |m: Message| {
+        p.hit(m.payload());
+        std::future::ready(Ok::<(), HandlerError>(()))
+    })
+    .await
+    .expect("subscribe")
+}
+
+/// An envelope subscription on `lanes` lanes whose handler checks each
+/// aggregate's order with `order` and reports to `probe`.
+async fn keyed_subscription(
+    bus: &Bus,
+    topic: &str,
+    lanes: usize,
+    probe: &Probe,
+    order: Arc<OrderCheck>,
+) -> lanebus::Subscription {
+    let p = probe.clone();
+    bus.subscribe_envelope_with(topic, lane_options(lanes), move |ev: Arc<Envelope>| {
+        order.see(&ev.aggregate_id, ev.event_version);
+        p.hit(&ev.payload);
+        std::future::ready(Ok::<(), HandlerError>(()))
+    })
     .await
     .expect("subscribe")
 }
@@ -295,44 +345,15 @@ async fn plain_like(
         p99_us: probe.hist.quantile_us(0.99),
         baseline_msgs_per_sec: baseline_rate,
         order_ok: None,
+        ..Report::throughput_only(scenario, n, rate, None)
     }
 }
 
 async fn keyed(lanes: usize, n: u64, base: Instant) -> Report {
     let bus = Bus::memory();
     let probe = Probe::new(base);
-    // Last version seen per aggregate, one cache line each: a key is only
-    // ever handled by its own lane, so a plain load and store suffice, and
-    // lanes on different threads never share a line (the baseline's
-    // consumers keep the same state in thread-local vectors).
-    let last: Arc<Vec<CachePadded<AtomicI64>>> = Arc::new(
-        (0..AGGREGATES)
-            .map(|_| CachePadded::new(AtomicI64::new(0)))
-            .collect(),
-    );
-    let disorder = Arc::new(AtomicU64::new(0));
-    let sub = {
-        let (p, last, disorder) = (probe.clone(), last.clone(), disorder.clone());
-        bus.subscribe_envelope_with(
-            "keyed",
-            SubscribeOptions::default()
-                .lanes(lanes)
-                .ring_capacity(4096)
-                .drain_batch(256),
-            move |ev: Arc<Envelope>| {
-                let idx: usize = ev.aggregate_id[4..].parse().unwrap_or(0);
-                let prev = last[idx].load(Ordering::Relaxed);
-                last[idx].store(ev.event_version, Ordering::Relaxed);
-                if prev + 1 != ev.event_version {
-                    disorder.fetch_add(1, Ordering::Relaxed);
-                }
-                p.hit(&ev.payload);
-                std::future::ready(Ok::<(), HandlerError>(()))
-            },
-        )
-        .await
-        .expect("subscribe")
-    };
+    let order = Arc::new(OrderCheck::new(AGGREGATES));
+    let sub = keyed_subscription(&bus, "keyed", lanes, &probe, order.clone()).await;
     let ids: Vec<String> = (0..AGGREGATES).map(|i| format!("agg-{i}")).collect();
     let per_key = (n as usize / AGGREGATES).max(1);
     // Versions 1..=per_key of every aggregate, interleaved across aggregates.
@@ -360,13 +381,7 @@ async fn keyed(lanes: usize, n: u64, base: Instant) -> Report {
     let rate = total as f64 / start.elapsed().as_secs_f64();
     // No aggregate was seen out of order, and each one's versions arrived
     // up to the last one published.
-    let order_held = |published: &[i64]| {
-        disorder.load(Ordering::Relaxed) == 0
-            && last
-                .iter()
-                .zip(published)
-                .all(|(seen, want)| seen.load(Ordering::Relaxed) == *want)
-    };
+    let order_held = |published: &[i64]| order.held(published);
     if SKIP_LATENCY.load(Ordering::Relaxed) {
         bus.close().await.expect("close");
         drop(sub);
@@ -441,19 +456,42 @@ async fn keyed(lanes: usize, n: u64, base: Instant) -> Report {
         p99_us: probe.hist.quantile_us(0.99),
         baseline_msgs_per_sec: baseline_rate,
         order_ok: Some(order_ok),
+        ..Report::throughput_only("keyed", total, rate, None)
     }
 }
 
 pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
-    if args.transport != "memory" {
-        return Err(format!("unknown transport `{}` (available: memory)", args.transport).into());
+    match args.transport.as_str() {
+        "memory" => {}
+        #[cfg(feature = "nats")]
+        "nats" => {}
+        #[cfg(not(feature = "nats"))]
+        "nats" => {
+            return Err("the nats transport needs the cargo feature `nats`: \
+                 cargo run --release --features nats --example bench -- --transport nats"
+                .into())
+        }
+        other => {
+            return Err(format!("unknown transport `{other}` (available: memory, nats)").into())
+        }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let base = Instant::now();
+    #[cfg(feature = "nats")]
+    if args.transport == "nats" {
+        let latency = !SKIP_LATENCY.load(Ordering::Relaxed);
+        let reports = nats::run(&args, &rt, base, latency)?;
+        if args.json {
+            for r in &reports {
+                println!("{}", json_line(&args.transport, r));
+            }
+        }
+        return print_reports(&args, &reports);
+    }
     let scale = args.scale;
     let scaled = move |n: f64| (n * scale).max(10_000.0) as u64;
     let mut reports = Vec::new();
@@ -480,24 +518,54 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let r = Report::median(runs);
         if args.json {
-            println!(
-                "{{\"transport\":\"{}\",\"scenario\":\"{}\",\"messages\":{},\"msgs_per_sec\":{:.0},\"p50_us\":{:.2},\"p99_us\":{:.2},\"baseline_msgs_per_sec\":{:.0},\"ratio\":{:.3}{}}}",
-                args.transport,
-                r.scenario,
-                r.messages,
-                r.msgs_per_sec,
-                r.p50_us,
-                r.p99_us,
-                r.baseline_msgs_per_sec,
-                r.ratio(),
-                r.order_ok.map(|o| format!(",\"order_ok\":{o}")).unwrap_or_default(),
-            );
+            println!("{}", json_line(&args.transport, &r));
         }
         reports.push(r);
     }
+    print_reports(&args, &reports)
+}
+
+/// One report as a JSON object on one line; NATS rows add the baseline's
+/// latency and the lost and out-of-order counts.
+fn json_line(transport: &str, r: &Report) -> String {
+    let nats = if transport == "nats" {
+        format!(
+            ",\"baseline_p50_us\":{:.2},\"baseline_p99_us\":{:.2},\"lost\":{},\"disorder\":{}",
+            r.baseline_p50_us, r.baseline_p99_us, r.lost, r.disorder
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{{\"transport\":\"{}\",\"scenario\":\"{}\",\"messages\":{},\"msgs_per_sec\":{:.0},\"p50_us\":{:.2},\"p99_us\":{:.2},\"baseline_msgs_per_sec\":{:.0},\"ratio\":{:.3}{}{nats}}}",
+        transport,
+        r.scenario,
+        r.messages,
+        r.msgs_per_sec,
+        r.p50_us,
+        r.p99_us,
+        r.baseline_msgs_per_sec,
+        r.ratio(),
+        r.order_ok.map(|o| format!(",\"order_ok\":{o}")).unwrap_or_default(),
+    )
+}
+
+/// Prints the table (unless `--json`), then fails when order broke or a
+/// message was lost on a row that must lose none (every row but NATS's
+/// at-most-once `ephemeral`).
+fn print_reports(args: &Args, reports: &[Report]) -> Result<(), Box<dyn std::error::Error>> {
+    let nats = args.transport == "nats";
     if !args.json {
+        let (base_head, lost_head) = if nats {
+            (
+                format!(" {:>10} {:>10}", "base p50", "base p99"),
+                format!(" {:>6}", "lost"),
+            )
+        } else {
+            (String::new(), String::new())
+        };
         println!(
-            "{:<10} {:<11} {:>10} {:>14} {:>9} {:>9} {:>16} {:>7} {:>8}",
+            "{:<10} {:<11} {:>10} {:>14} {:>9} {:>9} {:>16}{base_head} {:>7} {:>8}{lost_head}",
             "transport",
             "scenario",
             "messages",
@@ -508,27 +576,44 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
             "ratio",
             "order"
         );
-        for r in &reports {
+        for r in reports {
+            let (base, lost) = if nats {
+                (
+                    format!(" {:>10.2} {:>10.2}", r.baseline_p50_us, r.baseline_p99_us),
+                    format!(" {:>6}", r.lost),
+                )
+            } else {
+                (String::new(), String::new())
+            };
+            let order = match r.order_ok {
+                Some(true) => "held",
+                Some(false) => "BROKEN",
+                None => "-",
+            };
+            let (transport, ratio) = (&args.transport, r.ratio());
+            let Report {
+                scenario,
+                messages,
+                msgs_per_sec,
+                p50_us,
+                p99_us,
+                baseline_msgs_per_sec,
+                ..
+            } = r;
             println!(
-                "{:<10} {:<11} {:>10} {:>14.0} {:>9.2} {:>9.2} {:>16.0} {:>7.3} {:>8}",
-                args.transport,
-                r.scenario,
-                r.messages,
-                r.msgs_per_sec,
-                r.p50_us,
-                r.p99_us,
-                r.baseline_msgs_per_sec,
-                r.ratio(),
-                match r.order_ok {
-                    Some(true) => "held",
-                    Some(false) => "BROKEN",
-                    None => "-",
-                }
+                "{transport:<10} {scenario:<11} {messages:>10} {msgs_per_sec:>14.0} {p50_us:>9.2} \
+                 {p99_us:>9.2} {baseline_msgs_per_sec:>16.0}{base} {ratio:>7.3} {order:>8}{lost}"
             );
         }
     }
     if reports.iter().any(|r| r.order_ok == Some(false)) {
         return Err("per-key order broke".into());
+    }
+    if let Some(r) = reports
+        .iter()
+        .find(|r| r.lost > 0 && r.scenario != "ephemeral")
+    {
+        return Err(format!("{} lost {} messages", r.scenario, r.lost).into());
     }
     Ok(())
 }

@@ -1,11 +1,12 @@
 //! The bench tool's measuring instruments: a lock-free log-linear latency
 //! histogram (1/64 relative precision), send stamps carried in payloads, a
-//! per-thread-sharded handled counter, the probe handlers report to, and
-//! the per-scenario report with its median over runs.
+//! per-thread-sharded handled counter, the probe handlers report to, the
+//! per-aggregate order check, and the per-scenario report with its median
+//! over runs.
 //!
 //! Included by `examples/bench.rs` through `#[path]`; not an example itself.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,15 @@ pub(crate) struct Report {
     pub(crate) p99_us: f64,
     pub(crate) baseline_msgs_per_sec: f64,
     pub(crate) order_ok: Option<bool>,
+    /// The baseline's latency at the same paced rate (NaN where the
+    /// scenario measures none: the memory rows).
+    pub(crate) baseline_p50_us: f64,
+    pub(crate) baseline_p99_us: f64,
+    /// Messages published but never handled, by either side (summed over
+    /// the runs).
+    pub(crate) lost: u64,
+    /// Per-key order violations, by either side (summed over the runs).
+    pub(crate) disorder: u64,
 }
 
 impl Report {
@@ -103,13 +113,17 @@ impl Report {
             p99_us: f64::NAN,
             baseline_msgs_per_sec: f64::NAN,
             order_ok,
+            baseline_p50_us: f64::NAN,
+            baseline_p99_us: f64::NAN,
+            lost: 0,
+            disorder: 0,
         }
     }
 
     /// Folds repeated runs of one scenario (each measuring the bus, then
     /// the baseline) into one report: the median of each figure, so that a
     /// noisy neighbour in one run moves neither side; order must hold in
-    /// every run.
+    /// every run; lost messages and order violations add up.
     pub(crate) fn median(runs: Vec<Report>) -> Report {
         fn med(mut v: Vec<f64>) -> f64 {
             v.sort_by(f64::total_cmp);
@@ -125,6 +139,10 @@ impl Report {
             p99_us: pick(|r| r.p99_us),
             baseline_msgs_per_sec: pick(|r| r.baseline_msgs_per_sec),
             order_ok: (!orders.is_empty()).then(|| orders.iter().all(|&o| o)),
+            baseline_p50_us: pick(|r| r.baseline_p50_us),
+            baseline_p99_us: pick(|r| r.baseline_p99_us),
+            lost: runs.iter().map(|r| r.lost).sum(),
+            disorder: runs.iter().map(|r| r.disorder).sum(),
         }
     }
 }
@@ -203,5 +221,95 @@ impl Probe {
         while self.handled.load() < target {
             tokio::time::sleep(Duration::from_micros(100)).await;
         }
+    }
+
+    /// Waits until `target` messages were handled, or until the count has
+    /// not moved for `stall` (a broker that lost messages); returns the
+    /// count then, and when it last moved.
+    // Used by the NATS rows only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) async fn wait_or_stall(&self, target: u64, stall: Duration) -> (u64, Instant) {
+        let mut seen = self.handled.load();
+        let mut moved = Instant::now();
+        while seen < target {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            let now = self.handled.load();
+            if now != seen {
+                (seen, moved) = (now, Instant::now());
+            } else if moved.elapsed() >= stall {
+                break;
+            }
+        }
+        (seen, moved)
+    }
+}
+
+/// Checks per-aggregate order: aggregates are named `agg-<index>` and
+/// each one's versions must arrive as 1, 2, 3, … One cache line per
+/// aggregate: a key is handled by one lane at a time, so a plain load and
+/// store suffice, and lanes on different threads never share a line.
+pub(crate) struct OrderCheck {
+    last: Vec<crossbeam_utils::CachePadded<AtomicI64>>,
+    disorder: AtomicU64,
+    /// The first few violations, for the report.
+    examples: parking_lot::Mutex<Vec<String>>,
+}
+
+impl OrderCheck {
+    /// How many violations are kept word for word.
+    const EXAMPLES: usize = 10;
+
+    pub(crate) fn new(aggregates: usize) -> Self {
+        Self {
+            last: (0..aggregates)
+                .map(|_| crossbeam_utils::CachePadded::new(AtomicI64::new(0)))
+                .collect(),
+            disorder: AtomicU64::new(0),
+            examples: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records that `version` of `aggregate_id` was handled.
+    #[inline]
+    pub(crate) fn see(&self, aggregate_id: &str, version: i64) {
+        let idx: usize = aggregate_id
+            .strip_prefix("agg-")
+            .and_then(|i| i.parse().ok())
+            .unwrap_or(0);
+        let prev = self.last[idx].load(Ordering::Relaxed);
+        self.last[idx].store(version, Ordering::Relaxed);
+        if prev + 1 != version {
+            self.disorder.fetch_add(1, Ordering::Relaxed);
+            let mut examples = self.examples.lock();
+            if examples.len() < Self::EXAMPLES {
+                examples.push(format!(
+                    "{aggregate_id}: version {version} after {prev} (expected {})",
+                    prev + 1
+                ));
+            }
+        }
+    }
+
+    /// Violations seen so far.
+    pub(crate) fn disorder(&self) -> u64 {
+        self.disorder.load(Ordering::Relaxed)
+    }
+
+    /// The first violations, word for word.
+    // Used by the NATS rows only.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn examples(&self) -> Vec<String> {
+        self.examples.lock().clone()
+    }
+
+    /// No violation, and every aggregate's last version is the one
+    /// published last (`published[i]` for `agg-i`).
+    pub(crate) fn held(&self, published: &[i64]) -> bool {
+        self.disorder() == 0
+            && self
+                .last
+                .iter()
+                .zip(published)
+                .all(|(seen, want)| seen.load(Ordering::Relaxed) == *want)
     }
 }
