@@ -264,8 +264,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     dlq_sub.unsubscribe().await;
     if args.nats {
         // Deletes the streams on JetStream (see the module docs).
-        domain.remove_topic("orders.events").await;
-        domain.remove_topic("orders.events.dlq").await;
+        domain.remove_topic("orders.events").await?;
+        domain.remove_topic("orders.events.dlq").await?;
     }
     domain.close().await?;
 

@@ -322,7 +322,9 @@ impl Sink {
         match self {
             Sink::Bus { bus, sub } => {
                 sub.unsubscribe().await;
-                bus.remove_topic(topic).await;
+                bus.remove_topic(topic)
+                    .await
+                    .or_say("lanebus remove_topic")?;
                 bus.close().await.or_say("lanebus close")
             }
             Sink::Raw {
