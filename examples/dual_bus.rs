@@ -47,6 +47,9 @@ mod nats_server;
 /// How long the domain bus may go without handling anything before the
 /// example stops waiting for the rest (a hang guard, not a speed check).
 const STALL: Duration = Duration::from_secs(10);
+/// Tasks publishing domain events at once on NATS (each publish waits for
+/// the server's ack).
+const NATS_PUBLISHERS: usize = 64;
 
 /// The command line: `--transport`, `--url`, then the three counts.
 struct Args {
@@ -239,8 +242,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total_events = events.len();
 
     let started = Instant::now();
-    for ev in events {
-        domain.publish_envelope("orders.events", ev).await?;
+    if args.nats {
+        // Each publish waits for the server's ack: publish from several
+        // tasks at once, each owning a share of the orders and publishing
+        // them in version order, so per-order order is kept.
+        let mut shares: Vec<Vec<Envelope>> = (0..NATS_PUBLISHERS).map(|_| Vec::new()).collect();
+        for ev in events {
+            let share = lanebus::key_hash(ev.aggregate_id.as_bytes()) as usize % NATS_PUBLISHERS;
+            shares[share].push(ev);
+        }
+        let tasks: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                let domain = domain.clone();
+                tokio::spawn(async move {
+                    for ev in share {
+                        domain
+                            .publish_envelope("orders.events", ev)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok::<(), String>(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+    } else {
+        for ev in events {
+            domain.publish_envelope("orders.events", ev).await?;
+        }
     }
     // A broker's consumer stops pulling at close: wait until every event
     // was handled or dead-lettered first (on memory, close would drain).
