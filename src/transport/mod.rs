@@ -16,6 +16,9 @@
 //! the adapter commits per partition only the contiguous prefix of finished
 //! offsets, since lanes finish out of order.
 
+// Compiled in tests until the `kafka` feature's adapter uses it.
+#[cfg(test)]
+pub(crate) mod kafka;
 pub(crate) mod memory;
 pub(crate) mod nats;
 #[cfg(test)]
