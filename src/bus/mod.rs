@@ -550,6 +550,9 @@ impl Bus {
     /// waits are not waited for, nor are the dead letters it causes to be
     /// handled on their own topic. Returns at once on a closed bus.
     ///
+    /// On a broker (NATS), "accepted" means delivered into this bus's
+    /// lanes: records the server holds or has in flight are not waited for.
+    ///
     /// # Examples
     ///
     /// ```
