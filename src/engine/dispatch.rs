@@ -171,6 +171,12 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
     /// is settled in one place.
     #[inline]
     async fn process(&self, d: Delivery) {
+        if d.ack.is_stale() {
+            // Its consumer let go of it; the next owner handles it.
+            self.counters().released.bump(1);
+            d.ack.release();
+            return;
+        }
         let first = d.ack.redelivered();
         let mut attempts = first.saturating_add(1);
         let mut outcome = self.attempt(&d, attempts).await;

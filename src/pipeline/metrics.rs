@@ -101,6 +101,7 @@ pub(crate) struct LaneCounters {
     pub(crate) dead_lettered: SoloCounter,
     pub(crate) skipped: SoloCounter,
     pub(crate) dropped: SoloCounter,
+    pub(crate) released: SoloCounter,
     /// Ring positions fully processed (handled, dead-lettered or skipped);
     /// equals the ring's claimed count when the lane is idle.
     pub(crate) processed: SoloCounter,
@@ -125,6 +126,10 @@ pub struct LaneStats {
     /// Failed messages dropped because dead-lettering was disabled or the
     /// dead-letter publish failed (each one logged at error level).
     pub dropped: u64,
+    /// Broker records released unhandled because their consumer let go of
+    /// them (a Kafka partition revoked in a rebalance): the partition's
+    /// next owner handles them.
+    pub released: u64,
 }
 
 impl LaneStats {
@@ -137,6 +142,7 @@ impl LaneStats {
             dead_lettered: c.dead_lettered.get(),
             skipped: c.skipped.get(),
             dropped: c.dropped.get(),
+            released: c.released.get(),
         }
     }
 
@@ -148,6 +154,7 @@ impl LaneStats {
         self.dead_lettered += o.dead_lettered;
         self.skipped += o.skipped;
         self.dropped += o.dropped;
+        self.released += o.released;
     }
 }
 

@@ -22,6 +22,8 @@
 #[allow(dead_code)]
 pub(crate) mod kafka;
 pub(crate) mod memory;
+#[cfg(any(feature = "nats", feature = "kafka"))]
+pub(crate) mod names;
 pub(crate) mod nats;
 #[cfg(test)]
 mod tests;
@@ -210,6 +212,12 @@ pub trait AckHandle: Send + Sync + 'static {
     /// The record must never be delivered again, though it was not handled
     /// (JetStream's term).
     fn terminate(self: Box<Self>) -> BoxFuture<'static, Result<(), TransportError>>;
+    /// True when the record must not be handled any more: its consumer let
+    /// go of it (a Kafka partition revoked in a rebalance), and its next
+    /// owner gets it. The lane worker then releases it unhandled.
+    fn is_stale(&self) -> bool {
+        false
+    }
 }
 
 /// What a record carries besides its body, when it carries anything: a
@@ -304,6 +312,22 @@ impl Ack {
     #[inline]
     pub(crate) fn redelivered(&self) -> u32 {
         self.0.as_ref().map_or(0, |b| b.redelivered)
+    }
+
+    /// True when the broker record must not be handled any more (see
+    /// [`AckHandle::is_stale`]).
+    #[inline]
+    pub(crate) fn is_stale(&self) -> bool {
+        self.0
+            .as_ref()
+            .and_then(|b| b.handle.as_ref())
+            .is_some_and(|h| h.is_stale())
+    }
+
+    /// Lets go of the record without settling it (a stale record: its
+    /// broker hands it to another consumer).
+    pub(crate) fn release(mut self) {
+        drop(self.take_handle());
     }
 
     fn take_handle(&mut self) -> Option<Box<dyn AckHandle>> {

@@ -30,6 +30,7 @@
 //! - The position never moves backwards.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
@@ -37,6 +38,9 @@ use parking_lot::Mutex;
 #[derive(Debug, Default)]
 pub(crate) struct PartitionOffsets {
     inner: Mutex<Inner>,
+    /// Set when the consumer let go of the partition (revoked, or the
+    /// subscription stopped): its records still in lanes are stale.
+    released: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -59,7 +63,19 @@ impl PartitionOffsets {
                 unsettled: BTreeSet::new(),
                 committed: start,
             }),
+            released: AtomicBool::new(false),
         }
+    }
+
+    /// The consumer let go of the partition: records of it not handled yet
+    /// are left to its next owner.
+    pub(crate) fn release(&self) {
+        self.released.store(true, Ordering::Release);
+    }
+
+    /// True once [`release`](Self::release) was called.
+    pub(crate) fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
     }
 
     /// `offset` was handed to a lane. Offsets come in increasing order;
@@ -71,6 +87,17 @@ impl PartitionOffsets {
         let next = offset.saturating_add(1);
         if inner.next.is_none_or(|n| n < next) {
             inner.next = Some(next);
+        }
+    }
+
+    /// Takes back `offset`, handed out last, which did not reach a lane
+    /// after all (the lanes were full): it is no longer unsettled, and the
+    /// position stays below it.
+    pub(crate) fn withdraw(&self, offset: i64) {
+        let mut inner = self.inner.lock();
+        inner.unsettled.remove(&offset);
+        if inner.next == Some(offset.saturating_add(1)) {
+            inner.next = Some(offset);
         }
     }
 
@@ -129,6 +156,19 @@ mod tests {
         t.settled(13);
         assert_eq!(t.take_commit(), Some(15));
         assert_eq!(t.unsettled(), 0);
+    }
+
+    #[test]
+    fn a_withdrawn_offset_is_not_committed() {
+        let t = PartitionOffsets::starting_at(None);
+        t.handed_out(5);
+        t.handed_out(6);
+        t.withdraw(6);
+        t.settled(5);
+        assert_eq!(t.take_commit(), Some(6), "stops below the withdrawn offset");
+        t.handed_out(6);
+        t.settled(6);
+        assert_eq!(t.take_commit(), Some(7));
     }
 
     #[test]

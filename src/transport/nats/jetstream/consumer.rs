@@ -54,7 +54,7 @@ use tokio::sync::oneshot;
 
 use super::super::pubsub::record_parts;
 use super::ack::{pace, JsAck, Unsettled};
-use super::NameLease;
+use crate::transport::names::NameLease;
 use crate::engine::lanes::Body;
 use crate::engine::SubscriptionCore;
 use crate::pipeline::metrics::BrokerGauges;

@@ -25,7 +25,7 @@ mod transport;
 
 pub use options::{JetStreamOptions, StreamStrategy};
 #[cfg(feature = "nats")]
-pub(crate) use transport::{JetStream, NameLease};
+pub(crate) use transport::JetStream;
 
 #[cfg(all(test, feature = "nats"))]
 mod fault_tests;

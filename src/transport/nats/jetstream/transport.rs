@@ -27,20 +27,19 @@
 //!   (unless it is a group's or named explicitly): the lease is returned
 //!   when the consumer loop ends.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_nats::jetstream::context::ContextBuilder;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::Context;
 use async_nats::Client;
-use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use super::super::pubsub::outbound;
 use super::streams::Streams;
 use crate::engine::lanes::Body;
 use crate::engine::SubscriptionCore;
+use crate::transport::names::{NameLease, Names};
 use crate::transport::Feed;
 use crate::{JetStreamOptions, SubscribeOptions, TopicOptions, TransportError};
 
@@ -63,21 +62,8 @@ pub(crate) struct JetStream {
     /// The client name that prefixes default consumer names.
     client_name: String,
     /// Default durable names in use by this bus's subscriptions.
-    leased: Arc<Mutex<HashSet<String>>>,
+    names: Names,
     background: Arc<Semaphore>,
-}
-
-/// A durable name held by one subscription; returned on drop.
-pub(crate) struct NameLease {
-    leased: Option<(Arc<Mutex<HashSet<String>>>, String)>,
-}
-
-impl Drop for NameLease {
-    fn drop(&mut self) {
-        if let Some((leased, name)) = self.leased.take() {
-            leased.lock().remove(&name);
-        }
-    }
 }
 
 impl JetStream {
@@ -98,7 +84,7 @@ impl JetStream {
             client,
             options: options.clone(),
             client_name: client_name.unwrap_or("lanebus").to_owned(),
-            leased: Arc::default(),
+            names: Names::default(),
             background: Arc::new(Semaphore::new(TRY_IN_FLIGHT)),
         }
     }
@@ -172,26 +158,13 @@ impl JetStream {
 
     /// The durable name of a subscription (see `consumer`), and its lease.
     fn durable_name(&self, topic: &str, options: &SubscribeOptions) -> (String, NameLease) {
-        if let Some(name) = options.consumer.as_deref().or(options.group.as_deref()) {
-            return (consumer_name(name), NameLease { leased: None });
-        }
+        let shared = options
+            .consumer
+            .as_deref()
+            .or(options.group.as_deref())
+            .map(consumer_name);
         let base = consumer_name(&format!("{}-{topic}", self.client_name));
-        let mut leased = self.leased.lock();
-        let name = (1..)
-            .map(|n| {
-                if n == 1 {
-                    base.clone()
-                } else {
-                    format!("{base}-{n}")
-                }
-            })
-            .find(|name| !leased.contains(name))
-            .expect("an unbounded range has a free name");
-        leased.insert(name.clone());
-        let lease = NameLease {
-            leased: Some((self.leased.clone(), name.clone())),
-        };
-        (name, lease)
+        self.names.pick(shared, base)
     }
 }
 
