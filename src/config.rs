@@ -49,7 +49,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::options::{duration, ConfigError, Fields, TransportKind};
-use crate::{NatsOptions, SubscribeOptions, TopicOptions};
+use crate::{KafkaOptions, NatsOptions, SubscribeOptions, TopicOptions};
 
 /// Configuration of one bus.
 ///
@@ -71,12 +71,15 @@ use crate::{NatsOptions, SubscribeOptions, TopicOptions};
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BusConfig {
-    /// The transport (`type: memory` or `type: nats`).
+    /// The transport (`type: memory`, `nats` or `kafka`).
     #[serde(rename = "type")]
     pub transport: TransportKind,
     /// Where and how a NATS bus connects (read only when `type: nats`,
     /// validated always).
     pub nats: NatsOptions,
+    /// Where and how a Kafka bus connects, produces and consumes (read only
+    /// when `type: kafka`, validated always).
+    pub kafka: KafkaOptions,
     /// How long `close()` waits for lanes to drain.
     #[serde(with = "duration")]
     pub close_timeout: Duration,
@@ -91,6 +94,7 @@ impl Default for BusConfig {
         Self {
             transport: TransportKind::Memory,
             nats: NatsOptions::default(),
+            kafka: KafkaOptions::default(),
             close_timeout: Duration::from_secs(30),
             subscribe: SubscribeOptions::default(),
             topics: BTreeMap::new(),
@@ -146,15 +150,21 @@ impl BusConfig {
 
     /// Checks every field; the error names the first bad one.
     ///
-    /// `type: nats` on a build without the `nats` cargo feature is an error
-    /// on the field `type` that names the feature.
+    /// `type: nats` or `type: kafka` on a build without that cargo feature
+    /// is an error on the field `type` that names the feature.
     pub fn validate(&self) -> Result<(), ConfigError> {
         Fields::at("").ensure(
             "type",
             self.transport != TransportKind::Nats || cfg!(feature = "nats"),
             "the nats transport needs lanebus built with the `nats` cargo feature",
         )?;
+        Fields::at("").ensure(
+            "type",
+            self.transport != TransportKind::Kafka || cfg!(feature = "kafka"),
+            "the kafka transport needs lanebus built with the `kafka` cargo feature",
+        )?;
         self.nats.validate("nats")?;
+        self.kafka.validate("kafka")?;
         Fields::at("").ensure(
             "close_timeout",
             !self.close_timeout.is_zero(),

@@ -116,12 +116,16 @@ pub use pipeline::dead_letter::{
     DeadLetter, DeadLetterInfo, HEADER_ATTEMPTS, HEADER_DEAD_LETTER_TRAIL, HEADER_ERROR,
     HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC,
 };
-pub use pipeline::metrics::{BrokerStats, BusStats, LaneStats, SubscriptionStats};
+pub use pipeline::metrics::{BrokerStats, BusStats, LaneStats, PartitionLag, SubscriptionStats};
 pub use pipeline::retry::RetryPolicy;
 pub use subscription::{SubscribeOptions, Subscription, MAX_LANES, MAX_RING_CAPACITY};
 pub use topic::{
     validate_topic_name, Discard, Persistence, Retention, Storage, TopicError, TopicOptions,
     MAX_TOPIC_LEN,
+};
+pub use transport::kafka::{
+    KafkaAcks, KafkaCompression, KafkaConsumerOptions, KafkaOffsetReset, KafkaOptions,
+    KafkaProducerOptions, DEFAULT_KAFKA_BROKERS,
 };
 pub use transport::nats::{
     ConnectionEvent, JetStreamOptions, NatsAuth, NatsOptions, NatsReconnect, NatsTls,

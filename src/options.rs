@@ -42,6 +42,10 @@ pub enum TransportKind {
     /// config's `nats` section. Needs lanebus's `nats` cargo feature; a bus
     /// on it is built with [`Bus::connect`](crate::Bus::connect).
     Nats,
+    /// Kafka (`type: kafka`), configured by the config's `kafka` section.
+    /// Needs lanebus's `kafka` cargo feature; built with
+    /// [`Bus::connect`](crate::Bus::connect).
+    Kafka,
 }
 
 impl TransportKind {
@@ -50,6 +54,7 @@ impl TransportKind {
         match self {
             Self::Memory => "memory",
             Self::Nats => "nats",
+            Self::Kafka => "kafka",
         }
     }
 }

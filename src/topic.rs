@@ -169,6 +169,7 @@ pub enum Discard {
 /// | memory | `persistence` (messages live as long as the process) | `retention.*`, `partitions` ≠ 1, `replicas` ≠ 1, `storage` ≠ file, `discard` ≠ old, `stream` |
 /// | nats, persistent topic (JetStream) | everything but `partitions` | `partitions` ≠ 1 |
 /// | nats, ephemeral topic (core NATS) | `persistence` | as memory |
+/// | kafka | `partitions`, `replicas`, `retention.max_age` (`retention.ms`), `retention.max_bytes` (`retention.bytes`, per partition) | `persistence: ephemeral` (every Kafka topic is stored), `retention.max_messages`, `storage` ≠ file, `discard` ≠ old, `stream` |
 ///
 /// # Examples
 ///
@@ -337,6 +338,21 @@ impl TopicOptions {
                 } else {
                     Vec::new()
                 }
+            }
+            TransportKind::Kafka => {
+                let set = [
+                    ("persistence", self.persistence == Persistence::Ephemeral),
+                    (
+                        "retention.max_messages",
+                        self.retention.max_messages.is_some(),
+                    ),
+                    ("storage", self.storage != Storage::File),
+                    ("discard", self.discard != Discard::Old),
+                    ("stream", self.stream.is_some()),
+                ];
+                set.into_iter()
+                    .filter_map(|(name, set)| set.then_some(name))
+                    .collect()
             }
             // Core NATS keeps nothing, as the memory transport.
             TransportKind::Memory | TransportKind::Nats => {

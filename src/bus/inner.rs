@@ -123,6 +123,10 @@ impl BusInner {
             Transport::Memory(m) => m,
             #[cfg(feature = "nats")]
             Transport::Nats(n) => return Box::pin(self.route_nats(n, topic, body, internal)).await,
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => {
+                return Box::pin(self.route_kafka(k, topic, body, internal)).await
+            }
         };
         // The body stays in `slot` (scoped here, so never part of the
         // future across the wait) when the topic is unknown.
@@ -177,6 +181,8 @@ impl BusInner {
             Transport::Memory(m) => m,
             #[cfg(feature = "nats")]
             Transport::Nats(n) => return self.try_route_nats(n, topic, body),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => return self.try_route_kafka(k, topic, body),
         };
         let routed = match memory.try_route(self.id, &self.registry, topic, body) {
             Ok(r) => r,
@@ -212,9 +218,12 @@ impl BusInner {
     /// that writes the JSON wire form, that the form can carry it.
     pub(super) fn check_envelope(&self, e: &crate::Envelope) -> Result<(), crate::EnvelopeError> {
         e.validate()?;
-        if self.config.transport == crate::TransportKind::Nats
-            && self.config.nats.jetstream.wire_format == crate::WireFormat::Json
-        {
+        let json = match self.config.transport {
+            crate::TransportKind::Nats => self.config.nats.jetstream.wire_format,
+            crate::TransportKind::Kafka => self.config.kafka.wire_format,
+            _ => crate::WireFormat::Binary,
+        } == crate::WireFormat::Json;
+        if json {
             return match e.validate_for(crate::WireFormat::Json) {
                 Ok(()) => Ok(()),
                 Err(crate::EncodeError::Invalid(e)) => Err(e),
@@ -288,6 +297,58 @@ impl BusInner {
         }
     }
 
+    /// `route` on Kafka: the name is checked on every publish, then the
+    /// producer produces and waits for the delivery report.
+    #[cfg(feature = "kafka")]
+    async fn route_kafka(
+        &self,
+        kafka: &crate::transport::kafka::Kafka,
+        topic: &str,
+        body: Body,
+        internal: bool,
+    ) -> Result<Routed, PublishError<Body>> {
+        if let Err(e) = validate_publish_name(topic) {
+            if !internal {
+                self.refused.add(1);
+            }
+            return Err(PublishError::InvalidTopic(body, e));
+        }
+        match kafka.publish(topic, &body).await {
+            Ok(()) => Ok(Routed::Delivered(1)),
+            Err(e) => {
+                if !internal {
+                    self.refused.add(1);
+                }
+                Err(PublishError::Transport(body, e))
+            }
+        }
+    }
+
+    /// `try_route` on Kafka: `Full` when the producer's queue has no room.
+    #[cfg(feature = "kafka")]
+    fn try_route_kafka(
+        &self,
+        kafka: &crate::transport::kafka::Kafka,
+        topic: &str,
+        body: Body,
+    ) -> Result<(), TryPublishError<Body>> {
+        if let Err(e) = validate_publish_name(topic) {
+            self.refused.add(1);
+            return Err(TryPublishError::InvalidTopic(body, e));
+        }
+        match kafka.try_publish(topic, body) {
+            Ok(None) => Ok(()),
+            Ok(Some(body)) => {
+                self.refused.add(1);
+                Err(TryPublishError::Full(body))
+            }
+            Err((body, e)) => {
+                self.refused.add(1);
+                Err(TryPublishError::Transport(body, e))
+            }
+        }
+    }
+
     #[inline]
     pub(super) fn count_unrouted(&self, routed: Routed) {
         if routed == Routed::Unrouted {
@@ -347,6 +408,16 @@ impl BusInner {
                     return Err(SubscribeError::Transport(e));
                 }
             },
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => {
+                match k.subscribe(&core, &options, self.config.close_timeout, &runtime) {
+                    Ok(feed) => Some(feed),
+                    Err(e) => {
+                        core.lanes.close();
+                        return Err(SubscribeError::Transport(e));
+                    }
+                }
+            }
         };
         let brokered = feed.is_some();
         self.live.lock().insert(
@@ -494,6 +565,10 @@ impl BusInner {
                 tokio::task::yield_now().await;
             }
             n.close().await;
+        }
+        #[cfg(feature = "kafka")]
+        if let Transport::Kafka(k) = &self.transport {
+            k.close().await;
         }
         if quiet && pending == 0 {
             Ok(())

@@ -196,6 +196,12 @@ impl Bus {
             }
             #[cfg(not(feature = "nats"))]
             TransportKind::Nats => unreachable!("validate refuses nats without the feature"),
+            #[cfg(feature = "kafka")]
+            TransportKind::Kafka => Transport::Kafka(Box::new(
+                crate::transport::kafka::Kafka::connect(&config.kafka).await?,
+            )),
+            #[cfg(not(feature = "kafka"))]
+            TransportKind::Kafka => unreachable!("validate refuses kafka without the feature"),
         };
         Ok(Self::build(config, transport))
     }
@@ -220,6 +226,10 @@ impl Bus {
             TransportKind::Nats => Err(ConfigError::invalid(
                 "type",
                 "a nats bus connects to its servers: build it with `Bus::connect(config).await`",
+            )),
+            TransportKind::Kafka => Err(ConfigError::invalid(
+                "type",
+                "a kafka bus connects to its brokers: build it with `Bus::connect(config).await`",
             )),
         }
     }
@@ -266,8 +276,9 @@ impl Bus {
         &self,
     ) -> Option<tokio::sync::broadcast::Receiver<crate::ConnectionEvent>> {
         match &self.inner.transport {
+            #[cfg(feature = "nats")]
             Transport::Nats(n) => Some(n.events()),
-            Transport::Memory(_) => None,
+            _ => None,
         }
     }
 
@@ -460,6 +471,10 @@ impl Bus {
         if let Transport::Nats(n) = &self.inner.transport {
             let topics = self.inner.configured_topics();
             n.health(&topics).await.map_err(HealthError::Transport)?;
+        }
+        #[cfg(feature = "kafka")]
+        if let Transport::Kafka(k) = &self.inner.transport {
+            k.health().await.map_err(HealthError::Transport)?;
         }
         let (subscriptions, lanes) = {
             let live = self.inner.live.lock();

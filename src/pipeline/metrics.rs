@@ -193,6 +193,37 @@ pub struct BrokerStats {
     pub redelivered: u64,
     /// Records this bus holds unsettled (in its lanes or handlers).
     pub unsettled_here: u64,
+    /// Per partition (Kafka): its lag and committed offset; `pending` is
+    /// their lag's sum. Empty on brokers without partitions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionLag>,
+}
+
+/// The lag of one partition a subscription consumes (Kafka), as
+/// librdkafka last reported it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Records between the committed offset and the high watermark.
+    pub lag: u64,
+    /// The committed offset (-1001 when none is known yet).
+    pub committed: i64,
+}
+
+impl PartitionLag {
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) fn new(topic: &str, partition: i32, lag: u64, committed: i64) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            partition,
+            lag,
+            committed,
+        }
+    }
 }
 
 /// The live figures behind [`BrokerStats`], written by a broker consumer
@@ -204,6 +235,7 @@ pub(crate) struct BrokerGauges {
     pub(crate) ack_pending: AtomicU64,
     pub(crate) redelivered: AtomicU64,
     pub(crate) unsettled_here: AtomicU64,
+    pub(crate) partitions: parking_lot::Mutex<Vec<PartitionLag>>,
 }
 
 impl BrokerGauges {
@@ -224,6 +256,7 @@ impl BrokerGauges {
             ack_pending: self.ack_pending.load(Ordering::Relaxed),
             redelivered: self.redelivered.load(Ordering::Relaxed),
             unsettled_here: self.unsettled_here.load(Ordering::Relaxed),
+            partitions: self.partitions.lock().clone(),
         }
     }
 }

@@ -16,10 +16,6 @@
 //! the adapter commits per partition only the contiguous prefix of finished
 //! offsets, since lanes finish out of order.
 
-// Compiled in tests (and its options exported) once the `kafka` feature's
-// adapter uses it; until then only its own tests do.
-#[cfg(test)]
-#[allow(dead_code)]
 pub(crate) mod kafka;
 pub(crate) mod memory;
 #[cfg(any(feature = "nats", feature = "kafka"))]
@@ -46,6 +42,9 @@ pub(crate) enum Transport {
     /// ones.
     #[cfg(feature = "nats")]
     Nats(Box<nats::Nats>),
+    /// Kafka: every topic a Kafka topic.
+    #[cfg(feature = "kafka")]
+    Kafka(Box<kafka::Kafka>),
 }
 
 impl Transport {
@@ -55,6 +54,8 @@ impl Transport {
             Transport::Memory(_) => "memory",
             #[cfg(feature = "nats")]
             Transport::Nats(_) => "nats",
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(_) => "kafka",
         }
     }
 }
@@ -76,7 +77,7 @@ pub(crate) struct Feed {
 
 impl Feed {
     /// A consumer task and its stop signal.
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))] // built by broker adapters
+    #[cfg_attr(not(any(feature = "nats", feature = "kafka")), allow(dead_code))] // built by broker adapters
     pub(crate) fn new(
         stop: tokio::sync::oneshot::Sender<()>,
         task: tokio::task::JoinHandle<()>,
@@ -89,7 +90,7 @@ impl Feed {
     }
 
     /// The feed with the broker's figures for its consumer.
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "nats", feature = "kafka")), allow(dead_code))]
     pub(crate) fn with_gauges(
         mut self,
         gauges: Arc<crate::pipeline::metrics::BrokerGauges>,
@@ -273,7 +274,7 @@ impl Ack {
     /// A broker record delivered `redelivered` times before, settled by
     /// `handle` (none: nothing to settle), with its exact topic when it
     /// was routed to a wildcard subscription.
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))] // built by the broker adapters
+    #[cfg_attr(not(any(feature = "nats", feature = "kafka")), allow(dead_code))] // built by the broker adapters
     pub(crate) fn from_broker(
         handle: Option<Box<dyn AckHandle>>,
         redelivered: u32,

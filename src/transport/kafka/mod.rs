@@ -1,9 +1,59 @@
-//! The Kafka transport (cargo feature `kafka`, on rdkafka): being built.
+//! The Kafka transport (cargo feature `kafka`, on rdkafka): every topic is
+//! a Kafka topic, produced to with delivery reports and consumed by one
+//! consumer group member per subscription.
 //!
-//! - `options`: `KafkaOptions` (brokers, client ID, producer and consumer
-//!   settings, pass-through librdkafka properties), plain data.
-//! - `offsets`: which offset of a partition may be committed while lanes
-//!   finish its records out of order.
+//! ```text
+//!   Bus ── Transport::Kafka(Kafka)
+//!            │ publish: FutureProducer (idempotent, acks=all),
+//!            │          returns after the delivery report      (records)
+//!            │ subscribe: a group member polled on its own thread,
+//!            │          records → lanes with a KafkaAck         (consumer, ack)
+//!            └ commits: per partition, the settled prefix only   (offsets)
+//! ```
+//!
+//! - `options` (always compiled, plain data): [`KafkaOptions`].
+//! - `records`: lane records to Kafka records and back (key, headers, the
+//!   Go system's `X-*` headers for the JSON wire form).
+//! - `consumer`, `ack`, `offsets`: the consumer side.
+//!
+//! # Algorithm
+//!
+//! - **Connect**: build the producer from the options (typed fields, then
+//!   the pass-through properties) and ask the brokers for their metadata
+//!   once, so that unreachable brokers are an error at once.
+//! - **Publish**: produce the record and wait for its delivery report
+//!   (the broker has it, on every in-sync replica with `acks=all`).
+//!   Throughput comes from many publishes in flight: the producer batches
+//!   them (`linger`), each caller waits for its own report.
+//! - **Try publish**: enqueue without waiting when the producer's queue
+//!   has room (else `Full`), and await the report in a background task,
+//!   which logs a failure at error level: at-most-once from the caller's
+//!   view, as on JetStream.
+//! - **Close**: flush the producer (every queued record gets its report).
+//!
+//! [`KafkaOptions`]: crate::KafkaOptions
 
+#[cfg(feature = "kafka")]
+mod ack;
+#[cfg(feature = "kafka")]
+mod consumer;
+#[cfg(any(test, feature = "kafka"))]
 pub(crate) mod offsets;
-pub(crate) mod options;
+mod options;
+#[cfg(feature = "kafka")]
+mod records;
+
+pub use options::{
+    KafkaAcks, KafkaCompression, KafkaConsumerOptions, KafkaOffsetReset, KafkaOptions,
+    KafkaProducerOptions, DEFAULT_KAFKA_BROKERS,
+};
+
+#[cfg(feature = "kafka")]
+mod client;
+#[cfg(feature = "kafka")]
+pub(crate) use client::Kafka;
+
+#[cfg(feature = "kafka")]
+fn error(message: impl Into<String>, e: rdkafka::error::KafkaError) -> crate::TransportError {
+    crate::TransportError::new("kafka", message, Some(Box::new(e)))
+}

@@ -114,6 +114,7 @@ impl PartitionOffsets {
 
     /// The position it is safe to commit now: the lowest unsettled offset,
     /// else one past the highest handed out; `None` before anything.
+    #[cfg(test)]
     pub(crate) fn position(&self) -> Option<i64> {
         let inner = self.inner.lock();
         inner.unsettled.first().copied().or(inner.next)

@@ -66,12 +66,14 @@ pub(crate) fn outbound(body: &Body, format: WireFormat) -> Result<Outbound, Tran
     }
     let (payload, key, headers) = body.parts();
     let headers = (!headers.is_empty()).then(|| {
-        headers.iter().fold(OwnedHeaders::new(), |h, (name, value)| {
-            h.insert(Header {
-                key: name,
-                value: Some(value),
+        headers
+            .iter()
+            .fold(OwnedHeaders::new(), |h, (name, value)| {
+                h.insert(Header {
+                    key: name,
+                    value: Some(value),
+                })
             })
-        })
     });
     Ok(Outbound {
         key,

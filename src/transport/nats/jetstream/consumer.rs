@@ -54,10 +54,10 @@ use tokio::sync::oneshot;
 
 use super::super::pubsub::record_parts;
 use super::ack::{pace, JsAck, Unsettled};
-use crate::transport::names::NameLease;
 use crate::engine::lanes::Body;
 use crate::engine::SubscriptionCore;
 use crate::pipeline::metrics::BrokerGauges;
+use crate::transport::names::NameLease;
 use crate::transport::{Ack, Feed};
 use crate::{Envelope, SubscribeOptions, TransportError};
 
