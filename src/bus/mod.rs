@@ -197,9 +197,14 @@ impl Bus {
             #[cfg(not(feature = "nats"))]
             TransportKind::Nats => unreachable!("validate refuses nats without the feature"),
             #[cfg(feature = "kafka")]
-            TransportKind::Kafka => Transport::Kafka(Box::new(
-                crate::transport::kafka::Kafka::connect(&config.kafka).await?,
-            )),
+            TransportKind::Kafka => {
+                let kafka = crate::transport::kafka::Kafka::connect(&config.kafka).await?;
+                // Configured topics are made ready (or checked) first.
+                for (topic, options) in &config.topics {
+                    kafka.topics().ensure(topic, options).await?;
+                }
+                Transport::Kafka(Box::new(kafka))
+            }
             #[cfg(not(feature = "kafka"))]
             TransportKind::Kafka => unreachable!("validate refuses kafka without the feature"),
         };

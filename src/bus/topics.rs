@@ -7,7 +7,10 @@
 //! `configure_topic` makes the stream ready per the bus's stream strategy
 //! before it records the options, `topic_config` reads the server's stream
 //! back, `list_topics` adds the streams lanebus manages, and
-//! `remove_topic` deletes the stream with its messages.
+//! `remove_topic` deletes the stream with its messages. On Kafka every
+//! topic is a Kafka topic, made ready through the admin API; `list_topics`
+//! gives the configured topics that exist, and `remove_topic` deletes the
+//! topic with its records.
 //!
 //! # Invariants
 //!
@@ -15,7 +18,7 @@
 //!   options: the registry never records what the server refused.
 
 use crate::engine::pattern::validate_publish_name;
-#[cfg(feature = "nats")]
+#[cfg(any(feature = "nats", feature = "kafka"))]
 use crate::transport::Transport;
 use crate::{Bus, TopicConfigError, TopicOptions};
 
@@ -69,6 +72,13 @@ impl Bus {
                     .map_err(TopicConfigError::Transport)?;
             }
         }
+        #[cfg(feature = "kafka")]
+        if let Transport::Kafka(k) = &self.inner.transport {
+            k.topics()
+                .ensure(topic, &options)
+                .await
+                .map_err(TopicConfigError::Transport)?;
+        }
         self.inner.set_topic_config(topic, Some(options));
         Ok(())
     }
@@ -95,6 +105,14 @@ impl Bus {
                     .map_err(TopicConfigError::Transport);
             }
         }
+        #[cfg(feature = "kafka")]
+        if let Transport::Kafka(k) = &self.inner.transport {
+            return k
+                .topics()
+                .read(topic)
+                .await
+                .map_err(TopicConfigError::Transport);
+        }
         Ok(configured.as_deref().cloned())
     }
 
@@ -118,6 +136,16 @@ impl Bus {
             topics.extend(managed);
             topics.sort();
             topics.dedup();
+        }
+        #[cfg(feature = "kafka")]
+        if let Transport::Kafka(k) = &self.inner.transport {
+            // Kafka keeps no mark of who made a topic: the configured ones
+            // that exist.
+            topics = k
+                .topics()
+                .existing(&topics)
+                .await
+                .map_err(TopicConfigError::Transport)?;
         }
         Ok(topics)
     }
@@ -143,6 +171,14 @@ impl Bus {
                     .await
                     .map_err(TopicConfigError::Transport)?;
             }
+        }
+        #[cfg(feature = "kafka")]
+        if let Transport::Kafka(k) = &self.inner.transport {
+            removed = k
+                .topics()
+                .remove(topic)
+                .await
+                .map_err(TopicConfigError::Transport)?;
         }
         Ok(self.inner.set_topic_config(topic, None) || removed)
     }

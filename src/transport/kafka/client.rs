@@ -17,6 +17,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use super::records::{self, Outbound};
+use super::topics::Topics;
 use super::{consumer, error, KafkaAcks, KafkaCompression, KafkaOffsetReset, KafkaOptions};
 use crate::engine::lanes::Body;
 use crate::engine::SubscriptionCore;
@@ -28,6 +29,7 @@ use crate::{SubscribeOptions, TransportError};
 pub(crate) struct Kafka {
     options: KafkaOptions,
     producer: FutureProducer,
+    topics: Topics,
     names: Names,
 }
 
@@ -133,13 +135,25 @@ impl Kafka {
         let producer: FutureProducer = producer_config(options)
             .create()
             .map_err(|e| error("cannot create the producer", e))?;
+        let topics = Topics::new(
+            &base_config(options),
+            producer.clone(),
+            options.topic_strategy,
+            options.api_timeout,
+        )?;
         let kafka = Self {
             options: options.clone(),
             producer,
+            topics,
             names: Names::default(),
         };
         kafka.health().await?;
         Ok(kafka)
+    }
+
+    /// The topic manager.
+    pub(crate) fn topics(&self) -> &Topics {
+        &self.topics
     }
 
     /// A metadata round trip to the brokers.

@@ -15,6 +15,7 @@
 //! - `records`: lane records to Kafka records and back (key, headers, the
 //!   Go system's `X-*` headers for the JSON wire form).
 //! - `consumer`, `ack`, `offsets`: the consumer side.
+//! - `topics`: topics from `TopicOptions` through the admin API.
 //!
 //! # Algorithm
 //!
@@ -42,6 +43,8 @@ pub(crate) mod offsets;
 mod options;
 #[cfg(feature = "kafka")]
 mod records;
+#[cfg(feature = "kafka")]
+mod topics;
 
 pub use options::{
     KafkaAcks, KafkaCompression, KafkaConsumerOptions, KafkaOffsetReset, KafkaOptions,
