@@ -135,9 +135,16 @@ impl Kafka {
         let producer: FutureProducer = producer_config(options)
             .create()
             .map_err(|e| error("cannot create the producer", e))?;
+        // The topic manager's clients never make a broker auto-create a
+        // topic by asking about it (with its default settings).
+        let mut admin = base_config(options);
+        admin.set("allow.auto.create.topics", "false");
+        let metadata: FutureProducer = admin
+            .create()
+            .map_err(|e| error("cannot create the admin client", e))?;
         let topics = Topics::new(
-            &base_config(options),
-            producer.clone(),
+            &admin,
+            metadata,
             options.topic_strategy,
             options.api_timeout,
         )?;

@@ -56,6 +56,9 @@ mod client;
 #[cfg(feature = "kafka")]
 pub(crate) use client::Kafka;
 
+#[cfg(all(test, feature = "kafka"))]
+mod bus_tests;
+
 #[cfg(feature = "kafka")]
 fn error(message: impl Into<String>, e: rdkafka::error::KafkaError) -> crate::TransportError {
     crate::TransportError::new("kafka", message, Some(Box::new(e)))

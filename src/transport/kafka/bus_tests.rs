@@ -1,0 +1,682 @@
+//! The bus on Kafka, end to end against a real Apache Kafka broker (the
+//! integration tests' harness, included by path): publish to a handler
+//! with key and headers, per-aggregate order over 8 partitions and 8 lanes
+//! with random handler delays, fan-out to two groups, a group of two buses
+//! splitting 8 partitions with order held across both, retry then
+//! success, a permanent failure and a panic dead-lettered with headers,
+//! close and restart in one group (nothing lost), topics through the admin
+//! API, interop with the Go system's records both ways, lag in stats.
+//!
+//! Each test uses its own topics (`k<N>.`) on the binary's shared broker.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::ClientConfig;
+use tokio::sync::mpsc;
+
+#[path = "../../../tests/common/kafka.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use harness::KafkaBroker;
+
+use crate::transport::tests::collect;
+use crate::{
+    Bus, BusConfig, Envelope, Event, HandlerError, Message, OutboundMessage, RetryPolicy,
+    StreamStrategy, SubscribeOptions, TopicOptions,
+};
+
+const STEP: Duration = Duration::from_secs(60);
+
+async fn step<F: std::future::IntoFuture>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(STEP, future.into_future())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
+}
+
+fn config(extra: &str) -> BusConfig {
+    let brokers = KafkaBroker::shared().bootstrap();
+    BusConfig::from_yaml_str(&format!(
+        "type: kafka\nkafka:\n  brokers: [\"{brokers}\"]\n  client_id: kafka-test\n  consumer: {{ session_timeout: 6s, heartbeat_interval: 500ms, commit_interval: 200ms }}\n{extra}"
+    ))
+    .unwrap()
+}
+
+async fn bus() -> Bus {
+    step("connect", Bus::connect(config(""))).await.unwrap()
+}
+
+async fn recv(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message {
+    step("a message", rx.recv()).await.expect("channel open")
+}
+
+/// Waits until `count` reaches `n`.
+async fn until(what: &str, count: &AtomicUsize, n: usize) {
+    step(what, async {
+        while count.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+fn raw_producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", KafkaBroker::shared().bootstrap())
+        .create()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_publish_reaches_the_handler_with_key_and_headers() {
+    let bus = bus().await;
+    bus.configure_topic("k1.events", TopicOptions::persistent())
+        .await
+        .unwrap();
+    let (_sub, mut rx) = collect(&bus, "k1.events", SubscribeOptions::default()).await;
+    let out = OutboundMessage::new("hello")
+        .with_key("k-1")
+        .with_header("trace", "t-1");
+    bus.publish_with("k1.events", out).await.unwrap();
+    let m = recv(&mut rx).await;
+    assert_eq!(m.payload().as_ref(), b"hello");
+    assert_eq!(m.key(), Some("k-1"));
+    assert_eq!(m.headers().get("trace"), Some("t-1"));
+    assert_eq!(m.topic(), "k1.events");
+    bus.close().await.unwrap();
+}
+
+/// Records versions per aggregate, with a pseudo-random delay per call.
+fn order_recorder(
+    seen: &Arc<Mutex<BTreeMap<String, Vec<i64>>>>,
+    count: &Arc<AtomicUsize>,
+) -> impl Fn(Event) -> futures_util::future::BoxFuture<'static, Result<(), HandlerError>>
+       + Send
+       + Sync
+       + 'static {
+    let (seen, count) = (seen.clone(), count.clone());
+    move |ev: Event| {
+        let (seen, count) = (seen.clone(), count.clone());
+        Box::pin(async move {
+            let n = count.load(Ordering::Relaxed) as u64;
+            let delay = n.wrapping_mul(2_654_435_761) % 3;
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            seen.lock()
+                .entry(ev.aggregate_id.to_string())
+                .or_default()
+                .push(ev.event_version);
+            count.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+}
+
+fn in_order(seen: &BTreeMap<String, Vec<i64>>, versions: i64) -> bool {
+    let expected: Vec<i64> = (1..=versions).collect();
+    seen.values().all(|v| v == &expected)
+}
+
+#[tokio::test]
+async fn per_aggregate_order_holds_over_8_partitions_and_8_lanes() {
+    const AGGREGATES: i64 = 20;
+    const VERSIONS: i64 = 30;
+    let bus = bus().await;
+    bus.configure_topic("k2.orders", TopicOptions::persistent().partitions(8))
+        .await
+        .unwrap();
+    let seen: Arc<Mutex<BTreeMap<String, Vec<i64>>>> = Arc::default();
+    let count = Arc::new(AtomicUsize::new(0));
+    let _sub = bus
+        .subscribe_envelope_with(
+            "k2.orders",
+            SubscribeOptions::default().lanes(8),
+            order_recorder(&seen, &count),
+        )
+        .await
+        .unwrap();
+    for version in 1..=VERSIONS {
+        for agg in 0..AGGREGATES {
+            let ev = Envelope::new(format!("order-{agg}"), "OrderChanged", version, "{}");
+            bus.publish_envelope("k2.orders", ev).await.unwrap();
+        }
+    }
+    until("every event", &count, (AGGREGATES * VERSIONS) as usize).await;
+    let seen = seen.lock();
+    assert_eq!(seen.len() as i64, AGGREGATES);
+    assert!(in_order(&seen, VERSIONS), "{seen:?}");
+    drop(seen);
+    bus.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_groups_each_get_every_message() {
+    let bus = bus().await;
+    bus.configure_topic("k3.events", TopicOptions::persistent().partitions(4))
+        .await
+        .unwrap();
+    let a = Arc::new(AtomicUsize::new(0));
+    let b = Arc::new(AtomicUsize::new(0));
+    let counter = |c: &Arc<AtomicUsize>| {
+        let c = c.clone();
+        move |_m: Message| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::Relaxed);
+                Ok::<(), HandlerError>(())
+            }
+        }
+    };
+    let _a = bus
+        .subscribe_with(
+            "k3.events",
+            SubscribeOptions::default().group("ga"),
+            counter(&a),
+        )
+        .await
+        .unwrap();
+    let _b = bus
+        .subscribe_with(
+            "k3.events",
+            SubscribeOptions::default().group("gb"),
+            counter(&b),
+        )
+        .await
+        .unwrap();
+    for i in 0..200 {
+        bus.publish_with(
+            "k3.events",
+            OutboundMessage::new(i.to_string()).with_key(i.to_string()),
+        )
+        .await
+        .unwrap();
+    }
+    until("group a", &a, 200).await;
+    until("group b", &b, 200).await;
+    bus.close().await.unwrap();
+    assert_eq!(
+        (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed)),
+        (200, 200)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_buses_in_one_group_split_the_partitions_and_keep_key_order() {
+    const AGGREGATES: i64 = 40;
+    const VERSIONS: i64 = 25;
+    let first = bus().await;
+    first
+        .configure_topic("k4.orders", TopicOptions::persistent().partitions(8))
+        .await
+        .unwrap();
+    let second = bus().await;
+    let seen: Arc<Mutex<BTreeMap<String, Vec<i64>>>> = Arc::default();
+    let count = Arc::new(AtomicUsize::new(0));
+    let per_bus = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
+    let mut subs = Vec::new();
+    for (bus, mine) in [&first, &second].into_iter().zip(per_bus.iter()) {
+        let record = order_recorder(&seen, &count);
+        let mine = mine.clone();
+        subs.push(
+            bus.subscribe_envelope_with(
+                "k4.orders",
+                SubscribeOptions::default().group("split"),
+                move |ev: Event| {
+                    mine.fetch_add(1, Ordering::Relaxed);
+                    record(ev)
+                },
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    // Both members joined before the first record (the second join's
+    // rebalance would otherwise move partitions mid-stream, which is
+    // fine but not what this test looks at).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for version in 1..=VERSIONS {
+        for agg in 0..AGGREGATES {
+            let ev = Envelope::new(format!("order-{agg}"), "OrderChanged", version, "{}");
+            first.publish_envelope("k4.orders", ev).await.unwrap();
+        }
+    }
+    until("every event", &count, (AGGREGATES * VERSIONS) as usize).await;
+    let split = [
+        per_bus[0].load(Ordering::Relaxed),
+        per_bus[1].load(Ordering::Relaxed),
+    ];
+    println!("group split: {split:?}");
+    assert!(
+        split.iter().all(|&n| n > 0),
+        "both members handled a share: {split:?}"
+    );
+    assert_eq!(split[0] + split[1], (AGGREGATES * VERSIONS) as usize);
+    assert!(in_order(&seen.lock(), VERSIONS));
+    drop(subs);
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn retry_then_success_and_dead_letters_with_headers() {
+    let bus = bus().await;
+    for topic in ["k5.jobs", "k5.jobs.dlq"] {
+        bus.configure_topic(topic, TopicOptions::persistent())
+            .await
+            .unwrap();
+    }
+    let (_dlq, mut dead) = collect(&bus, "k5.jobs.dlq", SubscribeOptions::default()).await;
+    let (ok_tx, mut ok) = mpsc::unbounded_channel();
+    let _sub = bus
+        .subscribe_with(
+            "k5.jobs",
+            SubscribeOptions::default().lanes(1).retry(
+                RetryPolicy::attempts(3)
+                    .with_backoff(Duration::from_millis(1), Duration::from_millis(1)),
+            ),
+            move |m: Message| {
+                let ok_tx = ok_tx.clone();
+                async move {
+                    match m.payload().as_ref() {
+                        b"panic" => panic!("the handler blew up"),
+                        b"poison" => Err(HandlerError::permanent("bad job")),
+                        b"flaky" if m.context().attempt() < 3 => {
+                            Err(HandlerError::retryable("not yet"))
+                        }
+                        _ => {
+                            let _ = ok_tx.send((m.payload().clone(), m.context().attempt()));
+                            Ok(())
+                        }
+                    }
+                }
+            },
+        )
+        .await
+        .unwrap();
+    for payload in ["flaky", "poison", "panic", "after"] {
+        bus.publish_with(
+            "k5.jobs",
+            OutboundMessage::new(payload).with_key("one-lane"),
+        )
+        .await
+        .unwrap();
+    }
+    let (payload, attempt) = step("flaky", ok.recv()).await.unwrap();
+    assert_eq!((&payload[..], attempt), (&b"flaky"[..], 3));
+    let poison = recv(&mut dead).await;
+    assert_eq!(poison.payload().as_ref(), b"poison");
+    assert_eq!(poison.key(), Some("one-lane"));
+    let info = poison.dead_letter().unwrap();
+    assert_eq!(
+        (info.source_topic.as_str(), info.error_class.as_str()),
+        ("k5.jobs", "permanent")
+    );
+    let panic = recv(&mut dead).await;
+    assert_eq!(panic.dead_letter().unwrap().error_class, "panic");
+    let (payload, _) = step("after", ok.recv()).await.unwrap();
+    assert_eq!(&payload[..], b"after");
+    bus.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restarted_member_resumes_after_the_commits_without_loss() {
+    const N: usize = 2_000;
+    let topic = "k6.work";
+    let handled: Arc<Mutex<Vec<String>>> = Arc::default();
+    let recorder = |handled: &Arc<Mutex<Vec<String>>>| {
+        let handled = handled.clone();
+        move |m: Message| {
+            let handled = handled.clone();
+            async move {
+                tokio::task::yield_now().await;
+                handled
+                    .lock()
+                    .push(String::from_utf8_lossy(m.payload()).into_owned());
+                Ok::<(), HandlerError>(())
+            }
+        }
+    };
+    let options = SubscribeOptions::default().group("resume").lanes(4);
+    let first = bus().await;
+    first
+        .configure_topic(topic, TopicOptions::persistent().partitions(4))
+        .await
+        .unwrap();
+    let mut sub = Some(
+        first
+            .subscribe_with(topic, options.clone(), recorder(&handled))
+            .await
+            .unwrap(),
+    );
+    for i in 0..N {
+        first
+            .publish_with(
+                topic,
+                OutboundMessage::new(i.to_string()).with_key((i % 16).to_string()),
+            )
+            .await
+            .unwrap();
+        if i == N / 2 {
+            // Close the subscriber mid-stream: it drains its lanes and
+            // commits what finished.
+            if let Some(sub) = sub.take() {
+                step("unsubscribe", sub.unsubscribe()).await;
+            }
+        }
+    }
+    let before = handled.lock().len();
+    let second = bus().await;
+    let _sub = second
+        .subscribe_with(topic, options, recorder(&handled))
+        .await
+        .unwrap();
+    step("the rest", async {
+        loop {
+            let distinct: HashSet<String> = handled.lock().iter().cloned().collect();
+            if distinct.len() >= N {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let all = handled.lock().clone();
+    let distinct: HashSet<&String> = all.iter().collect();
+    println!(
+        "restart: published {N}, handled {} before the stop, {} calls in all, {} distinct, duplicates {}, lost {}",
+        before,
+        all.len(),
+        distinct.len(),
+        all.len() - distinct.len(),
+        N - distinct.len()
+    );
+    assert_eq!(distinct.len(), N, "nothing lost");
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn topics_are_made_read_back_validated_and_removed() {
+    let bus = bus().await;
+    let options = TopicOptions::persistent()
+        .partitions(3)
+        .max_age(Duration::from_secs(3600))
+        .max_bytes(1 << 20);
+    bus.configure_topic("k7.orders", options).await.unwrap();
+    let back = bus.topic_config("k7.orders").await.unwrap().unwrap();
+    assert_eq!(back.partitions, 3);
+    assert_eq!(back.retention.max_age, Some(Duration::from_secs(3600)));
+    assert_eq!(back.retention.max_bytes, Some(1 << 20));
+    // More partitions and another retention: updated.
+    bus.configure_topic(
+        "k7.orders",
+        TopicOptions::persistent()
+            .partitions(5)
+            .max_age(Duration::from_secs(7200)),
+    )
+    .await
+    .unwrap();
+    let back = bus.topic_config("k7.orders").await.unwrap().unwrap();
+    assert_eq!(
+        (back.partitions, back.retention.max_age),
+        (5, Some(Duration::from_secs(7200)))
+    );
+    assert_eq!(back.retention.max_bytes, None);
+    // Fewer partitions: Kafka cannot, and says so.
+    let fewer = bus
+        .configure_topic("k7.orders", TopicOptions::persistent().partitions(2))
+        .await
+        .unwrap_err();
+    assert!(fewer.to_string().contains("partitions"), "{fewer}");
+    assert!(bus
+        .list_topics()
+        .await
+        .unwrap()
+        .contains(&"k7.orders".to_string()));
+    // validate_only: a missing topic is an error at connect.
+    let mut strict = config("topics:\n  k7.missing: { partitions: 2 }\n");
+    strict.kafka.topic_strategy = StreamStrategy::ValidateOnly;
+    let e = Bus::connect(strict).await.unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    assert!(bus.remove_topic("k7.orders").await.unwrap());
+    step("deleted", async {
+        while bus.topic_config("k7.orders").await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    bus.close().await.unwrap();
+}
+
+/// An envelope in the Go system's JSON form.
+fn go_json(aggregate: &str, version: i64) -> String {
+    format!(
+        r#"{{"event_id":"evt-{aggregate}-{version}","aggregate_id":"{aggregate}","aggregate_type":"Order","event_type":"OrderChanged","event_version":{version},"timestamp":"2024-05-01T10:00:00Z","payload":{{"v":{version}}}}}"#
+    )
+}
+
+#[tokio::test]
+async fn go_records_are_handled_in_order_and_a_malformed_one_dead_lettered() {
+    let bus = bus().await;
+    for topic in ["k8.orders", "k8.orders.dlq"] {
+        bus.configure_topic(topic, TopicOptions::persistent().partitions(4))
+            .await
+            .unwrap();
+    }
+    let (_dlq, mut dead) = collect(&bus, "k8.orders.dlq", SubscribeOptions::default()).await;
+    let seen: Arc<Mutex<BTreeMap<String, Vec<i64>>>> = Arc::default();
+    let count = Arc::new(AtomicUsize::new(0));
+    let _sub = bus
+        .subscribe_envelope_with(
+            "k8.orders",
+            SubscribeOptions::default().lanes(8),
+            order_recorder(&seen, &count),
+        )
+        .await
+        .unwrap();
+    let producer = raw_producer();
+    for version in 1..=10 {
+        for agg in 0..5 {
+            // Keyed by the aggregate ID, as the Go publisher does; no
+            // lanebus headers.
+            let aggregate = format!("order-{agg}");
+            let payload = go_json(&aggregate, version);
+            producer
+                .send(
+                    FutureRecord::to("k8.orders")
+                        .key(&aggregate)
+                        .payload(&payload),
+                    Timeout::Never,
+                )
+                .await
+                .unwrap();
+        }
+        if version == 5 {
+            producer
+                .send(
+                    FutureRecord::<str, str>::to("k8.orders").payload("not an envelope"),
+                    Timeout::Never,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let m = recv(&mut dead).await;
+    assert_eq!(m.payload().as_ref(), b"not an envelope");
+    assert_eq!(m.dead_letter().unwrap().error_class, "malformed");
+    until("every envelope", &count, 50).await;
+    assert!(in_order(&seen.lock(), 10));
+    bus.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_json_wire_form_writes_the_go_headers() {
+    let bus = step("connect", Bus::connect(config("  wire_format: json\n")))
+        .await
+        .unwrap();
+    bus.configure_topic("k9.orders", TopicOptions::persistent())
+        .await
+        .unwrap();
+    let (_sub, mut rx) = collect(&bus, "k9.orders", SubscribeOptions::default()).await;
+    let ev = Envelope::new("order-7", "OrderPlaced", 3, r#"{"total":5}"#).with_trace_id("t-9");
+    bus.publish_envelope("k9.orders", ev.clone()).await.unwrap();
+    let m = recv(&mut rx).await;
+    assert_eq!(m.key(), Some("order-7"));
+    assert_eq!(Envelope::decode(m.payload()).unwrap(), ev);
+    let h = m.headers();
+    assert_eq!(h.get("X-Aggregate-ID"), Some("order-7"));
+    assert_eq!(h.get("X-Event-Version"), Some("3"));
+    assert_eq!(h.get("X-Event-Type"), Some("OrderPlaced"));
+    assert_eq!(h.get("X-Trace-ID"), Some("t-9"));
+    assert_eq!(
+        h.get("X-Event-ID"),
+        Some(AsRef::<str>::as_ref(&ev.event_id))
+    );
+    bus.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn stats_show_the_lag_per_partition() {
+    let bus = bus().await;
+    bus.configure_topic("k10.events", TopicOptions::persistent().partitions(2))
+        .await
+        .unwrap();
+    let (_sub, mut rx) = collect(&bus, "k10.events", SubscribeOptions::default()).await;
+    for i in 0..20 {
+        bus.publish_with(
+            "k10.events",
+            OutboundMessage::new(i.to_string()).with_key(i.to_string()),
+        )
+        .await
+        .unwrap();
+    }
+    for _ in 0..20 {
+        recv(&mut rx).await;
+    }
+    let broker = step("lag reported", async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let b = bus.stats().subscriptions[0].broker.clone().unwrap();
+            if b.partitions.len() == 2
+                && b.partitions.iter().all(|p| p.committed >= 0)
+                && b.pending == 0
+            {
+                return b;
+            }
+        }
+    })
+    .await;
+    assert_eq!(broker.consumer, "kafka-test-k10.events");
+    let committed: i64 = broker.partitions.iter().map(|p| p.committed).sum();
+    assert_eq!(committed, 20, "every record committed: {broker:?}");
+    bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_mid_stream_loses_nothing_that_was_acknowledged() {
+    const AGGREGATES: usize = 16;
+    const EVENTS: usize = 2_000;
+    let mut broker = KafkaBroker::start();
+    let yaml = format!(
+        "type: kafka\nkafka:\n  brokers: [\"{}\"]\n  client_id: crash-test\n  producer: {{ message_timeout: 10s }}\n  consumer: {{ session_timeout: 6s, heartbeat_interval: 500ms, commit_interval: 200ms }}\ntopics:\n  kc.orders: {{ partitions: 4 }}\n",
+        broker.bootstrap()
+    );
+    let consumer_bus = step(
+        "connect",
+        Bus::connect(BusConfig::from_yaml_str(&yaml).unwrap()),
+    )
+    .await
+    .unwrap();
+    let publisher = step(
+        "connect",
+        Bus::connect(BusConfig::from_yaml_str(&yaml).unwrap()),
+    )
+    .await
+    .unwrap();
+    let first: Arc<Mutex<(BTreeMap<String, Vec<i64>>, HashSet<(String, i64)>, usize)>> =
+        Arc::default();
+    let _sub = {
+        let first = first.clone();
+        consumer_bus
+            .subscribe_envelope_with(
+                "kc.orders",
+                SubscribeOptions::default().group("crash").lanes(8),
+                move |ev: Event| {
+                    let first = first.clone();
+                    async move {
+                        let mut f = first.lock();
+                        f.2 += 1;
+                        if f.1.insert((ev.aggregate_id.to_string(), ev.event_version)) {
+                            f.0.entry(ev.aggregate_id.to_string())
+                                .or_default()
+                                .push(ev.event_version);
+                        }
+                        Ok::<(), HandlerError>(())
+                    }
+                },
+            )
+            .await
+            .unwrap()
+    };
+    let published = Arc::new(AtomicUsize::new(0));
+    let retries = Arc::new(AtomicUsize::new(0));
+    let publishing = {
+        let (published, retries, publisher) =
+            (published.clone(), retries.clone(), publisher.clone());
+        tokio::spawn(async move {
+            for i in 0..EVENTS {
+                let ev = Envelope::new(
+                    format!("order-{}", i % AGGREGATES),
+                    "OrderChanged",
+                    (i / AGGREGATES + 1) as i64,
+                    "{}",
+                );
+                while publisher
+                    .publish_envelope("kc.orders", ev.clone())
+                    .await
+                    .is_err()
+                {
+                    retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                published.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    until("a third published", &published, EVENTS / 3).await;
+    broker.kill();
+    let at_kill = published.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.start_again();
+    step("publishing", publishing).await.unwrap();
+    step("every event handled", async {
+        while first.lock().1.len() < EVENTS {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let f = std::mem::take(&mut *first.lock());
+    let out_of_order =
+        f.0.values()
+            .filter(|v| v.windows(2).any(|w| w[0] >= w[1]))
+            .count();
+    println!(
+        "kafka crash: killed after {at_kill} publishes; published {EVENTS} (Ok), publish retries {}, handled {} distinct in {} calls, duplicated {}, lost {}, aggregates out of order {out_of_order}",
+        retries.load(Ordering::Relaxed),
+        f.1.len(),
+        f.2,
+        f.2 - f.1.len(),
+        EVENTS - f.1.len(),
+    );
+    assert_eq!(f.1.len(), EVENTS, "lost acknowledged events");
+    assert_eq!(out_of_order, 0);
+    consumer_bus.close().await.ok();
+    publisher.close().await.ok();
+}
