@@ -680,3 +680,95 @@ async fn a_broker_killed_mid_stream_loses_nothing_that_was_acknowledged() {
     consumer_bus.close().await.ok();
     publisher.close().await.ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_handler_over_a_backlog_of_100k_pauses_partitions_and_stays_in_the_group() {
+    const BACKLOG: usize = 100_000;
+    // A member that does not poll for 7 s leaves the group: the poll loop
+    // must keep polling while the handler is far behind.
+    let mut config = config("");
+    config.kafka.consumer.max_poll_interval = Duration::from_secs(7);
+    let bus = step("connect", Bus::connect(config)).await.unwrap();
+    bus.configure_topic("k11.backlog", TopicOptions::persistent().partitions(4))
+        .await
+        .unwrap();
+    let producer = raw_producer();
+    let sends = (0..BACKLOG).map(|i| {
+        let producer = producer.clone();
+        async move {
+            let (key, payload) = ((i % 64).to_string(), i.to_string());
+            producer
+                .send(
+                    FutureRecord::to("k11.backlog").key(&key).payload(&payload),
+                    Timeout::Never,
+                )
+                .await
+                .is_ok()
+        }
+    });
+    use futures_util::StreamExt;
+    let sent = step(
+        "backlog",
+        futures_util::stream::iter(sends)
+            .buffer_unordered(1024)
+            .filter(|ok| std::future::ready(*ok))
+            .count(),
+    )
+    .await;
+    assert_eq!(sent, BACKLOG);
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let duplicates = Arc::new(AtomicUsize::new(0));
+    let (lanes, ring) = (2, 64);
+    let sub = {
+        let (seen, duplicates) = (seen.clone(), duplicates.clone());
+        bus.subscribe_with(
+            "k11.backlog",
+            SubscribeOptions::default()
+                .group("slow")
+                .lanes(lanes)
+                .ring_capacity(ring),
+            move |m: Message| {
+                let (seen, duplicates) = (seen.clone(), duplicates.clone());
+                async move {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let payload = String::from_utf8_lossy(m.payload()).into_owned();
+                    if !seen.lock().insert(payload) {
+                        duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok::<(), HandlerError>(())
+                }
+            },
+        )
+        .await
+        .unwrap()
+    };
+    // Longer than max.poll.interval: a member that stopped polling would
+    // have been dropped and its partitions handed out again (duplicates).
+    let drain_batch = SubscribeOptions::default().drain_batch;
+    let bound = (lanes * ring + lanes * drain_batch + 4) as u64;
+    let mut most_held = 0;
+    let mut lag = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stats = bus.stats();
+        let s = &stats.subscriptions[0];
+        let broker = s.broker.clone().unwrap();
+        most_held = most_held.max(broker.unsettled_here);
+        lag = lag.max(broker.pending);
+        assert_eq!(s.total.released, 0, "a partition was revoked");
+    }
+    let handled = seen.lock().len();
+    println!(
+        "kafka backlog {BACKLOG}: handled {handled} in 10 s, at most {most_held} held (bound {bound}), lag up to {lag}, duplicates {}",
+        duplicates.load(Ordering::Relaxed)
+    );
+    assert!(most_held <= bound, "held {most_held} > {bound}");
+    assert!(lag > (BACKLOG / 2) as u64, "the broker held the backlog");
+    assert_eq!(
+        duplicates.load(Ordering::Relaxed),
+        0,
+        "a rebalance redelivered records"
+    );
+    drop(sub);
+    bus.close().await.ok();
+}

@@ -102,6 +102,10 @@ fn consumer_config(o: &KafkaOptions, group: &str) -> ClientConfig {
     c.set("session.timeout.ms", millis(k.session_timeout));
     c.set("heartbeat.interval.ms", millis(k.heartbeat_interval));
     c.set("max.poll.interval.ms", millis(k.max_poll_interval));
+    // A paused partition is fetched again at once when resumed, and the
+    // client's prefetch stays near what the lanes take.
+    c.set("fetch.queue.backoff.ms", "1");
+    c.set("queued.min.messages", "1000");
     // Lag per partition, and new topics matching a pattern.
     c.set("statistics.interval.ms", "1000");
     c.set("topic.metadata.refresh.interval.ms", "5000");

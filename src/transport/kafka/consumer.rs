@@ -62,6 +62,8 @@ use crate::transport::{Ack, Feed};
 
 /// How long one poll waits for a record.
 const POLL: Duration = Duration::from_millis(50);
+/// How long one poll waits while a record is parked.
+const PARKED_POLL: Duration = Duration::from_millis(1);
 
 type PartitionKey = (String, i32);
 
@@ -313,7 +315,14 @@ fn run(
         if !retry_parked(&consumer, &shared) {
             break;
         }
-        match consumer.poll(POLL) {
+        // While a record waits for room, look again soon (the lanes drain
+        // in microseconds to milliseconds), not after a full poll wait.
+        let wait = if shared.parked.lock().is_empty() {
+            POLL
+        } else {
+            PARKED_POLL
+        };
+        match consumer.poll(wait) {
             Some(Ok(msg)) => {
                 errors = 0;
                 if !feed(&consumer, &shared, &msg) {
