@@ -149,10 +149,9 @@ async fn per_aggregate_order_holds_over_8_partitions_and_8_lanes() {
         }
     }
     until("every event", &count, (AGGREGATES * VERSIONS) as usize).await;
-    let seen = seen.lock();
+    let seen = std::mem::take(&mut *seen.lock());
     assert_eq!(seen.len() as i64, AGGREGATES);
     assert!(in_order(&seen, VERSIONS), "{seen:?}");
-    drop(seen);
     bus.close().await.unwrap();
 }
 
@@ -579,6 +578,10 @@ async fn stats_show_the_lag_per_partition() {
     bus.close().await.unwrap();
 }
 
+/// Per aggregate the versions in first-handling order, the events seen,
+/// and the handler calls.
+type FirstSeen = (BTreeMap<String, Vec<i64>>, HashSet<(String, i64)>, usize);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_killed_mid_stream_loses_nothing_that_was_acknowledged() {
     const AGGREGATES: usize = 16;
@@ -600,8 +603,7 @@ async fn a_broker_killed_mid_stream_loses_nothing_that_was_acknowledged() {
     )
     .await
     .unwrap();
-    let first: Arc<Mutex<(BTreeMap<String, Vec<i64>>, HashSet<(String, i64)>, usize)>> =
-        Arc::default();
+    let first: Arc<Mutex<FirstSeen>> = Arc::default();
     let _sub = {
         let first = first.clone();
         consumer_bus
