@@ -2,9 +2,9 @@
 //!
 //! One event-bus API for services — domain events (enveloped, per-aggregate
 //! ordered, at-least-once) and plain messages (fast, concurrent) — over an
-//! in-process transport and NATS (feature `nats`: JetStream for persistent
-//! topics, core NATS for ephemeral ones), with Kafka to come on the same
-//! seam, built on a lock-free engine.
+//! in-process transport, NATS (feature `nats`: JetStream for persistent
+//! topics, core NATS for ephemeral ones) and Kafka (feature `kafka`), built
+//! on a lock-free engine.
 //!
 //! ```text
 //!  publish / publish_envelope            transports feed records in
@@ -22,7 +22,10 @@
 //!   (the rings are the transport)     streams (publish after the server's
 //!                                     ack; a durable pull consumer per
 //!                                     subscription feeds its lanes, records
-//!                                     carry ack handles) or core NATS
+//!                                     carry ack handles) or core NATS;
+//!                                     Kafka (feature `kafka`): a group
+//!                                     member per subscription, commits of
+//!                                     the finished offset prefix
 //! ```
 //!
 //! ## Where things are
@@ -37,6 +40,7 @@
 //! | read a dead letter | [`DeadLetterInfo`], [`HEADER_SOURCE_TOPIC`] and the other header names |
 //! | configure from YAML or TOML | [`BusConfig`], [`TopicOptions`], [`ConfigError`] |
 //! | run on NATS (feature `nats`) | [`Bus::connect`], [`NatsOptions`], [`JetStreamOptions`], [`ConnectionEvent`], [`BrokerStats`] |
+//! | run on Kafka (feature `kafka`) | [`Bus::connect`], [`KafkaOptions`], [`BrokerStats`], [`PartitionLag`] |
 //! | handle failures of the bus itself | [`PublishError`], [`TryPublishError`], [`SubscribeError`], [`CloseError`] |
 //!
 //! Inside, the engine (`src/engine/`: the ring, the registry and its
