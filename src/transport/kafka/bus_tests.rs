@@ -774,3 +774,30 @@ async fn a_slow_handler_over_a_backlog_of_100k_pauses_partitions_and_stays_in_th
     drop(sub);
     bus.close().await.ok();
 }
+
+#[tokio::test]
+async fn a_wildcard_subscription_follows_matching_topics_new_ones_too() {
+    let bus = bus().await;
+    for topic in ["k12.a", "k12.b"] {
+        bus.configure_topic(topic, TopicOptions::persistent())
+            .await
+            .unwrap();
+    }
+    let (_sub, mut rx) = collect(&bus, "k12.*", SubscribeOptions::default()).await;
+    bus.publish("k12.a", "to a").await.unwrap();
+    bus.publish("k12.b", "to b").await.unwrap();
+    let mut got = vec![recv(&mut rx).await, recv(&mut rx).await];
+    got.sort_by(|x, y| x.topic().cmp(y.topic()));
+    assert_eq!(got[0].topic(), "k12.a");
+    assert_eq!(got[0].payload().as_ref(), b"to a");
+    assert_eq!(got[1].topic(), "k12.b");
+    // A topic made after the subscription: picked up at the next
+    // metadata refresh.
+    bus.configure_topic("k12.c", TopicOptions::persistent())
+        .await
+        .unwrap();
+    bus.publish("k12.c", "to c").await.unwrap();
+    let m = recv(&mut rx).await;
+    assert_eq!((m.topic(), m.payload().as_ref()), ("k12.c", &b"to c"[..]));
+    bus.close().await.unwrap();
+}
