@@ -801,3 +801,104 @@ async fn a_wildcard_subscription_follows_matching_topics_new_ones_too() {
     assert_eq!((m.topic(), m.payload().as_ref()), ("k12.c", &b"to c"[..]));
     bus.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn concurrent_first_configurations_make_one_create_call() {
+    let bus = bus().await;
+    let calls = (0..20).map(|_| {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            bus.configure_topic("k13.fresh", TopicOptions::persistent().partitions(2))
+                .await
+        })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        call.unwrap().unwrap();
+    }
+    let crate::transport::Transport::Kafka(kafka) = &bus.inner.transport else {
+        unreachable!("a kafka bus")
+    };
+    assert_eq!(kafka.topics().create_calls(), 1);
+    assert_eq!(
+        bus.topic_config("k13.fresh")
+            .await
+            .unwrap()
+            .unwrap()
+            .partitions,
+        2
+    );
+    bus.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_hands_unfinished_records_to_the_new_owner() {
+    const N: usize = 60;
+    let options = SubscribeOptions::default()
+        .group("handover")
+        .lanes(1)
+        .ring_capacity(64);
+    let first = bus().await;
+    first
+        .configure_topic("k14.jobs", TopicOptions::persistent().partitions(2))
+        .await
+        .unwrap();
+    let by_first: Arc<Mutex<Vec<String>>> = Arc::default();
+    let by_second: Arc<Mutex<Vec<String>>> = Arc::default();
+    let slow = |into: &Arc<Mutex<Vec<String>>>, pause: u64| {
+        let into = into.clone();
+        move |m: Message| {
+            let into = into.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                into.lock()
+                    .push(String::from_utf8_lossy(m.payload()).into_owned());
+                Ok::<(), HandlerError>(())
+            }
+        }
+    };
+    let sub_first = first
+        .subscribe_with("k14.jobs", options.clone(), slow(&by_first, 200))
+        .await
+        .unwrap();
+    for i in 0..N {
+        first
+            .publish_with(
+                "k14.jobs",
+                OutboundMessage::new(i.to_string()).with_key(i.to_string()),
+            )
+            .await
+            .unwrap();
+    }
+    // The first member holds both partitions and works slowly; a second
+    // member joins: the first gives up one partition after waiting (at
+    // most 3 s here) for its records, and releases what is left of them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = bus().await;
+    let _sub_second = second
+        .subscribe_with("k14.jobs", options, slow(&by_second, 1))
+        .await
+        .unwrap();
+    step("every record", async {
+        loop {
+            let distinct: HashSet<String> = by_first
+                .lock()
+                .iter()
+                .chain(by_second.lock().iter())
+                .cloned()
+                .collect();
+            if distinct.len() == N {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let released = sub_first.stats().total.released;
+    let (a, b) = (by_first.lock().len(), by_second.lock().len());
+    println!("handover: first handled {a}, second {b}, first released {released} unhandled");
+    assert!(released > 0, "the first member let records go");
+    assert!(b > 0, "the second member took over");
+    drop(sub_first);
+    first.close().await.ok();
+    second.close().await.ok();
+}

@@ -160,7 +160,7 @@ impl Topics {
     }
 
     /// Create and alter calls made so far.
-    #[allow(dead_code)] // read by the Kafka topic tests
+    #[cfg(test)]
     pub(crate) fn create_calls(&self) -> u64 {
         self.creates.load(Ordering::Relaxed)
     }
