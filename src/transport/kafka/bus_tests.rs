@@ -786,7 +786,7 @@ async fn a_wildcard_subscription_follows_matching_topics_new_ones_too() {
     let (_sub, mut rx) = collect(&bus, "k12.*", SubscribeOptions::default()).await;
     bus.publish("k12.a", "to a").await.unwrap();
     bus.publish("k12.b", "to b").await.unwrap();
-    let mut got = vec![recv(&mut rx).await, recv(&mut rx).await];
+    let mut got = [recv(&mut rx).await, recv(&mut rx).await];
     got.sort_by(|x, y| x.topic().cmp(y.topic()));
     assert_eq!(got[0].topic(), "k12.a");
     assert_eq!(got[0].payload().as_ref(), b"to a");
