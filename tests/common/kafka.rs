@@ -363,10 +363,7 @@ fn jars() -> &'static Path {
     });
     match found {
         Ok(path) => path,
-        Err(why) => panic!(
-            "the Kafka tests need a real broker and none can be started: {why}. \
-             Fetch the broker's jars once with `scripts/kafka.sh fetch` (scripts/test.sh does)"
-        ),
+        Err(why) => panic!("the Kafka tests need a real broker and none can be started: {why}"),
     }
 }
 
