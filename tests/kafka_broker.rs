@@ -269,16 +269,16 @@ async fn a_group_consumes_keyed_records_commits_and_resumes_after_a_broker_resta
     }
     assert_keys_keep_partition_and_order(&consumed);
     assert_eq!(consumed.iter().cloned().collect::<HashSet<_>>(), delivered);
-    first
-        .commit_consumer_state(CommitMode::Sync)
-        .expect("commit");
+    block_in_place(|| first.commit_consumer_state(CommitMode::Sync)).expect("commit");
     let mut ends = BTreeMap::new();
     for r in &delivered {
         let end = ends.entry(r.partition).or_insert(0);
         *end = (*end).max(r.offset + 1);
     }
     {
-        // The list holds references into the consumer: it goes first.
+        // The list holds references to the consumer's partitions, and so
+        // to its broker threads: dropping the consumer while the list lives
+        // hangs in librdkafka's destroy (seen here). The list goes first.
         let committed = block_in_place(|| first.committed(GUARD)).expect("read committed offsets");
         for (&partition, &end) in &ends {
             let offset = committed
