@@ -11,6 +11,10 @@ use tokio::sync::{mpsc, Semaphore};
 #[cfg(feature = "nats")]
 pub mod nats;
 
+/// A real Apache Kafka broker (see its module docs).
+#[cfg(feature = "kafka")]
+pub mod kafka;
+
 /// A handler outcome type that needs no annotation at call sites.
 pub type HResult = Result<(), HandlerError>;
 

@@ -74,6 +74,7 @@ fn producer_config(o: &KafkaOptions) -> ClientConfig {
             KafkaCompression::Gzip => "gzip",
             KafkaCompression::Snappy => "snappy",
             KafkaCompression::Lz4 => "lz4",
+            KafkaCompression::Zstd => "zstd",
             _ => "none",
         },
     );

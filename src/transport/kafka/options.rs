@@ -57,6 +57,8 @@ pub enum KafkaCompression {
     Snappy,
     /// lz4.
     Lz4,
+    /// zstd.
+    Zstd,
 }
 
 /// Where a new consumer group starts in a partition with no committed

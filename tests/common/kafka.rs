@@ -1,0 +1,483 @@
+//! A real Apache Kafka broker for the integration tests, started and
+//! stopped by the test itself.
+//!
+//! [`KafkaBroker::start`] runs Apache Kafka's own broker (`kafka.Kafka`,
+//! from the Maven Central jars that `scripts/kafka.sh fetch` puts in
+//! `.cache/kafka/<version>/lib`) as one KRaft process that is both broker
+//! and controller, on free loopback ports, with its storage and log inside
+//! its own temporary directory; it waits until the broker answers a
+//! metadata request and hands back its bootstrap address. Dropping the
+//! value kills the broker (also when a test panics: unwinding drops it) and
+//! removes the directory. [`KafkaBroker::restart`] kills it with `SIGKILL`
+//! and starts it again on the same ports and storage, for the crash tests.
+//!
+//! # Algorithm
+//!
+//! - Config and storage: `scripts/kafka.sh prepare DIR PORT CONTROLLER_PORT`
+//!   writes `DIR/broker.properties` (PLAINTEXT and CONTROLLER listeners on
+//!   `127.0.0.1`, `node.id=1`, replication factor and min ISR 1 for the
+//!   internal topics, `group.initial.rebalance.delay.ms=0`, `log.dirs` =
+//!   `DIR/data`) and formats `DIR/data` with the storage tool's
+//!   `format --standalone` (this controller is the only voter). The script
+//!   is the one place that knows the config, the JVM options and the jars.
+//! - Ports: bind two `127.0.0.1:0` listeners at once (so they differ), read
+//!   their ports, close them, and pass them to the script. Another process
+//!   may take one in between: the broker then exits with "Address already in
+//!   use", and `start` wipes the storage (which records the controller's
+//!   address), picks new ports and tries again (a few times). `start_again`
+//!   keeps its ports and storage and fails loudly if a port is taken.
+//! - Command: `scripts/kafka.sh run DIR`, which `exec`s `java … kafka.Kafka
+//!   DIR/broker.properties`; its stdout and stderr (the broker's log) go to
+//!   `DIR/broker.log`, whose tail every failure message quotes.
+//! - Readiness: poll until the PLAINTEXT port answers a Metadata request
+//!   (version 4, written and parsed here over a `std` `TcpStream`) with a
+//!   broker list that holds this broker's port. The broker opens that port
+//!   only once it has joined its own quorum and been unfenced, so an answer
+//!   means it takes produce, fetch, group and admin requests. If the process
+//!   exits first, or [`READY_WITHIN`] passes, the harness panics and says
+//!   which.
+//! - Leak guard: as in the NATS harness, the broker is started through `sh`,
+//!   which forks a watchdog reading the pipe on its stdin and then `exec`s
+//!   the script (which `exec`s the JVM, so the child the harness holds *is*
+//!   the broker). A normal drop tells the watchdog `done` and kills the
+//!   broker itself; if the test process dies without unwinding, the pipe
+//!   closes and the watchdog kills the broker and removes the directory.
+//!
+//! # Invariants
+//!
+//! - Only loopback: the broker binds and advertises `127.0.0.1`, and every
+//!   probe targets `127.0.0.1`.
+//! - Nothing is written outside the temporary directory (config, storage,
+//!   log); the jars are only read.
+//! - No silent skip: missing jars, a missing JDK, a broker that exits, or
+//!   one that does not answer in time is a panic whose message says exactly
+//!   that (for missing jars: run `scripts/kafka.sh fetch`).
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a broker may take to answer its first metadata request before
+/// the test fails. A hang guard for a loaded machine, not a speed check (it
+/// answers within a few seconds here).
+pub const READY_WITHIN: Duration = Duration::from_secs(120);
+
+/// How often `start` picks new ports when a port was taken meanwhile.
+const PORT_ATTEMPTS: usize = 5;
+
+/// The script that fetches the jars, writes the config and runs the broker.
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh")
+}
+
+/// A running single-node Kafka broker on loopback; killed when dropped.
+#[derive(Debug)]
+pub struct KafkaBroker {
+    child: Option<Child>,
+    watchdog: Option<ChildStdin>,
+    port: u16,
+    controller_port: u16,
+    dir: PathBuf,
+    /// Removes `dir` on drop (not for the shared broker, whose watchdog
+    /// removes it when the test process ends).
+    owns_dir: bool,
+}
+
+impl KafkaBroker {
+    /// Starts a broker on fresh storage and waits until it answers a
+    /// metadata request.
+    ///
+    /// # Panics
+    ///
+    /// When the jars are not fetched, the storage cannot be formatted, or
+    /// the broker exits at start or does not answer within
+    /// [`READY_WITHIN`]; the message says which and quotes the log.
+    pub fn start() -> Self {
+        jars();
+        let dir = make_temp_dir();
+        let mut last_log = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let (port, controller_port) = free_port_pair();
+            let mut broker = KafkaBroker {
+                child: None,
+                watchdog: None,
+                port,
+                controller_port,
+                dir: dir.clone(),
+                owns_dir: true,
+            };
+            // The storage records the controller's address: new ports, new
+            // storage.
+            let _ = fs::remove_dir_all(dir.join("data"));
+            broker.prepare();
+            match broker.launch() {
+                Ok(()) => return broker,
+                Err(Launch::PortTaken(log)) => {
+                    last_log = log;
+                    broker.stop();
+                    broker.owns_dir = false; // keep the dir for the next try
+                }
+                Err(Launch::Failed(message)) => panic!("{message}"),
+            }
+        }
+        let _ = fs::remove_dir_all(&dir);
+        panic!(
+            "the Kafka broker could not bind free loopback ports in {PORT_ATTEMPTS} attempts; \
+             its last log:\n{last_log}"
+        );
+    }
+
+    /// One broker for the whole test binary, started on first use and
+    /// killed by its watchdog when the test process exits.
+    pub fn shared() -> &'static KafkaBroker {
+        static SHARED: OnceLock<KafkaBroker> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let mut broker = KafkaBroker::start();
+            broker.owns_dir = false;
+            broker
+        })
+    }
+
+    /// The bootstrap address for clients, `127.0.0.1:PORT`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The PLAINTEXT (client) port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The broker's storage (its `log.dirs`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The broker's process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The broker's resident memory in KiB (`VmRSS`), while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// The last lines of the broker's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        read_log(&self.dir.join("broker.log"))
+    }
+
+    /// Kills the broker with `SIGKILL` (no controlled shutdown, no flush)
+    /// and leaves it down; [`start_again`](Self::start_again) brings it
+    /// back.
+    pub fn kill(&mut self) {
+        self.stop();
+    }
+
+    /// Starts a killed broker again on the same ports and storage, and
+    /// waits until it answers a metadata request.
+    ///
+    /// # Panics
+    ///
+    /// When it does not come back (for example because another process
+    /// took its port meanwhile): the message says so and quotes its log.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "start_again on a broker that is still running"
+        );
+        match self.launch() {
+            Ok(()) => {}
+            Err(Launch::PortTaken(log)) => panic!(
+                "the Kafka broker could not restart: port {} or {} was taken meanwhile; \
+                 its log:\n{log}",
+                self.port, self.controller_port
+            ),
+            Err(Launch::Failed(message)) => panic!("{message}"),
+        }
+    }
+
+    /// Kills the broker with `SIGKILL` and starts it again on the same
+    /// ports and storage: [`kill`](Self::kill) then
+    /// [`start_again`](Self::start_again).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    /// Writes the config for this broker's ports and formats its storage.
+    fn prepare(&self) {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("prepare")
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .arg(self.controller_port.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("could not run `bash scripts/kafka.sh prepare`: {e}"));
+        assert!(
+            out.status.success(),
+            "`scripts/kafka.sh prepare` failed ({}), so no Kafka broker can start: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+
+    /// Spawns the broker and waits until it answers a metadata request.
+    fn launch(&mut self) -> Result<(), Launch> {
+        let log_path = self.dir.join("broker.log");
+        let log = File::create(&log_path).expect("create the Kafka broker's log file");
+        let log_err = log
+            .try_clone()
+            .expect("clone the Kafka broker's log file handle");
+        let mut command = Command::new("sh");
+        // $$ is the shell's PID, which `exec` hands to bash and bash to the
+        // JVM. The watchdog's stdin is fd 3 (an asynchronous list's own
+        // stdin is /dev/null in a non-interactive shell).
+        command
+            .arg("-c")
+            .arg(concat!(
+                "dir=\"$1\"; shift; pid=$$; exec 3<&0; ",
+                "( read -r line <&3; if [ \"$line\" != done ]; then ",
+                "kill -KILL \"$pid\" 2>/dev/null; sleep 0.2; rm -rf \"$dir\"; fi ) ",
+                ">/dev/null 2>&1 & ",
+                "exec 3<&-; exec \"$@\" </dev/null"
+            ))
+            .arg("lanebus-kafka-harness")
+            .arg(&self.dir)
+            .arg("bash")
+            .arg(script())
+            .arg("run")
+            .arg(&self.dir);
+        command.stdin(Stdio::piped()).stdout(log).stderr(log_err);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                return Err(Launch::Failed(format!(
+                    "could not spawn `sh` to start the Kafka broker: {e}"
+                )))
+            }
+        };
+        self.watchdog = child.stdin.take();
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                // Reaped already: the watchdog must not signal its PID.
+                self.child = None;
+                self.stop();
+                let log = read_log(&log_path);
+                if log.contains("Address already in use") {
+                    return Err(Launch::PortTaken(log));
+                }
+                return Err(Launch::Failed(format!(
+                    "the Kafka broker exited at start ({status}) on 127.0.0.1:{} (controller {}); \
+                     its log ({}):\n{log}",
+                    self.port,
+                    self.controller_port,
+                    log_path.display()
+                )));
+            }
+            if answers_metadata(self.port) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.stop();
+                return Err(Launch::Failed(format!(
+                    "the Kafka broker did not answer a metadata request within {READY_WITHIN:?} \
+                     on 127.0.0.1:{} (controller {}); its log ({}):\n{}",
+                    self.port,
+                    self.controller_port,
+                    log_path.display(),
+                    read_log(&log_path)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills and reaps the broker, telling its watchdog to stand down
+    /// first (so the watchdog never signals a reaped, reusable PID).
+    fn stop(&mut self) {
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.write_all(b"done\n");
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        self.stop();
+        if self.owns_dir {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Why a launch failed.
+enum Launch {
+    /// A port was taken between choosing it and the broker binding it (the
+    /// broker's log).
+    PortTaken(String),
+    /// Anything else: the full panic message.
+    Failed(String),
+}
+
+/// The folder of the fetched jars.
+///
+/// # Panics
+///
+/// When `scripts/kafka.sh fetch` has not run: the message says to run it.
+fn jars() -> &'static Path {
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("lib")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("could not run `bash scripts/kafka.sh lib`: {e}"))?;
+        if out.status.success() {
+            Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    });
+    match found {
+        Ok(path) => path,
+        Err(why) => panic!("the Kafka tests need a real broker and none can be started: {why}"),
+    }
+}
+
+/// A fresh, empty directory under the system's temporary directory.
+fn make_temp_dir() -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = format!(
+        "lanebus-kafka-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let dir = std::env::temp_dir().join(name);
+    fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// Two distinct free loopback ports.
+fn free_port_pair() -> (u16, u16) {
+    let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free loopback port");
+    let (a, b) = (bind(), bind());
+    let port = |l: &TcpListener| l.local_addr().expect("local address").port();
+    (port(&a), port(&b))
+}
+
+/// The correlation ID of the readiness probe's request.
+const PROBE_CORRELATION: i32 = 0x6c62_6b31;
+
+/// Sends one Metadata request (version 4, no topics) to `port` and checks
+/// that the answer lists a broker on that port.
+fn answers_metadata(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let timeouts = Some(Duration::from_secs(5));
+    if stream.set_read_timeout(timeouts).is_err() || stream.set_write_timeout(timeouts).is_err() {
+        return false;
+    }
+    if stream.write_all(&metadata_request()).is_err() {
+        return false;
+    }
+    let mut size = [0u8; 4];
+    if stream.read_exact(&mut size).is_err() {
+        return false;
+    }
+    let size = i32::from_be_bytes(size);
+    if !(0..=1 << 20).contains(&size) {
+        return false;
+    }
+    let mut body = vec![0u8; size as usize];
+    if stream.read_exact(&mut body).is_err() {
+        return false;
+    }
+    broker_ports(&body).is_some_and(|ports| ports.contains(&i32::from(port)))
+}
+
+/// A Metadata v4 request with header v1: api key 3, version 4, the probe's
+/// correlation ID, client ID `lanebus-harness`, an empty topic array (only
+/// the brokers), no topic auto-creation.
+fn metadata_request() -> Vec<u8> {
+    let client = b"lanebus-harness";
+    let mut body = Vec::new();
+    body.extend_from_slice(&3i16.to_be_bytes());
+    body.extend_from_slice(&4i16.to_be_bytes());
+    body.extend_from_slice(&PROBE_CORRELATION.to_be_bytes());
+    body.extend_from_slice(&(client.len() as i16).to_be_bytes());
+    body.extend_from_slice(client);
+    body.extend_from_slice(&0i32.to_be_bytes());
+    body.push(0);
+    let mut request = (body.len() as i32).to_be_bytes().to_vec();
+    request.extend_from_slice(&body);
+    request
+}
+
+/// The ports of the brokers a Metadata v4 response lists, or `None` when
+/// it is not an answer to the probe: correlation ID, throttle time, then
+/// `[node_id: i32, host: string, port: i32, rack: nullable string]`.
+fn broker_ports(body: &[u8]) -> Option<Vec<i32>> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let bytes = body.get(at..at + n)?;
+        at += n;
+        Some(bytes)
+    };
+    let i32_at = |b: &[u8]| i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let i16_at = |b: &[u8]| i16::from_be_bytes([b[0], b[1]]);
+    if i32_at(take(4)?) != PROBE_CORRELATION {
+        return None;
+    }
+    take(4)?; // throttle_time_ms
+    let count = i32_at(take(4)?);
+    if !(0..=1024).contains(&count) {
+        return None;
+    }
+    let mut ports = Vec::new();
+    for _ in 0..count {
+        take(4)?; // node_id
+        let host_len = i16_at(take(2)?);
+        take(usize::try_from(host_len).ok()?)?;
+        ports.push(i32_at(take(4)?));
+        let rack_len = i16_at(take(2)?);
+        if rack_len >= 0 {
+            take(rack_len as usize)?;
+        }
+    }
+    Some(ports)
+}
+
+/// The last 40 lines of the broker's log.
+fn read_log(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"));
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
