@@ -50,8 +50,10 @@
 //!   has been handled for [`STALL`]; the rate is handled messages over the
 //!   time from the first publish to the last handled one, and what is
 //!   missing is reported as lost.
-//! - Runs: every run measures both sides, lanebus first in even runs and
-//!   the baseline first in odd ones; the table gives the medians.
+//! - Runs: first one unmeasured throughput phase of each side (the
+//!   broker's JVM warms up), then every run measures both sides, lanebus
+//!   first in even runs and the baseline first in odd ones; the table
+//!   gives the medians.
 //!
 //! # Invariants
 //!
@@ -105,6 +107,9 @@ const LATENCY_SECS: f64 = 2.0;
 
 /// Keys of the `persistent` row's messages.
 const KEYS: usize = 1_000;
+
+/// Messages of the unmeasured phases that warm the broker up.
+const WARM_UP_MESSAGES: u64 = 20_000;
 
 /// The payload of the plain rows' warm-up record.
 const WARMUP: &[u8] = b"lanebus-bench-warm-up";
@@ -740,6 +745,15 @@ pub(crate) fn run(
         keys: (0..KEYS).map(|i| format!("key-{i}")).collect(),
         ids: (0..AGGREGATES).map(|i| format!("agg-{i}")).collect(),
     });
+    // A fresh broker's JVM is cold (the first run's first phase went at a
+    // quarter of the rate of the next ones): one unmeasured phase of each
+    // side first.
+    if let Some(&first) = rows.first() {
+        let ctx = ctx.clone();
+        rt.block_on(
+            rt.spawn(async move { both(&ctx, first, WARM_UP_MESSAGES, None, true).await }),
+        )??;
+    }
     let mut reports = Vec::new();
     for row in rows {
         let n = match row {
