@@ -89,6 +89,8 @@ struct Args {
     /// Kafka: the brokers to use instead of starting one (`host:port`,
     /// comma-separated).
     brokers: Option<String>,
+    /// Kafka: print each phase's publish and handle times (stderr).
+    verbose: bool,
     /// NATS and Kafka: publishes in flight (awaiting their acks or
     /// delivery reports) at once.
     window: usize,
@@ -119,6 +121,7 @@ fn parse_args() -> Result<Args, String> {
         runs: 3,
         url: None,
         brokers: None,
+        verbose: false,
         window: 256,
     };
     let mut it = std::env::args().skip(1);
@@ -133,6 +136,7 @@ fn parse_args() -> Result<Args, String> {
             "--scale" => args.scale = value(&mut it, "--scale")?,
             "--url" => args.url = Some(it.next().ok_or("--url needs a value")?),
             "--brokers" => args.brokers = Some(it.next().ok_or("--brokers needs a value")?),
+            "--verbose" => args.verbose = true,
             "--window" => args.window = value::<usize>(&mut it, "--window")?.max(1),
             "--scenario" => args
                 .scenarios
@@ -140,7 +144,7 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!("bench --transport memory [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario plain|keyed|fanout|contention]...");
                 println!("bench --transport nats [--url nats://HOST:PORT] [--window N] [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario persistent|keyed|ephemeral]...");
-                println!("bench --transport kafka [--brokers HOST:PORT] [--window N] [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario persistent|keyed|plain]...");
+                println!("bench --transport kafka [--brokers HOST:PORT] [--window N] [--verbose] [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario persistent|keyed|plain]...");
                 println!("      (nats and kafka need their cargo features: cargo run --release --features nats --example bench -- --transport nats)");
                 std::process::exit(0);
             }

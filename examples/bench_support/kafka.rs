@@ -109,7 +109,7 @@ const LATENCY_SECS: f64 = 2.0;
 const KEYS: usize = 1_000;
 
 /// Messages of the unmeasured phases that warm the broker up.
-const WARM_UP_MESSAGES: u64 = 20_000;
+const WARM_UP_MESSAGES: u64 = 100_000;
 
 /// The payload of the plain rows' warm-up record.
 const WARMUP: &[u8] = b"lanebus-bench-warm-up";
@@ -157,6 +157,8 @@ struct Ctx {
     keyed_lanes: usize,
     base: Instant,
     latency: bool,
+    /// `--verbose`: each phase's timings on stderr.
+    verbose: bool,
     /// Creates and removes the raw side's topics.
     admin: Bus,
     /// The `persistent` row's keys.
@@ -586,8 +588,25 @@ async fn phase(
         let _ = sink.close(ctx, &topic, 0).await;
         return Err(format!("{} ({}): {e}", row.name(), side(lanebus)));
     }
+    let published_in = start.elapsed().as_secs_f64();
     let (handled, last) = probe.wait_or_stall(n, STALL).await;
     let elapsed = last.saturating_duration_since(start).as_secs_f64();
+    if ctx.verbose {
+        // Where the time went: a consumer that keeps up handles its last
+        // message just after the last delivery report.
+        eprintln!(
+            "{:<10} {:<8} {:<10} {n:>7} messages: published in {published_in:.3} s, \
+             last handled at {elapsed:.3} s ({:.0} msgs/s)",
+            row.name(),
+            side(lanebus),
+            if rate.is_some() {
+                "latency"
+            } else {
+                "throughput"
+            },
+            handled as f64 / elapsed
+        );
+    }
     sink.close(ctx, &topic, handled).await?;
     // Keyed phases publish whole rounds: every aggregate up to n / 1000.
     let order_held = order
@@ -741,13 +760,15 @@ pub(crate) fn run(
         keyed_lanes: args.keyed_lanes,
         base,
         latency,
+        verbose: args.verbose,
         admin,
         keys: (0..KEYS).map(|i| format!("key-{i}")).collect(),
         ids: (0..AGGREGATES).map(|i| format!("agg-{i}")).collect(),
     });
     // A fresh broker's JVM is cold (the first run's first phase went at a
-    // quarter of the rate of the next ones): one unmeasured phase of each
-    // side first.
+    // quarter of the rate of the next ones, and with `--window 2048` the
+    // first 200,000 records were still slower): one unmeasured phase of
+    // each side first.
     if let Some(&first) = rows.first() {
         let ctx = ctx.clone();
         rt.block_on(
