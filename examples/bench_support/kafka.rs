@@ -25,6 +25,18 @@
 //! p50`/`base p99` columns) at half the throughput lanebus reached in that
 //! run, both sides at that rate (`--no-latency` skips it).
 //!
+//! With the default window (256) both sides are bound by the delivery
+//! round trip (`linger.ms` 5 plus the broker's append), near 40,000
+//! msgs/s here. Larger windows (`--window 2048`) make the broker the
+//! bound; on a 2-core machine its JVM's C2 compiler then competes with
+//! both clients for the cores for minutes (a third of the CPU samples),
+//! and the side using more client CPU per record loses more:
+//! `KAFKA_JVM_OPTS=-XX:TieredStopAtLevel=1` (read by `scripts/kafka.sh`)
+//! keeps to the C1 compiler and steadies the rows. `--verbose` prints
+//! each phase's publish and last-handled times: a consumer that keeps up
+//! handles its last record within milliseconds of the last delivery
+//! report.
+//!
 //! # Algorithm
 //!
 //! - Broker: the one `--brokers` names, else one started here through the
