@@ -9,8 +9,8 @@
 //!   `send` futures (same keys), and a `BaseConsumer` in a group of its own
 //!   (`enable.auto.commit=false`) polled on a thread that runs the same
 //!   handler, stores each record's offset and commits the stored offsets
-//!   every [`COMMIT_EVERY`] records or [`COMMIT_INTERVAL`], whichever
-//!   comes first (lanebus commits its settled prefix every
+//!   every 1,000 records or 200 ms, whichever comes first
+//!   (`kafka_raw.rs`) (lanebus commits its settled prefix every
 //!   `commit_interval`, set to the same 200 ms).
 //! - `keyed`: envelopes over 1,000 aggregate IDs (`publish_envelope`,
 //!   `subscribe_envelope` on `--keyed-lanes` lanes), each aggregate's
@@ -85,14 +85,16 @@ use bytes::Bytes;
 use lanebus::{
     Bus, BusConfig, Envelope, HandlerError, Message, OutboundMessage, Subscription, TopicOptions,
 };
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
-use rdkafka::{ClientConfig, Message as _, Offset};
 
 use super::measure::{stamp, OrderCheck, Probe, Report};
 use super::publish::{drive, OrSay};
 use super::{lane_options, Args, AGGREGATES};
+
+#[path = "kafka_raw.rs"]
+mod raw;
+
+use raw::{consume, raw_consumer, raw_producer, send};
 
 // The bench uses the start, the bootstrap address and the drop of the
 // harness.
@@ -108,11 +110,6 @@ const WARM_UP_WITHIN: Duration = Duration::from_secs(60);
 
 /// Partitions of every bench topic.
 const PARTITIONS: u32 = 8;
-
-/// The raw consumer commits after this many records …
-const COMMIT_EVERY: u64 = 1_000;
-/// … or this long after its last commit, whichever comes first.
-const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How long a latency phase publishes for.
 const LATENCY_SECS: f64 = 2.0;
@@ -203,37 +200,6 @@ async fn connect(brokers: &str, client_id: &str) -> Result<Bus, String> {
 
 fn topic_options() -> TopicOptions {
     TopicOptions::persistent().partitions(PARTITIONS)
-}
-
-/// The raw producer: lanebus's producer settings, set by hand.
-fn raw_producer(brokers: &str) -> Result<FutureProducer, String> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("client.id", "raw-bench")
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
-        .create()
-        .or_say("raw producer")
-}
-
-/// The raw consumer, in group `group`, committing by hand.
-fn raw_consumer(brokers: &str, group: &str, topic: &str) -> Result<BaseConsumer, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("client.id", "raw-bench")
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
-        .create()
-        .or_say("raw consumer")?;
-    consumer.subscribe(&[topic]).or_say("raw subscribe")?;
-    Ok(consumer)
 }
 
 /// What a phase's handlers report to.
@@ -411,75 +377,6 @@ impl Sink {
             }
         }
     }
-}
-
-/// Produces `record` and waits for its delivery report.
-async fn send<K: rdkafka::message::ToBytes + ?Sized>(
-    producer: &FutureProducer,
-    record: FutureRecord<'_, K, [u8]>,
-) -> Result<(), rdkafka::error::KafkaError> {
-    producer
-        .send(record, Timeout::Never)
-        .await
-        .map(drop)
-        .map_err(|(e, _)| e)
-}
-
-/// The raw consumer's loop: poll, handle, store the offset, commit every
-/// [`COMMIT_EVERY`] records or [`COMMIT_INTERVAL`]; at `stop`, a last
-/// synchronous commit. Returns the sum of the group's committed offsets
-/// (on a fresh topic: how many records it committed).
-fn consume(consumer: BaseConsumer, seen: &Seen, stop: &AtomicBool) -> Result<i64, String> {
-    let mut stored = 0u64;
-    let mut last_commit = Instant::now();
-    let mut errors = 0u64;
-    while !stop.load(Ordering::Acquire) {
-        match consumer.poll(Duration::from_millis(50)) {
-            Some(Ok(m)) => {
-                let payload = m.payload().unwrap_or_default();
-                if seen.order.is_some() {
-                    match Envelope::decode(payload) {
-                        Ok(ev) => seen.envelope(&ev),
-                        Err(e) => eprintln!("raw consumer: undecodable envelope: {e}"),
-                    }
-                } else {
-                    seen.plain(payload);
-                }
-                consumer
-                    .store_offset_from_message(&m)
-                    .or_say("raw store offset")?;
-                stored += 1;
-            }
-            Some(Err(e)) => {
-                errors += 1;
-                if errors == 1 {
-                    eprintln!("raw consumer: {e}");
-                }
-            }
-            None => {}
-        }
-        if stored >= COMMIT_EVERY || (stored > 0 && last_commit.elapsed() >= COMMIT_INTERVAL) {
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
-                eprintln!("raw consumer: commit failed: {e}");
-            }
-            stored = 0;
-            last_commit = Instant::now();
-        }
-    }
-    // Nothing new stored is an error here (no offset to commit): the
-    // check below is what counts.
-    let _ = consumer.commit_consumer_state(CommitMode::Sync);
-    let committed = consumer
-        .committed(Duration::from_secs(10))
-        .or_say("raw committed offsets")?;
-    Ok(committed
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        })
-        .sum())
 }
 
 /// What one phase measured.
