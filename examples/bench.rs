@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example bench -- --transport memory [--json] [--runs 3] [--scale 1.0] [--scenario NAME]...
 //! cargo run --release --features nats --example bench -- --transport nats [--url nats://HOST:PORT] [--window 256] [...]
+//! cargo run --release --features kafka --example bench -- --transport kafka [--brokers HOST:PORT] [--window 256] [...]
 //! ```
 //!
 //! Scenarios (memory):
@@ -22,6 +23,16 @@
 //! (envelopes over 1,000 aggregate IDs on JetStream, order checked) and
 //! `ephemeral` (core NATS). Without `--url` the bench starts its own
 //! `nats-server -js` on a free loopback port with a temporary store.
+//!
+//! Scenarios (kafka, cargo feature `kafka`; see `bench_support/kafka.rs`):
+//! `persistent` (keyed plain messages, each publish awaiting its delivery
+//! report, handled in a consumer group; baseline raw rdkafka: a
+//! `FutureProducer` with the same window and a `BaseConsumer` committing
+//! by hand), `keyed` (envelopes over 1,000 aggregate IDs on 8 partitions
+//! and 8 lanes, order checked) and `plain` (unkeyed plain messages).
+//! Without `--brokers` the bench starts its own single-node Kafka broker
+//! (the integration tests' harness; the jars come from
+//! `scripts/kafka.sh fetch`).
 //!
 //! Throughput is publish start → last message handled, unpaced. Latency
 //! (p50/p99, publish → handler) comes from a second, paced run at half the
@@ -43,9 +54,17 @@ use lanebus::{key_hash, Bus, Envelope, HandlerError, Message, OutboundMessage, S
 #[path = "bench_support/measure.rs"]
 mod measure;
 
+#[cfg(any(feature = "nats", feature = "kafka"))]
+#[path = "bench_support/publish.rs"]
+mod publish;
+
 #[cfg(feature = "nats")]
 #[path = "bench_support/nats.rs"]
 mod nats;
+
+#[cfg(feature = "kafka")]
+#[path = "bench_support/kafka.rs"]
+mod kafka;
 
 use measure::{stamp, OrderCheck, Probe, Report};
 
@@ -67,7 +86,13 @@ struct Args {
     runs: usize,
     /// NATS: the server to use instead of starting one.
     url: Option<String>,
-    /// NATS: publishes in flight (awaiting their acks) at once.
+    /// Kafka: the brokers to use instead of starting one (`host:port`,
+    /// comma-separated).
+    brokers: Option<String>,
+    /// Kafka: print each phase's publish and handle times (stderr).
+    verbose: bool,
+    /// NATS and Kafka: publishes in flight (awaiting their acks or
+    /// delivery reports) at once.
     window: usize,
 }
 
@@ -95,6 +120,8 @@ fn parse_args() -> Result<Args, String> {
         keyed_lanes: 8,
         runs: 3,
         url: None,
+        brokers: None,
+        verbose: false,
         window: 256,
     };
     let mut it = std::env::args().skip(1);
@@ -108,6 +135,8 @@ fn parse_args() -> Result<Args, String> {
             "--runs" => args.runs = value::<usize>(&mut it, "--runs")?.max(1),
             "--scale" => args.scale = value(&mut it, "--scale")?,
             "--url" => args.url = Some(it.next().ok_or("--url needs a value")?),
+            "--brokers" => args.brokers = Some(it.next().ok_or("--brokers needs a value")?),
+            "--verbose" => args.verbose = true,
             "--window" => args.window = value::<usize>(&mut it, "--window")?.max(1),
             "--scenario" => args
                 .scenarios
@@ -115,7 +144,8 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!("bench --transport memory [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario plain|keyed|fanout|contention]...");
                 println!("bench --transport nats [--url nats://HOST:PORT] [--window N] [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario persistent|keyed|ephemeral]...");
-                println!("      (nats needs the cargo feature: cargo run --release --features nats --example bench -- --transport nats)");
+                println!("bench --transport kafka [--brokers HOST:PORT] [--window N] [--verbose] [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario persistent|keyed|plain]...");
+                println!("      (nats and kafka need their cargo features: cargo run --release --features nats --example bench -- --transport nats)");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -126,6 +156,7 @@ fn parse_args() -> Result<Args, String> {
             "nats" => ["persistent", "keyed", "ephemeral"]
                 .map(String::from)
                 .into(),
+            "kafka" => ["persistent", "keyed", "plain"].map(String::from).into(),
             _ => ["plain", "keyed", "fanout", "contention"]
                 .map(String::from)
                 .into(),
@@ -472,8 +503,18 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
                  cargo run --release --features nats --example bench -- --transport nats"
                 .into())
         }
+        #[cfg(feature = "kafka")]
+        "kafka" => {}
+        #[cfg(not(feature = "kafka"))]
+        "kafka" => {
+            return Err("the kafka transport needs the cargo feature `kafka`: \
+                 cargo run --release --features kafka --example bench -- --transport kafka"
+                .into())
+        }
         other => {
-            return Err(format!("unknown transport `{other}` (available: memory, nats)").into())
+            return Err(
+                format!("unknown transport `{other}` (available: memory, nats, kafka)").into(),
+            )
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -485,6 +526,17 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.transport == "nats" {
         let latency = !SKIP_LATENCY.load(Ordering::Relaxed);
         let reports = nats::run(&args, &rt, base, latency)?;
+        if args.json {
+            for r in &reports {
+                println!("{}", json_line(&args.transport, r));
+            }
+        }
+        return print_reports(&args, &reports);
+    }
+    #[cfg(feature = "kafka")]
+    if args.transport == "kafka" {
+        let latency = !SKIP_LATENCY.load(Ordering::Relaxed);
+        let reports = kafka::run(&args, &rt, base, latency)?;
         if args.json {
             for r in &reports {
                 println!("{}", json_line(&args.transport, r));
@@ -525,10 +577,10 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
     print_reports(&args, &reports)
 }
 
-/// One report as a JSON object on one line; NATS rows add the baseline's
-/// latency and the lost and out-of-order counts.
+/// One report as a JSON object on one line; broker rows (NATS, Kafka) add
+/// the baseline's latency and the lost and out-of-order counts.
 fn json_line(transport: &str, r: &Report) -> String {
-    let nats = if transport == "nats" {
+    let nats = if transport != "memory" {
         format!(
             ",\"baseline_p50_us\":{:.2},\"baseline_p99_us\":{:.2},\"lost\":{},\"disorder\":{}",
             r.baseline_p50_us, r.baseline_p99_us, r.lost, r.disorder
@@ -554,7 +606,7 @@ fn json_line(transport: &str, r: &Report) -> String {
 /// message was lost on a row that must lose none (every row but NATS's
 /// at-most-once `ephemeral`).
 fn print_reports(args: &Args, reports: &[Report]) -> Result<(), Box<dyn std::error::Error>> {
-    let nats = args.transport == "nats";
+    let nats = args.transport != "memory";
     if !args.json {
         let (base_head, lost_head) = if nats {
             (

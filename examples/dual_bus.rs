@@ -1,5 +1,5 @@
 //! The dual-bus scenario: two independent buses in one service, on the
-//! memory transport (the default) or on NATS.
+//! memory transport (the default), on NATS or on Kafka.
 //!
 //! - **Domain bus**: order events as envelopes on `orders.events`. Every
 //!   order (aggregate) publishes versions 1..=N; the handler checks that each
@@ -15,6 +15,7 @@
 //! ```text
 //! cargo run --release --example dual_bus [-- <orders> <events-per-order> <notifications>]
 //! cargo run --release --features nats --example dual_bus -- --transport nats [--url nats://HOST:PORT] [<orders> <events-per-order> <notifications>]
+//! cargo run --release --features kafka --example dual_bus -- --transport kafka [--brokers HOST:PORT] [<orders> <events-per-order> <notifications>]
 //! ```
 //!
 //! On NATS (cargo feature `nats`) the domain bus keeps `orders.events` and
@@ -30,6 +31,20 @@
 //! domain publisher awaits each ack in turn. At the end the domain bus
 //! removes its two topics, which on JetStream deletes their streams, so a
 //! server given by `--url` starts the next run clean.
+//!
+//! On Kafka (cargo feature `kafka`) both buses are Kafka clients of their
+//! own: `orders.events`, `orders.events.dlq` and `notifications` are Kafka
+//! topics of 8 partitions, created through the admin API at connect
+//! (configured topics) and removed at the end. Each subscription is a
+//! consumer group member; every publish returns after its delivery report
+//! (`acks=all`, idempotent producer), so both buses publish from 64 tasks
+//! at once (the domain tasks each owning a share of the orders, in version
+//! order), and the example waits until every notification was handled
+//! before it closes the notification bus (nothing may be lost there
+//! either). The timings include the consumer groups' joins. Without
+//! `--brokers` the example starts its own single-node broker (the
+//! integration tests' harness, jars from `scripts/kafka.sh fetch`) and
+//! stops it at the end. Defaults as on NATS, with 100,000 notifications.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -44,49 +59,74 @@ use parking_lot::Mutex;
 #[path = "../tests/common/nats.rs"]
 mod nats_server;
 
+// The example uses the start, the bootstrap address and the drop of the
+// harness.
+#[cfg(feature = "kafka")]
+#[allow(dead_code)]
+#[path = "../tests/common/kafka.rs"]
+mod kafka_broker;
+
 /// How long the domain bus may go without handling anything before the
 /// example stops waiting for the rest (a hang guard, not a speed check).
 const STALL: Duration = Duration::from_secs(10);
-/// Tasks publishing domain events at once on NATS (each publish waits for
-/// the server's ack).
-const NATS_PUBLISHERS: usize = 64;
+/// Tasks publishing at once on a broker (each publish waits for the
+/// server's ack or the delivery report): domain events on NATS and Kafka,
+/// notifications on Kafka.
+const BROKER_PUBLISHERS: usize = 64;
 
-/// The command line: `--transport`, `--url`, then the three counts.
+/// Where the two buses run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Memory,
+    Nats,
+    Kafka,
+}
+
+/// The command line: `--transport`, `--url` or `--brokers`, then the
+/// three counts.
 struct Args {
-    nats: bool,
+    transport: Transport,
     url: Option<String>,
+    brokers: Option<String>,
     counts: Vec<usize>,
 }
 
 fn parse_args() -> Result<Args, Box<dyn std::error::Error>> {
     let mut args = Args {
-        nats: false,
+        transport: Transport::Memory,
         url: None,
+        brokers: None,
         counts: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--transport" => match it.next().as_deref() {
-                Some("memory") => args.nats = false,
-                Some("nats") => args.nats = true,
+                Some("memory") => args.transport = Transport::Memory,
+                Some("nats") => args.transport = Transport::Nats,
+                Some("kafka") => args.transport = Transport::Kafka,
                 Some(other) => {
-                    return Err(
-                        format!("unknown transport `{other}` (available: memory, nats)").into(),
+                    return Err(format!(
+                        "unknown transport `{other}` (available: memory, nats, kafka)"
                     )
+                    .into())
                 }
                 None => return Err("--transport needs a value".into()),
             },
             "--url" => args.url = Some(it.next().ok_or("--url needs a value")?),
+            "--brokers" => args.brokers = Some(it.next().ok_or("--brokers needs a value")?),
             "-h" | "--help" => {
-                println!("dual_bus [--transport memory|nats] [--url nats://HOST:PORT] [<orders> <events-per-order> <notifications>]");
+                println!("dual_bus [--transport memory|nats|kafka] [--url nats://HOST:PORT] [--brokers HOST:PORT] [<orders> <events-per-order> <notifications>]");
                 std::process::exit(0);
             }
             count => args.counts.push(count.parse()?),
         }
     }
-    if args.url.is_some() && !args.nats {
+    if args.url.is_some() && args.transport != Transport::Nats {
         return Err("--url is for --transport nats".into());
+    }
+    if args.brokers.is_some() && args.transport != Transport::Kafka {
+        return Err("--brokers is for --transport kafka".into());
     }
     Ok(args)
 }
@@ -99,6 +139,8 @@ struct Buses {
     transport: String,
     #[cfg(feature = "nats")]
     _server: Option<nats_server::NatsServer>,
+    #[cfg(feature = "kafka")]
+    _broker: Option<kafka_broker::KafkaBroker>,
 }
 
 #[cfg(feature = "nats")]
@@ -136,44 +178,110 @@ async fn nats_buses(url: Option<String>) -> Result<Buses, Box<dyn std::error::Er
         fast,
         transport: format!("nats at {url} ({origin})"),
         _server: server,
+        #[cfg(feature = "kafka")]
+        _broker: None,
+    })
+}
+
+#[cfg(feature = "kafka")]
+async fn kafka_buses(brokers: Option<String>) -> Result<Buses, Box<dyn std::error::Error>> {
+    let (broker, origin) = match brokers {
+        Some(_) => (None, "--brokers".to_owned()),
+        None => {
+            let started = Instant::now();
+            let broker = tokio::task::spawn_blocking(kafka_broker::KafkaBroker::start).await?;
+            let origin = format!(
+                "single-node broker started by the example in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            (Some(broker), origin)
+        }
+    };
+    let brokers = match (brokers, &broker) {
+        (Some(b), _) => b,
+        (None, Some(b)) => b.bootstrap(),
+        (None, None) => unreachable!("a broker was started"),
+    };
+    let config = |client_id: &str, topics: &str| {
+        lanebus::BusConfig::from_yaml_str(&format!(
+            "type: kafka\nkafka:\n  brokers: [\"{brokers}\"]\n  client_id: {client_id}\n  \
+             consumer: {{ session_timeout: 6s, heartbeat_interval: 500ms, commit_interval: 200ms }}\n\
+             topics:\n{topics}"
+        ))
+    };
+    let topic = "{ persistence: persistent, partitions: 8 }";
+    let domain = Bus::connect(config(
+        "dual-bus-domain",
+        &format!("  orders.events: {topic}\n  orders.events.dlq: {topic}\n"),
+    )?)
+    .await?;
+    let fast = Bus::connect(config(
+        "dual-bus-notifications",
+        &format!("  notifications: {topic}\n"),
+    )?)
+    .await?;
+    Ok(Buses {
+        domain,
+        fast,
+        transport: format!("kafka at {brokers} ({origin})"),
+        #[cfg(feature = "nats")]
+        _server: None,
+        _broker: broker,
     })
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
-    let buses = if args.nats {
-        #[cfg(feature = "nats")]
-        {
-            nats_buses(args.url).await?
+    let transport = args.transport;
+    let (nats, kafka) = (transport == Transport::Nats, transport == Transport::Kafka);
+    let buses = match transport {
+        Transport::Nats => {
+            #[cfg(feature = "nats")]
+            {
+                nats_buses(args.url).await?
+            }
+            #[cfg(not(feature = "nats"))]
+            return Err(
+                "the nats transport needs the cargo feature `nats`: \
+                        cargo run --release --features nats --example dual_bus -- --transport nats"
+                    .into(),
+            );
         }
-        #[cfg(not(feature = "nats"))]
-        return Err("the nats transport needs the cargo feature `nats`: \
-                    cargo run --release --features nats --example dual_bus -- --transport nats"
-            .into());
-    } else {
-        Buses {
+        Transport::Kafka => {
+            #[cfg(feature = "kafka")]
+            {
+                kafka_buses(args.brokers).await?
+            }
+            #[cfg(not(feature = "kafka"))]
+            return Err("the kafka transport needs the cargo feature `kafka`: \
+                        cargo run --release --features kafka --example dual_bus -- --transport kafka"
+                .into());
+        }
+        Transport::Memory => Buses {
             domain: Bus::memory(),
             fast: Bus::memory(),
             transport: "memory".to_owned(),
             #[cfg(feature = "nats")]
             _server: None,
-        }
+            #[cfg(feature = "kafka")]
+            _broker: None,
+        },
     };
-    let (default_orders, default_versions, default_notes) = if args.nats {
-        (200, 50, 200_000)
-    } else {
-        (1_000, 200, 2_000_000)
+    let (default_orders, default_versions, default_notes) = match transport {
+        Transport::Nats => (200, 50, 200_000),
+        Transport::Kafka => (200, 50, 100_000),
+        Transport::Memory => (1_000, 200, 2_000_000),
     };
     let mut counts = args.counts.into_iter();
     let orders = counts.next().unwrap_or(default_orders);
     let events_per_order = counts.next().unwrap_or(default_versions);
     let notifications = counts.next().unwrap_or(default_notes);
     let (domain, fast) = (&buses.domain, &buses.fast);
-    let (domain_on, fast_on) = if args.nats {
-        (" on JetStream", " on core NATS")
-    } else {
-        ("", "")
+    let (domain_on, fast_on) = match transport {
+        Transport::Nats => (" on JetStream", " on core NATS"),
+        Transport::Kafka => (" on Kafka", " on Kafka"),
+        Transport::Memory => ("", ""),
     };
     println!("transport: {}", buses.transport);
 
@@ -242,13 +350,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total_events = events.len();
 
     let started = Instant::now();
-    if args.nats {
-        // Each publish waits for the server's ack: publish from several
-        // tasks at once, each owning a share of the orders and publishing
-        // them in version order, so per-order order is kept.
-        let mut shares: Vec<Vec<Envelope>> = (0..NATS_PUBLISHERS).map(|_| Vec::new()).collect();
+    if nats || kafka {
+        // Each publish waits for the server's ack (the delivery report on
+        // Kafka): publish from several tasks at once, each owning a share
+        // of the orders and publishing them in version order, so per-order
+        // order is kept.
+        let mut shares: Vec<Vec<Envelope>> = (0..BROKER_PUBLISHERS).map(|_| Vec::new()).collect();
         for ev in events {
-            let share = lanebus::key_hash(ev.aggregate_id.as_bytes()) as usize % NATS_PUBLISHERS;
+            let share = lanebus::key_hash(ev.aggregate_id.as_bytes()) as usize % BROKER_PUBLISHERS;
             shares[share].push(ev);
         }
         let tasks: Vec<_> = shares
@@ -294,8 +403,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stats = events_sub.stats();
     events_sub.unsubscribe().await;
     dlq_sub.unsubscribe().await;
-    if args.nats {
-        // Deletes the streams on JetStream (see the module docs).
+    if nats || kafka {
+        // Deletes the streams on JetStream, the topics on Kafka (see the
+        // module docs).
         domain.remove_topic("orders.events").await?;
         domain.remove_topic("orders.events.dlq").await?;
     }
@@ -303,7 +413,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // --- plain notifications: concurrent ------------------------------------
     let handled_notes = Arc::new(AtomicU64::new(0));
-    let _notes_sub = {
+    let notes_sub = {
         let handled = handled_notes.clone();
         fast.subscribe_with(
             "notifications",
@@ -338,7 +448,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
-    let publishers = 2;
+    // Two tasks where a publish returns at once (memory, core NATS); on
+    // Kafka each waits for its delivery report.
+    let publishers = if kafka { BROKER_PUBLISHERS } else { 2 };
     let per_publisher = notifications / publishers;
     let payload = lanebus::Bytes::from_static(b"{\"kind\":\"email\",\"to\":\"customer\"}");
     let started = Instant::now();
@@ -356,8 +468,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for t in tasks {
         t.await??;
     }
+    // On memory, close drains the lanes (and the time includes it).
+    let mut notes_secs = None;
+    if kafka {
+        // The consumer stops fetching at close: wait until every
+        // notification was handled first.
+        let published = (per_publisher * publishers) as u64;
+        let mut progress = (0, Instant::now());
+        loop {
+            let done = handled_notes.load(Ordering::Relaxed);
+            if done >= published {
+                break;
+            }
+            if done != progress.0 {
+                progress = (done, Instant::now());
+            } else if progress.1.elapsed() >= STALL {
+                eprintln!(
+                    "notification bus: nothing handled for {STALL:?}; {done} of {published} handled"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        notes_secs = Some(started.elapsed().as_secs_f64());
+        notes_sub.unsubscribe().await;
+        fast.remove_topic("notifications").await?;
+    }
     fast.close().await?;
-    let notes_secs = started.elapsed().as_secs_f64();
+    let notes_secs = notes_secs.unwrap_or_else(|| started.elapsed().as_secs_f64());
 
     // --- report -------------------------------------------------------------
     let handled = handled_events.load(Ordering::Relaxed);
@@ -393,7 +531,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("notification bus (plain messages, concurrent lanes{fast_on}):");
     let published = (per_publisher * publishers) as u64;
     println!("  published {published} from {publishers} tasks, handled {notes}");
-    if args.nats && notes < published {
+    if nats && notes < published {
         println!(
             "  lost {} (core NATS is at-most-once: the client drops what overflows a slow \
              subscription's buffer; it reported that at least {} time(s))",
@@ -405,7 +543,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "  throughput: {:.0} msgs/s publish->handled ({notes_secs:.3} s)",
         notes as f64 / notes_secs
     );
-    let notes_lost = notes != published && !args.nats;
+    let notes_lost = notes != published && !nats;
     if disorder != 0 || !complete || notes_lost || dead.len() != 1 {
         return Err("the run lost or reordered messages".into());
     }

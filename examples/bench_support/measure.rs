@@ -226,8 +226,8 @@ impl Probe {
     /// Waits until `target` messages were handled, or until the count has
     /// not moved for `stall` (a broker that lost messages); returns the
     /// count then, and when it last moved.
-    // Used by the NATS rows only.
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    // Used by the broker rows only.
+    #[cfg_attr(not(any(feature = "nats", feature = "kafka")), allow(dead_code))]
     pub(crate) async fn wait_or_stall(&self, target: u64, stall: Duration) -> (u64, Instant) {
         let mut seen = self.handled.load();
         let mut moved = Instant::now();
@@ -296,8 +296,8 @@ impl OrderCheck {
     }
 
     /// The first violations, word for word.
-    // Used by the NATS rows only.
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    // Used by the broker rows only.
+    #[cfg_attr(not(any(feature = "nats", feature = "kafka")), allow(dead_code))]
     pub(crate) fn examples(&self) -> Vec<String> {
         self.examples.lock().clone()
     }

@@ -35,7 +35,7 @@
 //!   bench streams.
 //! - Publishing: one task keeps up to `--window` publishes in flight,
 //!   paced in latency phases, keyed messages released in per-aggregate
-//!   order (see `nats_publish.rs`). Keyed message `i` is version
+//!   order (see `publish.rs`). Keyed message `i` is version
 //!   `i / 1000 + 1` of aggregate `agg-(i % 1000)`, built while publishing
 //!   (on both sides).
 //! - Waiting: a phase ends when every message was handled, or when nothing
@@ -54,7 +54,6 @@
 //!   the tool after the table is printed (with the violations listed); on
 //!   core NATS (at-most-once) a loss is reported in the table.
 
-use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,10 +66,7 @@ use lanebus::{Bus, BusConfig, Envelope, TopicOptions};
 use super::measure::{stamp, OrderCheck, Probe, Report};
 use super::{keyed_subscription, plain_subscription, Args, AGGREGATES};
 
-#[path = "nats_publish.rs"]
-mod publish;
-
-use publish::drive;
+use super::publish::{drive, OrSay};
 
 // The bench uses the start, the URL and the drop of the harness.
 #[allow(dead_code)]
@@ -153,17 +149,6 @@ fn fresh_topic(row: Row) -> String {
 /// The raw side's stream name for `topic` (letters, digits and `_`).
 fn stream_name(topic: &str) -> String {
     topic.replace('.', "_")
-}
-
-/// An error as the text the tool reports: `what: cause`.
-trait OrSay<T> {
-    fn or_say(self, what: &str) -> Result<T, String>;
-}
-
-impl<T, E: Display> OrSay<T> for Result<T, E> {
-    fn or_say(self, what: &str) -> Result<T, String> {
-        self.map_err(|e| format!("{what}: {e}"))
-    }
 }
 
 /// What receives one phase's messages.

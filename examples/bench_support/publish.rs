@@ -1,20 +1,22 @@
-//! How the bench's NATS rows publish: a window of publishes in flight from
-//! one task, paced when measuring latency, and for keyed messages a gate
-//! that keeps each aggregate's versions in order.
+//! How the bench's broker rows (NATS and Kafka) publish: a window of
+//! publishes in flight from one task, paced when measuring latency, and
+//! for keyed messages a gate that keeps each aggregate's versions in order.
 //!
-//! Included by `bench_support/nats.rs` through `#[path]`.
+//! Included by `examples/bench.rs` through `#[path]` (with the `nats` or
+//! `kafka` feature).
 //!
 //! # Algorithm
 //!
 //! - Window: one task keeps up to `--window` publishes in flight
 //!   (`buffer_unordered` over the publish futures, in index order). A
 //!   JetStream publish completes at the server's ack, a core NATS one once
-//!   the client has queued it. Latency phases release message `i` at
+//!   the client has queued it, a Kafka one at its delivery report. Latency phases release message `i` at
 //!   `start + i / rate` (tokio's timer: in bursts of up to 1 ms) and stamp
 //!   it when it is built, just before its publish is first polled.
 //! - Gate (keyed messages, message `i` being version `i / 1000 + 1` of
 //!   aggregate `agg-(i % 1000)`): a version is released only once the
-//!   aggregate's previous version is published (acked, on JetStream): the
+//!   aggregate's previous version is published (acked, on JetStream and
+//!   Kafka): the
 //!   futures of a window need not reach the
 //!   client in the order they were made (a pending future goes to the back
 //!   of `buffer_unordered`'s queue when it is woken, for instance after
@@ -39,7 +41,18 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 
-use super::{OrSay, AGGREGATES};
+use super::AGGREGATES;
+
+/// An error as the text the tool reports: `what: cause`.
+pub(crate) trait OrSay<T> {
+    fn or_say(self, what: &str) -> Result<T, String>;
+}
+
+impl<T, E: Display> OrSay<T> for Result<T, E> {
+    fn or_say(self, what: &str) -> Result<T, String> {
+        self.map_err(|e| format!("{what}: {e}"))
+    }
+}
 
 /// Holds a keyed message back until the one before it of the same
 /// aggregate (1,000 indices earlier) is published: completion order of
