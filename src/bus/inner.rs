@@ -121,12 +121,8 @@ impl BusInner {
         #[allow(clippy::infallible_destructuring_match)]
         let memory = match &self.transport {
             Transport::Memory(m) => m,
-            #[cfg(feature = "nats")]
-            Transport::Nats(n) => return Box::pin(self.route_nats(n, topic, body, internal)).await,
-            #[cfg(feature = "kafka")]
-            Transport::Kafka(k) => {
-                return Box::pin(self.route_kafka(k, topic, body, internal)).await
-            }
+            #[cfg(any(feature = "nats", feature = "kafka"))]
+            _ => return Box::pin(self.route_broker(topic, body, internal)).await,
         };
         // The body stays in `slot` (scoped here, so never part of the
         // future across the wait) when the topic is unknown.
@@ -179,10 +175,8 @@ impl BusInner {
         #[allow(clippy::infallible_destructuring_match)]
         let memory = match &self.transport {
             Transport::Memory(m) => m,
-            #[cfg(feature = "nats")]
-            Transport::Nats(n) => return self.try_route_nats(n, topic, body),
-            #[cfg(feature = "kafka")]
-            Transport::Kafka(k) => return self.try_route_kafka(k, topic, body),
+            #[cfg(any(feature = "nats", feature = "kafka"))]
+            _ => return self.try_route_broker(topic, body),
         };
         let routed = match memory.try_route(self.id, &self.registry, topic, body) {
             Ok(r) => r,
@@ -241,13 +235,13 @@ impl BusInner {
             .and_then(|e| e.config.clone())
     }
 
-    /// `route` on NATS: the name is checked on every publish (no registry
-    /// remembers it), then the client publishes (to the topic's stream,
-    /// waiting for the server's ack, when the topic is persistent).
-    #[cfg(feature = "nats")]
-    async fn route_nats(
+    /// `route` on a broker: the name is checked on every publish (no
+    /// registry remembers it), then the broker's client publishes and waits
+    /// for the broker to have it (NATS: queued for the connection, or the
+    /// stream's ack for a persistent topic; Kafka: the delivery report).
+    #[cfg(any(feature = "nats", feature = "kafka"))]
+    async fn route_broker(
         &self,
-        nats: &crate::transport::nats::Nats,
         topic: &str,
         body: Body,
         internal: bool,
@@ -258,9 +252,18 @@ impl BusInner {
             }
             return Err(PublishError::InvalidTopic(body, e));
         }
-        let config = self.topic_options(topic);
-        match nats.publish(topic, config.as_deref(), &body).await {
-            // Handed to the server, which alone knows the subscribers.
+        let sent = match &self.transport {
+            #[cfg(feature = "nats")]
+            Transport::Nats(n) => {
+                let config = self.topic_options(topic);
+                n.publish(topic, config.as_deref(), &body).await
+            }
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => k.publish(topic, &body).await,
+            Transport::Memory(_) => unreachable!("the memory transport routes in place"),
+        };
+        match sent {
+            // Handed to the broker, which alone knows the subscribers.
             Ok(()) => Ok(Routed::Delivered(1)),
             Err(e) => {
                 if !internal {
@@ -271,72 +274,24 @@ impl BusInner {
         }
     }
 
-    /// `try_route` on NATS: `Full` when the client's queue has no room now.
-    #[cfg(feature = "nats")]
-    fn try_route_nats(
-        &self,
-        nats: &crate::transport::nats::Nats,
-        topic: &str,
-        body: Body,
-    ) -> Result<(), TryPublishError<Body>> {
+    /// `try_route` on a broker: `Full` when the client has no room now.
+    #[cfg(any(feature = "nats", feature = "kafka"))]
+    fn try_route_broker(&self, topic: &str, body: Body) -> Result<(), TryPublishError<Body>> {
         if let Err(e) = validate_publish_name(topic) {
             self.refused.add(1);
             return Err(TryPublishError::InvalidTopic(body, e));
         }
-        let config = self.topic_options(topic);
-        match nats.try_publish(topic, config.as_deref(), body) {
-            Ok(None) => Ok(()),
-            Ok(Some(body)) => {
-                self.refused.add(1);
-                Err(TryPublishError::Full(body))
+        let sent = match &self.transport {
+            #[cfg(feature = "nats")]
+            Transport::Nats(n) => {
+                let config = self.topic_options(topic);
+                n.try_publish(topic, config.as_deref(), body)
             }
-            Err((body, e)) => {
-                self.refused.add(1);
-                Err(TryPublishError::Transport(body, e))
-            }
-        }
-    }
-
-    /// `route` on Kafka: the name is checked on every publish, then the
-    /// producer produces and waits for the delivery report.
-    #[cfg(feature = "kafka")]
-    async fn route_kafka(
-        &self,
-        kafka: &crate::transport::kafka::Kafka,
-        topic: &str,
-        body: Body,
-        internal: bool,
-    ) -> Result<Routed, PublishError<Body>> {
-        if let Err(e) = validate_publish_name(topic) {
-            if !internal {
-                self.refused.add(1);
-            }
-            return Err(PublishError::InvalidTopic(body, e));
-        }
-        match kafka.publish(topic, &body).await {
-            Ok(()) => Ok(Routed::Delivered(1)),
-            Err(e) => {
-                if !internal {
-                    self.refused.add(1);
-                }
-                Err(PublishError::Transport(body, e))
-            }
-        }
-    }
-
-    /// `try_route` on Kafka: `Full` when the producer's queue has no room.
-    #[cfg(feature = "kafka")]
-    fn try_route_kafka(
-        &self,
-        kafka: &crate::transport::kafka::Kafka,
-        topic: &str,
-        body: Body,
-    ) -> Result<(), TryPublishError<Body>> {
-        if let Err(e) = validate_publish_name(topic) {
-            self.refused.add(1);
-            return Err(TryPublishError::InvalidTopic(body, e));
-        }
-        match kafka.try_publish(topic, body) {
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => k.try_publish(topic, body),
+            Transport::Memory(_) => unreachable!("the memory transport routes in place"),
+        };
+        match sent {
             Ok(None) => Ok(()),
             Ok(Some(body)) => {
                 self.refused.add(1);

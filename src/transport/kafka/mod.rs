@@ -39,6 +39,7 @@ mod ack;
 #[cfg(feature = "kafka")]
 mod consumer;
 #[cfg(any(test, feature = "kafka"))]
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))] // only its tests without the feature
 pub(crate) mod offsets;
 mod options;
 #[cfg(feature = "kafka")]
