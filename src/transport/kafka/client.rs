@@ -170,24 +170,16 @@ impl Kafka {
 
     /// A metadata round trip to the brokers.
     pub(crate) async fn health(&self) -> Result<(), TransportError> {
-        let client = self.producer.clone();
-        let timeout = self.options.api_timeout;
-        let brokers = self.options.brokers.join(", ");
-        tokio::task::spawn_blocking(move || client.client().fetch_metadata(None, timeout))
-            .await
-            .map_err(|e| {
-                TransportError::new("kafka", "metadata request aborted", Some(Box::new(e)))
-            })?
-            .map(drop)
-            .map_err(|e| {
-                error(
-                    format!(
-                        "brokers {brokers} did not answer a metadata request within {}",
-                        crate::options::duration::format(timeout)
-                    ),
-                    e,
-                )
-            })
+        self.topics.metadata(None).await.map(drop).map_err(|e| {
+            error(
+                format!(
+                    "brokers {} did not answer a metadata request within {}",
+                    self.options.brokers.join(", "),
+                    crate::options::duration::format(self.options.api_timeout)
+                ),
+                e,
+            )
+        })
     }
 
     fn record<'a>(topic: &'a str, out: &'a Outbound) -> FutureRecord<'a, [u8], [u8]> {

@@ -18,7 +18,8 @@
 //!   the loop keeps polling (so the member stays in its group however slow
 //!   the handlers are) and retries the parked record on every turn,
 //!   resuming the partition once it went in. Finished positions are
-//!   committed every `commit_interval`.
+//!   committed, and the unsettled counts in `stats()` refreshed, every
+//!   `commit_interval` (not on every poll).
 //! - **Revocation** (a rebalance takes partitions away): parked records of
 //!   those partitions are dropped (their offsets were withdrawn), the loop
 //!   waits, bounded, until the lanes settled every record of them, commits
@@ -90,14 +91,21 @@ impl Shared {
 
     /// The positions that moved since the last commit.
     fn commits(&self) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), tracker) in self.trackers.lock().iter() {
-            if let Some(position) = tracker.take_commit() {
-                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(position));
-            }
-        }
-        tpl
+        commit_list(self.trackers.lock().iter())
     }
+}
+
+/// The positions of `trackers` that moved since their last commit.
+fn commit_list<'a>(
+    trackers: impl Iterator<Item = (&'a PartitionKey, &'a Arc<PartitionOffsets>)>,
+) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), tracker) in trackers {
+        if let Some(position) = tracker.take_commit() {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(position));
+        }
+    }
+    tpl
 }
 
 /// The context of a subscription's consumer: rebalances and statistics.
@@ -152,12 +160,8 @@ impl ConsumerContext for Context {
             while Instant::now() < until && trackers.iter().any(|(_, t)| t.unsettled() > 0) {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            let mut commit = TopicPartitionList::new();
-            for ((topic, partition), tracker) in &trackers {
-                if let Some(position) = tracker.take_commit() {
-                    let _ =
-                        commit.add_partition_offset(topic, *partition, Offset::Offset(position));
-                }
+            let commit = commit_list(trackers.iter().map(|(k, t)| (k, t)));
+            for (_, tracker) in &trackers {
                 tracker.release();
             }
             if commit.count() > 0 {
@@ -288,7 +292,18 @@ fn retry_parked(consumer: &BaseConsumer<Context>, shared: &Shared) -> bool {
     true
 }
 
+/// Commits the positions that moved, and refreshes the unsettled gauges
+/// (once per commit, not on every poll).
 fn commit(consumer: &BaseConsumer<Context>, shared: &Shared, mode: CommitMode) {
+    let unsettled: usize = shared.trackers.lock().values().map(|t| t.unsettled()).sum();
+    shared
+        .gauges
+        .unsettled_here
+        .store(unsettled as u64, Ordering::Relaxed);
+    shared
+        .gauges
+        .ack_pending
+        .store(unsettled as u64, Ordering::Relaxed);
     let tpl = shared.commits();
     if tpl.count() == 0 {
         return;
@@ -341,15 +356,6 @@ fn run(
             commit(&consumer, &shared, CommitMode::Async);
             last_commit = Instant::now();
         }
-        let unsettled: usize = shared.trackers.lock().values().map(|t| t.unsettled()).sum();
-        shared
-            .gauges
-            .unsettled_here
-            .store(unsettled as u64, Ordering::Relaxed);
-        shared
-            .gauges
-            .ack_pending
-            .store(unsettled as u64, Ordering::Relaxed);
     }
     // Stop: nothing more is fed; the workers drain what the lanes hold.
     if let Ok(assigned) = consumer.assignment() {

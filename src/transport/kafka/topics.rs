@@ -165,16 +165,28 @@ impl Topics {
         self.creates.load(Ordering::Relaxed)
     }
 
-    /// The topic as the brokers have it; `None` when it does not exist.
-    async fn actual(&self, topic: &str) -> Result<Option<Actual>, TransportError> {
+    /// A metadata request (for `topic`, else for every topic), off the
+    /// runtime's threads: librdkafka's call blocks. The client asking never
+    /// makes the broker auto-create a topic.
+    pub(crate) async fn metadata(
+        &self,
+        topic: Option<&str>,
+    ) -> Result<rdkafka::metadata::Metadata, rdkafka::error::KafkaError> {
         let client = self.metadata.clone();
-        let (name, timeout) = (topic.to_owned(), self.timeout);
-        let metadata = tokio::task::spawn_blocking(move || {
-            client.client().fetch_metadata(Some(&name), timeout)
+        let (name, timeout) = (topic.map(str::to_owned), self.timeout);
+        tokio::task::spawn_blocking(move || {
+            client.client().fetch_metadata(name.as_deref(), timeout)
         })
         .await
-        .map_err(|_| error(format!("metadata request for topic {topic} aborted")))?
-        .map_err(|e| super::error(format!("metadata request for topic {topic} failed"), e))?;
+        .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
+    }
+
+    /// The topic as the brokers have it; `None` when it does not exist.
+    async fn actual(&self, topic: &str) -> Result<Option<Actual>, TransportError> {
+        let metadata = self
+            .metadata(Some(topic))
+            .await
+            .map_err(|e| super::error(format!("metadata request for topic {topic} failed"), e))?;
         let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
             return Ok(None);
         };
@@ -343,13 +355,10 @@ impl Topics {
 
     /// Which of `topics` exist on the brokers.
     pub(crate) async fn existing(&self, topics: &[String]) -> Result<Vec<String>, TransportError> {
-        let client = self.metadata.clone();
-        let timeout = self.timeout;
-        let metadata =
-            tokio::task::spawn_blocking(move || client.client().fetch_metadata(None, timeout))
-                .await
-                .map_err(|_| error("metadata request aborted"))?
-                .map_err(|e| super::error("metadata request failed", e))?;
+        let metadata = self
+            .metadata(None)
+            .await
+            .map_err(|e| super::error("metadata request failed", e))?;
         let present: std::collections::HashSet<&str> = metadata
             .topics()
             .iter()
