@@ -12,8 +12,8 @@
 //! returns; past the configured deadline it stops the workers and reports
 //! how many records were left.
 //!
-//! On core NATS the same API keeps the broker's semantics: see the
-//! section on it in [`Bus`]'s docs.
+//! On NATS and Kafka the same API keeps the broker's semantics: see the
+//! transports' docs (`Bus::connect`, the README's sections on them).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -59,7 +59,9 @@ pub enum BuildError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The transport could not be set up (NATS: the connection failed).
+    /// The transport could not be set up (NATS: the connection failed;
+    /// Kafka: the brokers did not answer; either: a configured topic's
+    /// stream or topic could not be made ready).
     #[error(transparent)]
     Transport(#[from] TransportError),
 }
