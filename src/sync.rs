@@ -47,6 +47,9 @@ pub(crate) mod std_impl {
     /// `std`'s `Arc` for immutable data loom need not model (see the module
     /// docs); the same type in both shims.
     pub(crate) use std::sync::Arc as DataArc;
+    /// `std`'s `LazyLock`, for process-wide data loom need not model (the
+    /// envelope pool).
+    pub(crate) use std::sync::LazyLock as DataLazy;
     /// `std`'s `Weak`, the companion of [`DataArc`] (the dead-letter sink).
     #[allow(unused_imports)] // until `dispatch.rs` switches over from `std`
     pub(crate) use std::sync::Weak as DataWeak;

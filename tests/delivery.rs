@@ -311,3 +311,43 @@ async fn one_thread_alternating_topics_while_the_registry_changes_never_misroute
         "only the publish to the removed topic"
     );
 }
+
+/// Envelope allocations are reused once handled (a pool): an envelope a
+/// handler keeps is never reused, and every kept envelope still reads as
+/// published after thousands more went through the same pool, on a
+/// subscription that keeps them and one that lets them go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_kept_by_a_handler_are_never_reused() {
+    let bus = Bus::memory();
+    let kept: Arc<Mutex<Vec<Arc<Envelope>>>> = Arc::default();
+    let k = kept.clone();
+    let _keep = bus
+        .subscribe_envelope("pool", move |ev: Arc<Envelope>| {
+            if ev.event_version % 7 == 0 {
+                k.lock().unwrap().push(ev);
+            }
+            std::future::ready(HResult::Ok(()))
+        })
+        .await
+        .unwrap();
+    let _drop = bus
+        .subscribe_envelope("pool", |_ev: Arc<Envelope>| {
+            std::future::ready(HResult::Ok(()))
+        })
+        .await
+        .unwrap();
+    for v in 1..=5_000i64 {
+        let ev = Envelope::new(format!("agg-{}", v % 13), "Counted", v, v.to_string());
+        bus.publish_envelope("pool", ev).await.unwrap();
+    }
+    bus.flush().await;
+    let kept = std::mem::take(&mut *kept.lock().unwrap());
+    assert_eq!(kept.len(), 5_000 / 7);
+    for ev in kept.iter() {
+        let v = ev.event_version;
+        assert_eq!(v % 7, 0);
+        assert_eq!(ev.payload, v.to_string().into_bytes());
+        assert_eq!(ev.aggregate_id, format!("agg-{}", v % 13));
+    }
+    bus.close().await.unwrap();
+}

@@ -377,7 +377,7 @@ impl Bus {
         topic: &'a str,
         envelope: Envelope,
     ) -> impl Future<Output = Result<(), PublishError<Envelope>>> + Send + 'a {
-        let shared = Arc::new(envelope);
+        let shared = crate::engine::recycle::share(envelope);
         async move {
             if let Err(e) = self.inner.check_envelope(&shared) {
                 return Err(PublishError::InvalidEnvelope(
@@ -405,7 +405,10 @@ impl Bus {
             return Err(TryPublishError::InvalidEnvelope(envelope, e));
         }
         self.inner
-            .try_route(topic, Body::Envelope(Arc::new(envelope)))
+            .try_route(
+                topic,
+                Body::Envelope(crate::engine::recycle::share(envelope)),
+            )
             .map_err(|e| e.map_value(Body::into_envelope))
     }
 

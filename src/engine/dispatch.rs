@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 
-use super::lanes::Delivery;
+use super::lanes::{Body, Delivery};
 use super::ring::Consumer;
 use super::sync::Mutex;
 use crate::context::Inbound;
@@ -246,12 +246,19 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
         }
     }
 
+    /// Acks a settled record (brokers), then lets go of its body: an
+    /// in-process envelope's allocation goes back to the pool
+    /// ([`recycle`](super::recycle)).
     #[inline]
     async fn settle_ack(&self, d: Delivery) {
-        if d.ack.is_none() {
+        let Delivery { body, ack } = d;
+        if let Body::Envelope(shared) = body {
+            super::recycle::recycle(shared);
+        }
+        if ack.is_none() {
             return;
         }
-        if let Err(e) = d.ack.ack().await {
+        if let Err(e) = ack.ack().await {
             tracing::warn!(topic = %self.topic, error = %e, "ack failed; the record may be redelivered");
         }
     }

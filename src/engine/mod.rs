@@ -47,6 +47,7 @@ pub(crate) mod flight;
 pub(crate) mod lanes;
 pub(crate) mod pattern;
 pub(crate) mod reader;
+pub(crate) mod recycle;
 pub(crate) mod registry;
 pub(crate) mod ring;
 pub(crate) mod route;

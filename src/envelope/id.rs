@@ -114,7 +114,7 @@ impl EventId {
     /// assert!(a < b, "one thread's IDs sort in generation order");
     /// ```
     pub fn now_v7() -> EventId {
-        Self::now_v7_at(SystemTime::now())
+        Self::v7_at_millis(super::clock::now_with_millis().1)
     }
 
     /// A fresh UUIDv7 whose timestamp is `time` (before 1970 counts as 1970),
@@ -136,8 +136,14 @@ impl EventId {
         let since = time
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
+        Self::v7_at_millis(since.as_secs() * 1000 + u64::from(since.subsec_millis()))
+    }
+
+    /// [`now_v7_at`](Self::now_v7_at) for a time given in milliseconds
+    /// since the Unix epoch.
+    #[inline]
+    pub(crate) fn v7_at_millis(now_ms: u64) -> EventId {
         // 48 bits of milliseconds last until the year 10889.
-        let now_ms = since.as_secs() * 1000 + u64::from(since.subsec_millis());
         let random: u64 = rand::random();
         let reseed = |ms| (ms, random >> (64 - (COUNTER_BITS - 1)));
         let (ms, counter) = V7_STATE.with(|state| {
@@ -227,20 +233,24 @@ impl EventId {
 /// the inline buffer.
 #[inline]
 fn hyphenated(hi: u64, lo: u64) -> [u8; EventId::INLINE_CAP] {
-    let [a, b, c, d] = [hi >> 32, hi, lo >> 32, lo].map(|x| hex8(x as u32));
-    // Each output byte is written once, from the digits in registers
-    // (no read-back of just-written bytes, which stalls store forwarding).
+    // The four groups of eight digits as little-endian words (byte `i` of
+    // the text in bits `8i..8i+8`), assembled with the hyphens into whole
+    // words in registers: each output word is stored once, so no narrow
+    // store is read back by a wide load (a store-forwarding stall).
+    let [a, b, c, d] = [hi >> 32, hi, lo >> 32, lo].map(|x| u64::from_le_bytes(hex8(x as u32)));
+    const DASH: u64 = b'-' as u64;
+    let words = [
+        a,
+        DASH | (b & 0xFFFF_FFFF) << 8 | DASH << 40 | (b >> 32 & 0xFFFF) << 48,
+        b >> 48 | DASH << 16 | (c & 0xFFFF_FFFF) << 24 | DASH << 56,
+        c >> 32 | (d & 0xFFFF_FFFF) << 32,
+        d >> 32,
+    ];
     let mut out = [0u8; EventId::INLINE_CAP];
-    out[..8].copy_from_slice(&a);
-    out[8] = b'-';
-    out[9..13].copy_from_slice(&b[..4]);
-    out[13] = b'-';
-    out[14..18].copy_from_slice(&b[4..]);
-    out[18] = b'-';
-    out[19..23].copy_from_slice(&c[..4]);
-    out[23] = b'-';
-    out[24..28].copy_from_slice(&c[4..]);
-    out[28..36].copy_from_slice(&d);
+    for (chunk, word) in out.chunks_mut(8).zip(words) {
+        let n = chunk.len();
+        chunk.copy_from_slice(&word.to_le_bytes()[..n]);
+    }
     out
 }
 

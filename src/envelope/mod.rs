@@ -41,6 +41,7 @@
 //!   dropped.
 
 mod binary;
+mod clock;
 mod error;
 pub mod hash;
 mod id;
@@ -191,9 +192,9 @@ impl Envelope {
         payload: impl Into<Bytes>,
     ) -> Self {
         // One clock read serves the ID and the timestamp.
-        let timestamp = SystemTime::now();
+        let (timestamp, millis) = clock::now_with_millis();
         Self {
-            event_id: EventId::now_v7_at(timestamp),
+            event_id: EventId::v7_at_millis(millis),
             aggregate_id: aggregate_id.into(),
             event_type: event_type.into(),
             event_version,
