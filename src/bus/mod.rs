@@ -314,7 +314,7 @@ impl Bus {
         let body = Body::plain(payload.into());
         match self.inner.route(topic, body, false).await {
             Ok(_) => Ok(()),
-            Err(e) => Err(e.map_value(Body::into_payload)),
+            Err(e) => Err((*e).map_value(Body::into_payload)),
         }
     }
 
@@ -330,7 +330,7 @@ impl Bus {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) => Err(e.map_value(Body::into_outbound)),
+            Err(e) => Err((*e).map_value(Body::into_outbound)),
         }
     }
 
@@ -387,7 +387,7 @@ impl Bus {
             }
             match self.inner.route(topic, Body::Envelope(shared), false).await {
                 Ok(_) => Ok(()),
-                Err(e) => Err(e.map_value(Body::into_envelope)),
+                Err(e) => Err((*e).map_value(Body::into_envelope)),
             }
         }
     }
