@@ -38,9 +38,10 @@ use crossbeam_queue::ArrayQueue;
 use super::sync::{DataArc, DataLazy};
 use crate::Envelope;
 
-/// Allocations kept for reuse: enough to absorb a lane worker's batch of
-/// frees while publishers take them one by one.
-pub(crate) const POOL_CAPACITY: usize = 1024;
+/// Allocations kept for reuse: a subscription's default lanes full of
+/// envelopes (4 × 1,024), so that a burst drained by the workers while
+/// the publisher waits is reused rather than freed (about 1 MiB at most).
+pub(crate) const POOL_CAPACITY: usize = 4096;
 
 static POOL: DataLazy<ArrayQueue<DataArc<Envelope>>> =
     DataLazy::new(|| ArrayQueue::new(POOL_CAPACITY));
