@@ -38,10 +38,11 @@ use crossbeam_queue::ArrayQueue;
 use super::sync::{DataArc, DataLazy};
 use crate::Envelope;
 
-/// Allocations kept for reuse: a subscription's default lanes full of
-/// envelopes (4 × 1,024), so that a burst drained by the workers while
-/// the publisher waits is reused rather than freed (about 1 MiB at most).
-pub(crate) const POOL_CAPACITY: usize = 4096;
+/// Allocations kept for reuse: a default subscription's lanes full of
+/// envelopes (8 lanes × 1,024 slots), so that a burst drained by the
+/// workers while the publisher waits is reused rather than freed (about
+/// 2 MiB at most, for the life of the process).
+pub(crate) const POOL_CAPACITY: usize = 8192;
 
 static POOL: DataLazy<ArrayQueue<DataArc<Envelope>>> =
     DataLazy::new(|| ArrayQueue::new(POOL_CAPACITY));
