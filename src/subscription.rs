@@ -83,6 +83,12 @@ pub struct SubscribeOptions {
     /// `lanes × ring_capacity`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_ack_pending: Option<u32>,
+    /// Handler calls allowed per period, all lanes of the subscription
+    /// together (a retry is a call too). Each lane worker waits for a
+    /// token before a call, so per-key order is kept. `None` (the
+    /// default): no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::RateLimit>,
 }
 
 impl Default for SubscribeOptions {
@@ -98,6 +104,7 @@ impl Default for SubscribeOptions {
             ack_wait: Duration::from_secs(30),
             max_deliver: None,
             max_ack_pending: None,
+            rate_limit: None,
         }
     }
 }
@@ -170,6 +177,23 @@ impl SubscribeOptions {
         self
     }
 
+    /// Limits the subscription's handler calls.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::{RateLimit, SubscribeOptions};
+    ///
+    /// let opts = SubscribeOptions::default().rate_limit(RateLimit::per_second(1000).with_burst(50));
+    /// assert!(opts.validate("subscribe").is_ok());
+    /// let bad = SubscribeOptions::default().rate_limit(RateLimit::per_second(0));
+    /// assert_eq!(bad.validate("subscribe").unwrap_err().field(), Some("subscribe.rate_limit.rate"));
+    /// ```
+    pub fn rate_limit(mut self, limit: crate::RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
     /// Sets the broker's limit of unacked records.
     pub fn max_ack_pending(mut self, records: u32) -> Self {
         self.max_ack_pending = Some(records);
@@ -215,6 +239,9 @@ impl SubscribeOptions {
             self.max_ack_pending != Some(0),
             crate::options::NO_ZERO_LIMIT,
         )?;
+        if let Some(limit) = &self.rate_limit {
+            limit.validate(&fields.path("rate_limit"))?;
+        }
         Ok(())
     }
 }

@@ -6,8 +6,9 @@
 //! `SubscribeOptions::drain_batch` records at a time, freeing the ring's slots
 //! at once so publishers are not held up by a slow handler), then handles
 //! the batch's records one by one, in order. For each record it builds the
-//! handler's message type, calls the handler under `catch_unwind`, and
-//! settles the outcome:
+//! handler's message type, takes a token of the subscription's rate limit
+//! when it has one (waiting in place, so order is kept), calls the handler
+//! under `catch_unwind`, and settles the outcome:
 //!
 //! - success → `delivered`, ack;
 //! - `Skip` → `skipped`, ack;
@@ -89,6 +90,8 @@ impl Attempt {
 
 /// Where a worker sends dead letters and how it retries.
 pub(crate) struct Policy {
+    /// The subscription's handler-call limit, shared by its lanes.
+    pub(crate) rate_limit: Option<crate::pipeline::rate_limit::Limiter>,
     pub(crate) retry: RetryPolicy,
     pub(crate) dead_letter_topic: Option<String>,
     pub(crate) drain_batch: usize,
@@ -210,6 +213,12 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             Ok(msg) => msg,
             Err(reason) => return Attempt::Failed(FailureKind::Malformed, reason),
         };
+        if let Some(limit) = &self.policy.rate_limit {
+            if !limit.try_acquire() {
+                // Boxed: the wait stays out of the worker's own future.
+                Box::pin(limit.acquire()).await;
+            }
+        }
         Attempt::run(|| self.handler.handle(msg)).await
     }
 
