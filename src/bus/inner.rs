@@ -48,6 +48,7 @@ use crate::engine::route::{RouteNow, Routed, TryRouteError};
 use crate::engine::{add_wildcard_sub, remove_wildcard_sub, SubscriptionCore, TopicEntry};
 use crate::handler::sealed::Incoming;
 use crate::pipeline::dead_letter::{Republish, Republished};
+use crate::pipeline::dedup::DedupCache;
 use crate::pipeline::metrics::{LaneStats, ShardedCounter, SubscriptionStats};
 use crate::pipeline::rate_limit::{Limiter, PublishLimits};
 use crate::transport::BoxFuture;
@@ -349,6 +350,9 @@ impl BusInner {
         let sink: Weak<dyn Republish> = self.this.clone();
         let policy = Arc::new(Policy {
             rate_limit: options.rate_limit.as_ref().map(Limiter::new),
+            handler_timeout: options.handler_timeout,
+            classifier: options.classifier.clone(),
+            dedup: options.dedup.as_ref().map(DedupCache::new),
             retry: options.retry.clone(),
             dead_letter_topic,
             drain_batch: options.drain_batch,
