@@ -87,6 +87,12 @@ pub struct BusConfig {
     pub subscribe: SubscribeOptions,
     /// Topics configured when the bus is built.
     pub topics: BTreeMap<String, TopicOptions>,
+    /// Publishes allowed per period on this bus, all topics together
+    /// (dead letters excepted); `publish` waits for a token, `try_publish`
+    /// returns `RateLimited`. Per topic: `TopicOptions::publish_rate_limit`.
+    /// `None` (the default): no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_rate_limit: Option<crate::RateLimit>,
 }
 
 impl Default for BusConfig {
@@ -98,6 +104,7 @@ impl Default for BusConfig {
             close_timeout: Duration::from_secs(30),
             subscribe: SubscribeOptions::default(),
             topics: BTreeMap::new(),
+            publish_rate_limit: None,
         }
     }
 }
@@ -171,6 +178,9 @@ impl BusConfig {
             "must be positive",
         )?;
         self.subscribe.validate("subscribe")?;
+        if let Some(limit) = &self.publish_rate_limit {
+            limit.validate("publish_rate_limit")?;
+        }
         for (topic, options) in &self.topics {
             crate::topic::validate_topic_name(topic)
                 .map_err(|e| ConfigError::invalid(format!("topics.{topic}"), e.to_string()))?;

@@ -92,6 +92,9 @@ pub enum TryPublishError<T> {
     Full(T),
     /// The bus is closed or closing.
     Closed(T),
+    /// A publish rate limit (the bus's or the topic's) has no token now;
+    /// nothing was delivered. `publish` would have waited for one.
+    RateLimited(T),
     /// The topic name is invalid.
     InvalidTopic(T, TopicError),
     /// The envelope failed validation.
@@ -101,7 +104,11 @@ pub enum TryPublishError<T> {
 }
 
 value_error_common!(
-    TryPublishError { Full, Closed },
+    TryPublishError {
+        Full,
+        Closed,
+        RateLimited
+    },
     InvalidTopic,
     InvalidEnvelope,
     Transport
@@ -112,6 +119,11 @@ impl<T> TryPublishError<T> {
     pub fn is_full(&self) -> bool {
         matches!(self, Self::Full(_))
     }
+
+    /// True for `RateLimited`.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, Self::RateLimited(_))
+    }
 }
 
 impl<T> fmt::Display for TryPublishError<T> {
@@ -119,6 +131,7 @@ impl<T> fmt::Display for TryPublishError<T> {
         match self {
             Self::Full(_) => f.write_str("lane is full"),
             Self::Closed(_) => f.write_str("bus is closed"),
+            Self::RateLimited(_) => f.write_str("publish rate limit reached"),
             Self::InvalidTopic(_, e) => write!(f, "invalid topic: {e}"),
             Self::InvalidEnvelope(_, e) => write!(f, "invalid envelope: {e}"),
             Self::Transport(_, e) => write!(f, "transport failed: {e}"),

@@ -36,7 +36,7 @@
 //! | write a handler | [`Handler`], [`HandlerError`] and its [`ErrorClass`], [`Message`], [`Event`], [`Context`] |
 //! | build and read domain events | [`Envelope`], [`envelope`] (codecs, limits, [`key_hash`]), [`WireFormat`] |
 //! | publish with a key or headers | [`OutboundMessage`], [`Headers`] |
-//! | tune a subscription | [`SubscribeOptions`], [`RetryPolicy`], [`DeadLetter`] |
+//! | tune a subscription | [`SubscribeOptions`], [`RetryPolicy`], [`DeadLetter`], [`RateLimit`], [`ErrorClassifier`], [`Dedup`] |
 //! | read a dead letter | [`DeadLetterInfo`], [`HEADER_SOURCE_TOPIC`] and the other header names |
 //! | configure from YAML or TOML | [`BusConfig`], [`TopicOptions`], [`ConfigError`] |
 //! | run on NATS (feature `nats`) | [`Bus::connect`], [`NatsOptions`], [`JetStreamOptions`], [`ConnectionEvent`], [`BrokerStats`] |
@@ -116,11 +116,14 @@ pub use handler::{ErrorClass, FromEnvelope, Handler, HandlerError};
 pub use headers::Headers;
 pub use message::{Message, OutboundMessage};
 pub use options::{ConfigError, TransportKind};
+pub use pipeline::classify::ErrorClassifier;
 pub use pipeline::dead_letter::{
     DeadLetter, DeadLetterInfo, HEADER_ATTEMPTS, HEADER_DEAD_LETTER_TRAIL, HEADER_ERROR,
     HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC,
 };
+pub use pipeline::dedup::{Dedup, MAX_DEDUP_IDS};
 pub use pipeline::metrics::{BrokerStats, BusStats, LaneStats, PartitionLag, SubscriptionStats};
+pub use pipeline::rate_limit::RateLimit;
 pub use pipeline::retry::RetryPolicy;
 pub use subscription::{SubscribeOptions, Subscription, MAX_LANES, MAX_RING_CAPACITY};
 pub use topic::{

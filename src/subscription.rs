@@ -83,6 +83,31 @@ pub struct SubscribeOptions {
     /// `lanes × ring_capacity`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_ack_pending: Option<u32>,
+    /// Handler calls allowed per period, all lanes of the subscription
+    /// together (a retry is a call too). Each lane worker waits for a
+    /// token before a call, so per-key order is kept. `None` (the
+    /// default): no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::RateLimit>,
+    /// Longest a handler call may run: past it the call is cancelled
+    /// (its future dropped at the await point it waits on; a handler that
+    /// blocks its thread cannot be cancelled before it yields) and counts
+    /// as a retryable failed attempt of class `timeout`, as the dead-letter
+    /// headers then say. `None` (the default): no limit.
+    #[serde(
+        with = "crate::options::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub handler_timeout: Option<Duration>,
+    /// Decides the class of the handler's errors in place of the class
+    /// they carry (code only, not read from a config). `None` (the
+    /// default): an error's own class.
+    #[serde(skip)]
+    pub classifier: Option<crate::ErrorClassifier>,
+    /// Duplicate suppression of envelopes by event ID. `None` (the
+    /// default): off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<crate::Dedup>,
 }
 
 impl Default for SubscribeOptions {
@@ -98,6 +123,10 @@ impl Default for SubscribeOptions {
             ack_wait: Duration::from_secs(30),
             max_deliver: None,
             max_ack_pending: None,
+            rate_limit: None,
+            handler_timeout: None,
+            classifier: None,
+            dedup: None,
         }
     }
 }
@@ -170,6 +199,58 @@ impl SubscribeOptions {
         self
     }
 
+    /// Limits the subscription's handler calls.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::{RateLimit, SubscribeOptions};
+    ///
+    /// let opts = SubscribeOptions::default().rate_limit(RateLimit::per_second(1000).with_burst(50));
+    /// assert!(opts.validate("subscribe").is_ok());
+    /// let bad = SubscribeOptions::default().rate_limit(RateLimit::per_second(0));
+    /// assert_eq!(bad.validate("subscribe").unwrap_err().field(), Some("subscribe.rate_limit.rate"));
+    /// ```
+    pub fn rate_limit(mut self, limit: crate::RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Cancels a handler call that runs longer than `limit`; it counts as
+    /// a retryable failed attempt (class `timeout`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lanebus::SubscribeOptions;
+    ///
+    /// let opts = SubscribeOptions::default().handler_timeout(Duration::from_secs(5));
+    /// assert!(opts.validate("subscribe").is_ok());
+    /// let bad = SubscribeOptions::default().handler_timeout(Duration::ZERO);
+    /// assert_eq!(bad.validate("subscribe").unwrap_err().field(), Some("subscribe.handler_timeout"));
+    /// ```
+    pub fn handler_timeout(mut self, limit: Duration) -> Self {
+        self.handler_timeout = Some(limit);
+        self
+    }
+
+    /// Classifies the handler's errors with `f` (retry, dead-letter at
+    /// once, or skip); see [`ErrorClassifier`](crate::ErrorClassifier).
+    pub fn classify(
+        mut self,
+        f: impl Fn(&crate::HandlerError) -> crate::ErrorClass + Send + Sync + 'static,
+    ) -> Self {
+        self.classifier = Some(crate::ErrorClassifier::new(f));
+        self
+    }
+
+    /// Turns on duplicate suppression; see [`Dedup`](crate::Dedup).
+    pub fn dedup(mut self, dedup: crate::Dedup) -> Self {
+        self.dedup = Some(dedup);
+        self
+    }
+
     /// Sets the broker's limit of unacked records.
     pub fn max_ack_pending(mut self, records: u32) -> Self {
         self.max_ack_pending = Some(records);
@@ -215,6 +296,17 @@ impl SubscribeOptions {
             self.max_ack_pending != Some(0),
             crate::options::NO_ZERO_LIMIT,
         )?;
+        if let Some(limit) = &self.rate_limit {
+            limit.validate(&fields.path("rate_limit"))?;
+        }
+        fields.ensure(
+            "handler_timeout",
+            self.handler_timeout.is_none_or(|t| !t.is_zero()),
+            "must be positive (omit it for no limit)",
+        )?;
+        if let Some(dedup) = &self.dedup {
+            dedup.validate(&fields.path("dedup"))?;
+        }
         Ok(())
     }
 }

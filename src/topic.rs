@@ -206,6 +206,13 @@ pub struct TopicOptions {
     /// Free text for operators.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Publishes to this topic allowed per period (every transport: the
+    /// bus limits its own publishers, before the transport sees them);
+    /// `publish` waits for a token, `try_publish` returns `RateLimited`.
+    /// A bus-wide limit is [`BusConfig::publish_rate_limit`](crate::BusConfig::publish_rate_limit);
+    /// a publish takes a token from both. `None` (the default): no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_rate_limit: Option<crate::RateLimit>,
 }
 
 impl Default for TopicOptions {
@@ -219,6 +226,7 @@ impl Default for TopicOptions {
             discard: Discard::Old,
             stream: None,
             description: None,
+            publish_rate_limit: None,
         }
     }
 }
@@ -288,9 +296,27 @@ impl TopicOptions {
         self
     }
 
+    /// Limits publishes to this topic.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::{RateLimit, TopicOptions};
+    ///
+    /// let opts = TopicOptions::default().publish_rate_limit(RateLimit::per_second(100));
+    /// assert!(opts.validate("topics.orders").is_ok());
+    /// ```
+    pub fn publish_rate_limit(mut self, limit: crate::RateLimit) -> Self {
+        self.publish_rate_limit = Some(limit);
+        self
+    }
+
     /// Checks the fields; `prefix` names where the options sit in a config.
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         let fields = Fields::at(prefix);
+        if let Some(limit) = &self.publish_rate_limit {
+            limit.validate(&fields.path("publish_rate_limit"))?;
+        }
         if let Some(stream) = &self.stream {
             fields.ensure(
                 "stream",

@@ -48,7 +48,9 @@ use crate::engine::route::{RouteNow, Routed, TryRouteError};
 use crate::engine::{add_wildcard_sub, remove_wildcard_sub, SubscriptionCore, TopicEntry};
 use crate::handler::sealed::Incoming;
 use crate::pipeline::dead_letter::{Republish, Republished};
+use crate::pipeline::dedup::DedupCache;
 use crate::pipeline::metrics::{LaneStats, ShardedCounter, SubscriptionStats};
+use crate::pipeline::rate_limit::{Limiter, PublishLimits};
 use crate::transport::BoxFuture;
 use crate::transport::{Feed, Transport};
 use crate::{
@@ -89,6 +91,8 @@ pub(crate) struct BusInner {
     /// The outcome of the one drain `close` runs; later calls return it.
     pub(super) close_outcome: tokio::sync::OnceCell<Result<(), CloseError>>,
     pub(super) config: BusConfig,
+    /// Publish rate limits (bus-wide and per topic).
+    pub(super) publish_limits: PublishLimits,
     /// The transport, chosen by `config.transport`.
     pub(crate) transport: Transport,
     pub(super) this: Weak<BusInner>,
@@ -118,6 +122,10 @@ impl BusInner {
         body: Body,
         internal: bool,
     ) -> Result<Routed, Refused> {
+        // Waits outside the flight guard, so `close` never waits for it.
+        if !internal && self.publish_limits.is_active() {
+            Box::pin(self.publish_limits.acquire(topic)).await;
+        }
         let _flight = self.flight.enter();
         if internal {
             self.republished.add(1);
@@ -179,6 +187,9 @@ impl BusInner {
     }
 
     pub(super) fn try_route(&self, topic: &str, body: Body) -> Result<(), TryPublishError<Body>> {
+        if self.publish_limits.is_active() && !self.publish_limits.try_acquire(topic) {
+            return Err(TryPublishError::RateLimited(body));
+        }
         let _flight = self.flight.enter();
         if self.closed.load(Ordering::SeqCst) {
             self.refused.add(1);
@@ -351,6 +362,10 @@ impl BusInner {
         });
         let sink: Weak<dyn Republish> = self.this.clone();
         let policy = Arc::new(Policy {
+            rate_limit: options.rate_limit.as_ref().map(Limiter::new),
+            handler_timeout: options.handler_timeout,
+            classifier: options.classifier.clone(),
+            dedup: options.dedup.as_ref().map(DedupCache::new),
             retry: options.retry.clone(),
             dead_letter_topic,
             drain_batch: options.drain_batch,
@@ -452,6 +467,8 @@ impl BusInner {
     }
 
     pub(super) fn set_topic_config(&self, topic: &str, options: Option<TopicOptions>) -> bool {
+        let limit = options.as_ref().and_then(|o| o.publish_rate_limit.as_ref());
+        self.publish_limits.set_topic(topic, limit);
         self.registry.update(topic, |entry| {
             let mut e = entry.cloned().unwrap_or_default();
             let had = e.config.is_some();

@@ -261,6 +261,9 @@ impl Bus {
             retired: Arc::default(),
             closed_subs: Mutex::new(Vec::new()),
             close_outcome: tokio::sync::OnceCell::new(),
+            publish_limits: crate::pipeline::rate_limit::PublishLimits::new(
+                config.publish_rate_limit.as_ref(),
+            ),
             transport,
             config,
             this: this.clone(),

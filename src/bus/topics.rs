@@ -102,6 +102,7 @@ impl Bus {
                     .streams()
                     .read(topic, configured.as_deref())
                     .await
+                    .map(|o| with_local(o, configured.as_deref()))
                     .map_err(TopicConfigError::Transport);
             }
         }
@@ -111,6 +112,7 @@ impl Bus {
                 .topics()
                 .read(topic)
                 .await
+                .map(|o| with_local(o, configured.as_deref()))
                 .map_err(TopicConfigError::Transport);
         }
         Ok(configured.as_deref().cloned())
@@ -182,4 +184,17 @@ impl Bus {
         }
         Ok(self.inner.set_topic_config(topic, None) || removed)
     }
+}
+
+/// A broker's topic options with the options only this bus keeps (the
+/// publish rate limit) copied from its configuration.
+#[cfg(any(feature = "nats", feature = "kafka"))]
+fn with_local(
+    read: Option<TopicOptions>,
+    configured: Option<&TopicOptions>,
+) -> Option<TopicOptions> {
+    read.map(|mut o| {
+        o.publish_rate_limit = configured.and_then(|c| c.publish_rate_limit.clone());
+        o
+    })
 }

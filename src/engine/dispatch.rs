@@ -6,12 +6,18 @@
 //! `SubscribeOptions::drain_batch` records at a time, freeing the ring's slots
 //! at once so publishers are not held up by a slow handler), then handles
 //! the batch's records one by one, in order. For each record it builds the
-//! handler's message type, calls the handler under `catch_unwind`, and
-//! settles the outcome:
+//! handler's message type, takes a token of the subscription's rate limit
+//! when it has one (waiting in place, so order is kept), calls the handler
+//! under `catch_unwind`, and settles the outcome:
 //!
+//! - with duplicate suppression on, an envelope whose event ID was handled
+//!   recently → `duplicates`, ack, no handler call (see `pipeline::dedup`);
 //! - success → `delivered`, ack;
 //! - `Skip` → `skipped`, ack;
-//! - retryable error or panic, attempts left → `failed` + `retried`, sleep
+//! - a call past the subscription's `handler_timeout` is dropped and
+//!   counts as a retryable failure of class `timeout`; a classifier, when
+//!   set, decides an error's class (see `pipeline::classify`);
+//! - retryable error, panic or timeout, attempts left → `failed` + `retried`, sleep
 //!   the policy's backoff *in place*, try again (later records of the lane,
 //!   hence of the same key, wait: per-key order survives retries);
 //! - otherwise (permanent, malformed, attempts exhausted) → `failed`, then
@@ -40,9 +46,11 @@ use super::ring::Consumer;
 use super::sync::Mutex;
 use crate::context::Inbound;
 use crate::handler::sealed::Incoming;
+use crate::pipeline::classify::{class_of, within, ErrorClassifier};
 use crate::pipeline::dead_letter::{
     closes_cycle, dead_letter_message, FailureKind, Republish, Republished,
 };
+use crate::pipeline::dedup::DedupCache;
 use crate::pipeline::metrics::{LaneCounters, LaneStats};
 use crate::{ErrorClass, Handler, RetryPolicy};
 
@@ -73,6 +81,7 @@ impl Attempt {
     #[inline]
     async fn run<F: std::future::Future<Output = Result<(), crate::HandlerError>>>(
         call: impl FnOnce() -> F,
+        classifier: Option<&ErrorClassifier>,
     ) -> Attempt {
         let future = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
             Ok(future) => future,
@@ -80,8 +89,10 @@ impl Attempt {
         };
         match AssertUnwindSafe(future).catch_unwind().await {
             Ok(Ok(())) => Attempt::Handled,
-            Ok(Err(e)) if e.class() == ErrorClass::Skip => Attempt::Skipped,
-            Ok(Err(e)) => Attempt::Failed(FailureKind::Handler(e.class()), e.to_string()),
+            Ok(Err(e)) => match class_of(&e, classifier) {
+                ErrorClass::Skip => Attempt::Skipped,
+                class => Attempt::Failed(FailureKind::Handler(class), e.to_string()),
+            },
             Err(panic) => Attempt::Failed(FailureKind::Panic, panic_text(&*panic)),
         }
     }
@@ -89,6 +100,14 @@ impl Attempt {
 
 /// Where a worker sends dead letters and how it retries.
 pub(crate) struct Policy {
+    /// The subscription's handler-call limit, shared by its lanes.
+    pub(crate) rate_limit: Option<crate::pipeline::rate_limit::Limiter>,
+    /// Longest a handler call may run.
+    pub(crate) handler_timeout: Option<Duration>,
+    /// Decides the class of handler errors.
+    pub(crate) classifier: Option<ErrorClassifier>,
+    /// Recently handled event IDs (duplicate suppression).
+    pub(crate) dedup: Option<DedupCache>,
     pub(crate) retry: RetryPolicy,
     pub(crate) dead_letter_topic: Option<String>,
     pub(crate) drain_batch: usize,
@@ -165,10 +184,8 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
         }
     }
 
-    /// Handles one record: the first attempt inline (the common, fast
-    /// path), retries and dead-lettering in separate boxed futures so that
-    /// the worker's own future stays small and cheap to poll; the outcome
-    /// is settled in one place.
+    /// Processes one record: a released one is let go, a duplicate (with
+    /// duplicate suppression on) acked unhandled, any other handled.
     #[inline]
     async fn process(&self, d: Delivery) {
         if d.ack.is_stale() {
@@ -177,6 +194,36 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             d.ack.release();
             return;
         }
+        if let Some(dedup) = &self.policy.dedup {
+            return Box::pin(self.process_once(d, dedup)).await;
+        }
+        self.handle(d).await;
+    }
+
+    /// `process` with duplicate suppression: a record whose event ID was
+    /// handled recently is acked and counted, not handled; one handled (or
+    /// skipped) now is remembered.
+    async fn process_once(&self, d: Delivery, dedup: &DedupCache) {
+        let id = DedupCache::event_id(d.body.inbound(), M::KIND == "envelope");
+        if id.as_ref().is_some_and(|id| dedup.seen(id)) {
+            self.counters().duplicates.bump(1);
+            self.settle_ack(d).await;
+            return;
+        }
+        if self.handle(d).await {
+            if let Some(id) = id {
+                dedup.remember(id);
+            }
+        }
+    }
+
+    /// Handles one record: the first attempt inline (the common, fast
+    /// path), retries and dead-lettering in separate boxed futures so that
+    /// the worker's own future stays small and cheap to poll; the outcome
+    /// is settled in one place. True when the handler succeeded or
+    /// skipped it.
+    #[inline]
+    async fn handle(&self, d: Delivery) -> bool {
         let first = d.ack.redelivered();
         let mut attempts = first.saturating_add(1);
         let mut outcome = self.attempt(&d, attempts).await;
@@ -187,13 +234,16 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             Attempt::Handled => {
                 self.counters().delivered.bump(1);
                 self.settle_ack(d).await;
+                true
             }
             Attempt::Skipped => {
                 self.counters().skipped.bump(1);
                 self.settle_ack(d).await;
+                true
             }
             Attempt::Failed(kind, error) => {
-                Box::pin(self.dead_letter(d, kind, &error, attempts)).await
+                Box::pin(self.dead_letter(d, kind, &error, attempts)).await;
+                false
             }
         }
     }
@@ -210,7 +260,20 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             Ok(msg) => msg,
             Err(reason) => return Attempt::Failed(FailureKind::Malformed, reason),
         };
-        Attempt::run(|| self.handler.handle(msg)).await
+        if let Some(limit) = &self.policy.rate_limit {
+            if !limit.try_acquire() {
+                // Boxed: the wait stays out of the worker's own future.
+                Box::pin(limit.acquire()).await;
+            }
+        }
+        let call = Attempt::run(|| self.handler.handle(msg), self.policy.classifier.as_ref());
+        match self.policy.handler_timeout {
+            None => call.await,
+            // Boxed: the timer stays out of the worker's own future.
+            Some(limit) => Box::pin(within(limit, call))
+                .await
+                .unwrap_or_else(|text| Attempt::Failed(FailureKind::Timeout, text)),
+        }
     }
 
     /// After a failed first attempt: retries with backoff while the policy

@@ -19,7 +19,7 @@ pub const HEADER_SOURCE_TOPIC: &str = "lanebus-source-topic";
 /// Header holding the last error's text.
 pub const HEADER_ERROR: &str = "lanebus-error";
 /// Header holding the last error's class (`retryable`, `permanent`, `panic`,
-/// `malformed`).
+/// `timeout`, `malformed`).
 pub const HEADER_ERROR_CLASS: &str = "lanebus-error-class";
 /// Header holding how many attempts were made.
 pub const HEADER_ATTEMPTS: &str = "lanebus-attempts";
@@ -149,6 +149,8 @@ impl DeadLetter {
 pub(crate) enum FailureKind {
     Handler(ErrorClass),
     Panic,
+    /// The call ran past the subscription's `handler_timeout`.
+    Timeout,
     Malformed,
 }
 
@@ -157,13 +159,17 @@ impl FailureKind {
         match self {
             Self::Handler(class) => class.as_str(),
             Self::Panic => "panic",
+            Self::Timeout => "timeout",
             Self::Malformed => "malformed",
         }
     }
 
     /// Whether another attempt may succeed.
     pub(crate) fn is_retryable(self) -> bool {
-        matches!(self, Self::Handler(ErrorClass::Retryable) | Self::Panic)
+        matches!(
+            self,
+            Self::Handler(ErrorClass::Retryable) | Self::Panic | Self::Timeout
+        )
     }
 }
 
@@ -244,7 +250,7 @@ pub(crate) trait Republish: Send + Sync + 'static {
 /// |---|---|
 /// | [`HEADER_SOURCE_TOPIC`] | the topic it was consumed from |
 /// | [`HEADER_ERROR`] | the last error's text, at most 1024 bytes |
-/// | [`HEADER_ERROR_CLASS`] | `retryable`, `permanent`, `panic` or `malformed` |
+/// | [`HEADER_ERROR_CLASS`] | `retryable`, `permanent`, `panic`, `timeout` (past the subscription's `handler_timeout`) or `malformed` |
 /// | [`HEADER_ATTEMPTS`] | attempts made, in decimal |
 /// | [`HEADER_DEAD_LETTER_TRAIL`] | every topic it was dead-lettered from, comma-separated |
 ///
@@ -293,8 +299,8 @@ pub struct DeadLetterInfo {
     pub source_topic: String,
     /// The last error's text.
     pub error: String,
-    /// The last error's class: `retryable`, `permanent`, `panic` or
-    /// `malformed`.
+    /// The last error's class: `retryable`, `permanent`, `panic`,
+    /// `timeout` or `malformed`.
     pub error_class: String,
     /// Attempts made before giving up.
     pub attempts: u32,

@@ -102,6 +102,7 @@ pub(crate) struct LaneCounters {
     pub(crate) skipped: SoloCounter,
     pub(crate) dropped: SoloCounter,
     pub(crate) released: SoloCounter,
+    pub(crate) duplicates: SoloCounter,
     /// Ring positions fully processed (handled, dead-lettered or skipped);
     /// equals the ring's claimed count when the lane is idle.
     pub(crate) processed: SoloCounter,
@@ -130,6 +131,9 @@ pub struct LaneStats {
     /// them (a Kafka partition revoked in a rebalance): the partition's
     /// next owner handles them.
     pub released: u64,
+    /// Envelopes acknowledged without a handler call because their event
+    /// ID was handled recently (duplicate suppression, `SubscribeOptions::dedup`).
+    pub duplicates: u64,
 }
 
 impl LaneStats {
@@ -143,6 +147,7 @@ impl LaneStats {
             skipped: c.skipped.get(),
             dropped: c.dropped.get(),
             released: c.released.get(),
+            duplicates: c.duplicates.get(),
         }
     }
 
@@ -155,6 +160,7 @@ impl LaneStats {
         self.skipped += o.skipped;
         self.dropped += o.dropped;
         self.released += o.released;
+        self.duplicates += o.duplicates;
     }
 }
 

@@ -1,7 +1,12 @@
 //! What happens around a handler call, once for every transport: retry with
-//! backoff, dead-lettering and the counters behind `Bus::stats`. (Rate
-//! limiting and backlog detection join here in later versions.)
+//! backoff, dead-lettering, the counters behind `Bus::stats`, rate limits
+//! (handler calls and publishes), handler timeouts and error classifiers,
+//! and duplicate suppression. (Backlog detection joins here in
+//! a later version.)
 
+pub(crate) mod classify;
 pub(crate) mod dead_letter;
+pub(crate) mod dedup;
 pub(crate) mod metrics;
+pub(crate) mod rate_limit;
 pub(crate) mod retry;
