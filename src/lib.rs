@@ -118,7 +118,7 @@ pub use message::{Message, OutboundMessage};
 pub use options::{ConfigError, TransportKind};
 pub use pipeline::dead_letter::{
     DeadLetter, DeadLetterInfo, HEADER_ATTEMPTS, HEADER_DEAD_LETTER_TRAIL, HEADER_ERROR,
-    HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC,
+    HEADER_ERROR_CLASS, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
 };
 pub use pipeline::metrics::{BrokerStats, BusStats, LaneStats, PartitionLag, SubscriptionStats};
 pub use pipeline::retry::RetryPolicy;

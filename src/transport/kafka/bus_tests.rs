@@ -273,6 +273,9 @@ async fn retry_then_success_and_dead_letters_with_headers() {
     }
     let (_dlq, mut dead) = collect(&bus, "k5.jobs.dlq", SubscribeOptions::default()).await;
     let (ok_tx, mut ok) = mpsc::unbounded_channel();
+    // Partition and offset as each handler call saw them, by payload.
+    type Position = (Option<i32>, Option<i64>);
+    let positions: Arc<Mutex<BTreeMap<Vec<u8>, Position>>> = Arc::default();
     let _sub = bus
         .subscribe_with(
             "k5.jobs",
@@ -280,18 +283,25 @@ async fn retry_then_success_and_dead_letters_with_headers() {
                 RetryPolicy::attempts(3)
                     .with_backoff(Duration::from_millis(1), Duration::from_millis(1)),
             ),
-            move |m: Message| {
-                let ok_tx = ok_tx.clone();
-                async move {
-                    match m.payload().as_ref() {
-                        b"panic" => panic!("the handler blew up"),
-                        b"poison" => Err(HandlerError::permanent("bad job")),
-                        b"flaky" if m.context().attempt() < 3 => {
-                            Err(HandlerError::retryable("not yet"))
-                        }
-                        _ => {
-                            let _ = ok_tx.send((m.payload().clone(), m.context().attempt()));
-                            Ok(())
+            {
+                let positions = positions.clone();
+                move |m: Message| {
+                    let ok_tx = ok_tx.clone();
+                    let ctx = m.context();
+                    positions
+                        .lock()
+                        .insert(m.payload().to_vec(), (ctx.partition(), ctx.offset()));
+                    async move {
+                        match m.payload().as_ref() {
+                            b"panic" => panic!("the handler blew up"),
+                            b"poison" => Err(HandlerError::permanent("bad job")),
+                            b"flaky" if m.context().attempt() < 3 => {
+                                Err(HandlerError::retryable("not yet"))
+                            }
+                            _ => {
+                                let _ = ok_tx.send((m.payload().clone(), m.context().attempt()));
+                                Ok(())
+                            }
                         }
                     }
                 }
@@ -321,6 +331,35 @@ async fn retry_then_success_and_dead_letters_with_headers() {
     assert_eq!(panic.dead_letter().unwrap().error_class, "panic");
     let (payload, _) = step("after", ok.recv()).await.unwrap();
     assert_eq!(&payload[..], b"after");
+    // The handler saw each record's partition and offset (one key, so one
+    // partition: offsets in publish order), and the dead letters carry
+    // them.
+    let positions = positions.lock().clone();
+    let at = |payload: &str| positions[payload.as_bytes()];
+    assert!(at("flaky").0.is_some(), "a partition");
+    for payload in ["poison", "panic", "after"] {
+        assert_eq!(
+            at(payload).0,
+            at("flaky").0,
+            "{payload}: one key, one partition"
+        );
+    }
+    let offsets: Vec<i64> = ["flaky", "poison", "panic", "after"]
+        .iter()
+        .map(|p| at(p).1.expect("an offset"))
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "{offsets:?}");
+    for (letter, payload) in [(&info, "poison"), (&panic.dead_letter().unwrap(), "panic")] {
+        assert_eq!(
+            (letter.source_partition, letter.source_offset),
+            at(payload),
+            "{payload}: dead-letter position headers"
+        );
+    }
+    assert_eq!(
+        poison.headers().get(crate::HEADER_SOURCE_OFFSET),
+        Some(at("poison").1.unwrap().to_string().as_str())
+    );
     bus.close().await.unwrap();
 }
 
@@ -690,6 +729,12 @@ async fn a_slow_handler_over_a_backlog_of_100k_pauses_partitions_and_stays_in_th
     // must keep polling while the handler is far behind.
     let mut config = config("");
     config.kafka.consumer.max_poll_interval = Duration::from_secs(7);
+    if let Ok(props) = std::env::var("KPROPS") {
+        for kv in props.split(',') {
+            let (k, v) = kv.split_once('=').unwrap();
+            config.kafka.properties.insert(k.into(), v.into());
+        }
+    }
     let bus = step("connect", Bus::connect(config)).await.unwrap();
     bus.configure_topic("k11.backlog", TopicOptions::persistent().partitions(4))
         .await
@@ -747,7 +792,10 @@ async fn a_slow_handler_over_a_backlog_of_100k_pauses_partitions_and_stays_in_th
     // Longer than max.poll.interval: a member that stopped polling would
     // have been dropped and its partitions handed out again (duplicates).
     let drain_batch = SubscribeOptions::default().drain_batch;
-    let bound = (lanes * ring + lanes * drain_batch + 4) as u64;
+    // Held: the lanes' rings and drained batches, plus what each of the 4
+    // partitions parks before it is paused.
+    let parked = 4 * (crate::transport::kafka::PARK_LIMIT + 1);
+    let bound = (lanes * ring + lanes * drain_batch + parked + 4) as u64;
     let mut most_held = 0;
     let mut lag = 0;
     for _ in 0..100 {
@@ -758,6 +806,13 @@ async fn a_slow_handler_over_a_backlog_of_100k_pauses_partitions_and_stays_in_th
         most_held = most_held.max(broker.unsettled_here);
         lag = lag.max(broker.pending);
         assert_eq!(s.total.released, 0, "a partition was revoked");
+        if std::env::var("KDEBUG").is_ok() {
+            eprintln!(
+                "depths {:?} delivered {}",
+                s.lanes.iter().map(|l| l.depth).collect::<Vec<_>>(),
+                s.total.delivered
+            );
+        }
     }
     let handled = seen.lock().len();
     println!(
@@ -773,6 +828,72 @@ async fn a_slow_handler_over_a_backlog_of_100k_pauses_partitions_and_stays_in_th
     );
     drop(sub);
     bus.close().await.ok();
+}
+
+/// Polls `check` until it returns true.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    step(what, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_the_group_and_fails_while_the_broker_is_down() {
+    let mut broker = KafkaBroker::start();
+    let yaml = format!(
+        "type: kafka\nkafka:\n  brokers: [\"{}\"]\n  client_id: health-test\n  api_timeout: 2s\n  consumer: {{ session_timeout: 6s, heartbeat_interval: 500ms }}\ntopics:\n  kh.orders: {{ partitions: 2 }}\n",
+        broker.bootstrap()
+    );
+    let bus = step(
+        "connect",
+        Bus::connect(BusConfig::from_yaml_str(&yaml).unwrap()),
+    )
+    .await
+    .unwrap();
+    let _sub = bus
+        .subscribe_with(
+            "kh.orders",
+            SubscribeOptions::default().group("health"),
+            |_m: Message| async { Ok::<(), HandlerError>(()) },
+        )
+        .await
+        .unwrap();
+    // Healthy once the member joined its group and took its assignment.
+    eventually("healthy with a joined group", async || {
+        bus.health_check().await.is_ok()
+    })
+    .await;
+    let report = bus.health_check().await.unwrap();
+    assert_eq!((report.transport, report.subscriptions), ("kafka", 1));
+    assert_eq!(bus.feed_health().len(), 1);
+    assert!(bus.feed_health()[0].is_ok());
+
+    broker.kill();
+    // The metadata round trip fails at once; the member's own view goes
+    // from a steady member to one looking for its coordinator.
+    let err = bus.health_check().await.unwrap_err();
+    assert!(matches!(err, crate::HealthError::Transport(_)), "{err}");
+    eventually("the group reported unsteady", async || {
+        bus.feed_health()[0].is_err()
+    })
+    .await;
+    let group = bus.feed_health()[0].as_ref().unwrap_err().to_string();
+    println!("kafka health, broker down: {err}; group: {group}");
+    assert!(group.contains("group health of topic kh.orders"), "{group}");
+
+    broker.start_again();
+    eventually("healthy again after the restart", async || {
+        bus.health_check().await.is_ok()
+    })
+    .await;
+    bus.close().await.unwrap();
+    assert!(matches!(
+        bus.health_check().await,
+        Err(crate::HealthError::Closed)
+    ));
 }
 
 #[tokio::test]

@@ -59,6 +59,8 @@ pub(crate) use client::Kafka;
 
 #[cfg(all(test, feature = "kafka"))]
 mod bus_tests;
+#[cfg(all(test, feature = "kafka"))]
+use consumer::PARK_LIMIT;
 
 #[cfg(feature = "kafka")]
 fn error(message: impl Into<String>, e: rdkafka::error::KafkaError) -> crate::TransportError {

@@ -90,17 +90,6 @@ impl PartitionOffsets {
         }
     }
 
-    /// Takes back `offset`, handed out last, which did not reach a lane
-    /// after all (the lanes were full): it is no longer unsettled, and the
-    /// position stays below it.
-    pub(crate) fn withdraw(&self, offset: i64) {
-        let mut inner = self.inner.lock();
-        inner.unsettled.remove(&offset);
-        if inner.next == Some(offset.saturating_add(1)) {
-            inner.next = Some(offset);
-        }
-    }
-
     /// `offset` was settled (acked after success, skip or dead-lettering).
     /// Settling an offset that is not unsettled does nothing.
     pub(crate) fn settled(&self, offset: i64) {
@@ -157,19 +146,6 @@ mod tests {
         t.settled(13);
         assert_eq!(t.take_commit(), Some(15));
         assert_eq!(t.unsettled(), 0);
-    }
-
-    #[test]
-    fn a_withdrawn_offset_is_not_committed() {
-        let t = PartitionOffsets::starting_at(None);
-        t.handed_out(5);
-        t.handed_out(6);
-        t.withdraw(6);
-        t.settled(5);
-        assert_eq!(t.take_commit(), Some(6), "stops below the withdrawn offset");
-        t.handed_out(6);
-        t.settled(6);
-        assert_eq!(t.take_commit(), Some(7));
     }
 
     #[test]
