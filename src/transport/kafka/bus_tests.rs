@@ -40,12 +40,19 @@ async fn step<F: std::future::IntoFuture>(what: &str, future: F) -> F::Output {
         .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
 }
 
-fn config(extra: &str) -> BusConfig {
-    let brokers = KafkaBroker::shared().bootstrap();
+/// A Kafka bus config for `brokers`: `kafka_extra` goes into the `kafka`
+/// section (indented two spaces, each line ending in a newline), `extra`
+/// after it at the top level.
+fn config_at(brokers: &str, client_id: &str, kafka_extra: &str, extra: &str) -> BusConfig {
     BusConfig::from_yaml_str(&format!(
-        "type: kafka\nkafka:\n  brokers: [\"{brokers}\"]\n  client_id: kafka-test\n  consumer: {{ session_timeout: 6s, heartbeat_interval: 500ms, commit_interval: 200ms }}\n{extra}"
+        "type: kafka\nkafka:\n  brokers: [\"{brokers}\"]\n  client_id: {client_id}\n  consumer: {{ session_timeout: 6s, heartbeat_interval: 500ms, commit_interval: 200ms }}\n{kafka_extra}{extra}"
     ))
     .unwrap()
+}
+
+/// A config for the binary's shared broker, with `extra` at the top level.
+fn config(extra: &str) -> BusConfig {
+    config_at(&KafkaBroker::shared().bootstrap(), "kafka-test", "", extra)
 }
 
 async fn bus() -> Bus {
@@ -56,14 +63,19 @@ async fn recv(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message {
     step("a message", rx.recv()).await.expect("channel open")
 }
 
-/// Waits until `count` reaches `n`.
-async fn until(what: &str, count: &AtomicUsize, n: usize) {
+/// Polls `check` until it returns true (bounded by the step).
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     step(what, async {
-        while count.load(Ordering::Relaxed) < n {
+        while !check().await {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
+}
+
+/// Waits until `count` reaches `n`.
+async fn until(what: &str, count: &AtomicUsize, n: usize) {
+    eventually(what, async || count.load(Ordering::Relaxed) >= n).await;
 }
 
 fn raw_producer() -> FutureProducer {
@@ -415,14 +427,8 @@ async fn a_restarted_member_resumes_after_the_commits_without_loss() {
         .subscribe_with(topic, options, recorder(&handled))
         .await
         .unwrap();
-    step("the rest", async {
-        loop {
-            let distinct: HashSet<String> = handled.lock().iter().cloned().collect();
-            if distinct.len() >= N {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    eventually("the rest", async || {
+        handled.lock().iter().collect::<HashSet<_>>().len() >= N
     })
     .await;
     let all = handled.lock().clone();
@@ -461,11 +467,14 @@ async fn topics_are_made_read_back_validated_and_removed() {
     )
     .await
     .unwrap();
+    // The broker applies an altered config a moment after it accepted it:
+    // read back until it shows (bounded by the step).
+    eventually("the altered config read back", async || {
+        let back = bus.topic_config("k7.orders").await.unwrap().unwrap();
+        (back.partitions, back.retention.max_age) == (5, Some(Duration::from_secs(7200)))
+    })
+    .await;
     let back = bus.topic_config("k7.orders").await.unwrap().unwrap();
-    assert_eq!(
-        (back.partitions, back.retention.max_age),
-        (5, Some(Duration::from_secs(7200)))
-    );
     assert_eq!(back.retention.max_bytes, None);
     // Fewer partitions: Kafka cannot, and says so.
     let fewer = bus
@@ -484,10 +493,8 @@ async fn topics_are_made_read_back_validated_and_removed() {
     let e = Bus::connect(strict).await.unwrap_err();
     assert!(e.to_string().contains("does not exist"), "{e}");
     assert!(bus.remove_topic("k7.orders").await.unwrap());
-    step("deleted", async {
-        while bus.topic_config("k7.orders").await.unwrap().is_some() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    eventually("deleted", async || {
+        bus.topic_config("k7.orders").await.unwrap().is_none()
     })
     .await;
     bus.close().await.unwrap();
@@ -626,22 +633,16 @@ async fn a_broker_killed_mid_stream_loses_nothing_that_was_acknowledged() {
     const AGGREGATES: usize = 16;
     const EVENTS: usize = 2_000;
     let mut broker = KafkaBroker::start();
-    let yaml = format!(
-        "type: kafka\nkafka:\n  brokers: [\"{}\"]\n  client_id: crash-test\n  producer: {{ message_timeout: 10s }}\n  consumer: {{ session_timeout: 6s, heartbeat_interval: 500ms, commit_interval: 200ms }}\ntopics:\n  kc.orders: {{ partitions: 4 }}\n",
-        broker.bootstrap()
-    );
-    let consumer_bus = step(
-        "connect",
-        Bus::connect(BusConfig::from_yaml_str(&yaml).unwrap()),
-    )
-    .await
-    .unwrap();
-    let publisher = step(
-        "connect",
-        Bus::connect(BusConfig::from_yaml_str(&yaml).unwrap()),
-    )
-    .await
-    .unwrap();
+    let config = || {
+        config_at(
+            &broker.bootstrap(),
+            "crash-test",
+            "  producer: { message_timeout: 10s }\n",
+            "topics:\n  kc.orders: { partitions: 4 }\n",
+        )
+    };
+    let consumer_bus = step("connect", Bus::connect(config())).await.unwrap();
+    let publisher = step("connect", Bus::connect(config())).await.unwrap();
     let first: Arc<Mutex<FirstSeen>> = Arc::default();
     let _sub = {
         let first = first.clone();
@@ -697,10 +698,8 @@ async fn a_broker_killed_mid_stream_loses_nothing_that_was_acknowledged() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     broker.start_again();
     step("publishing", publishing).await.unwrap();
-    step("every event handled", async {
-        while first.lock().1.len() < EVENTS {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    eventually("every event handled", async || {
+        first.lock().1.len() >= EVENTS
     })
     .await;
     let f = std::mem::take(&mut *first.lock());
@@ -830,29 +829,16 @@ async fn a_slow_handler_over_a_backlog_of_100k_pauses_partitions_and_stays_in_th
     bus.close().await.ok();
 }
 
-/// Polls `check` until it returns true.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    step(what, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_the_group_and_fails_while_the_broker_is_down() {
     let mut broker = KafkaBroker::start();
-    let yaml = format!(
-        "type: kafka\nkafka:\n  brokers: [\"{}\"]\n  client_id: health-test\n  api_timeout: 2s\n  consumer: {{ session_timeout: 6s, heartbeat_interval: 500ms }}\ntopics:\n  kh.orders: {{ partitions: 2 }}\n",
-        broker.bootstrap()
+    let config = config_at(
+        &broker.bootstrap(),
+        "health-test",
+        "  api_timeout: 2s\n",
+        "topics:\n  kh.orders: { partitions: 2 }\n",
     );
-    let bus = step(
-        "connect",
-        Bus::connect(BusConfig::from_yaml_str(&yaml).unwrap()),
-    )
-    .await
-    .unwrap();
+    let bus = step("connect", Bus::connect(config)).await.unwrap();
     let _sub = bus
         .subscribe_with(
             "kh.orders",
@@ -999,19 +985,14 @@ async fn a_rebalance_hands_unfinished_records_to_the_new_owner() {
         .subscribe_with("k14.jobs", options, slow(&by_second, 1))
         .await
         .unwrap();
-    step("every record", async {
-        loop {
-            let distinct: HashSet<String> = by_first
-                .lock()
-                .iter()
-                .chain(by_second.lock().iter())
-                .cloned()
-                .collect();
-            if distinct.len() == N {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    eventually("every record", async || {
+        let (first, second) = (by_first.lock(), by_second.lock());
+        first
+            .iter()
+            .chain(second.iter())
+            .collect::<HashSet<_>>()
+            .len()
+            == N
     })
     .await;
     let released = sub_first.stats().total.released;
