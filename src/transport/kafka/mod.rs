@@ -60,6 +60,10 @@ pub(crate) use client::Kafka;
 #[cfg(all(test, feature = "kafka"))]
 mod bus_tests;
 #[cfg(all(test, feature = "kafka"))]
+mod fault_tests;
+#[cfg(all(test, feature = "kafka"))]
+mod test_support;
+#[cfg(all(test, feature = "kafka"))]
 use consumer::PARK_LIMIT;
 
 #[cfg(feature = "kafka")]
