@@ -473,7 +473,8 @@ impl Bus {
     /// metadata request, then that each subscription's consumer is running
     /// and a member of its group in a steady state (joined, its assignment
     /// taken; see the Kafka transport's docs); a subscription made a moment
-    /// ago is unhealthy until its member joined.
+    /// ago is unhealthy until its member joined, and so is one whose group
+    /// is rebalancing, until the rebalance settles.
     pub async fn health_check(&self) -> Result<HealthReport, HealthError> {
         if self.is_closed() {
             return Err(HealthError::Closed);

@@ -467,15 +467,21 @@ fn feed(consumer: &BaseConsumer<Context>, shared: &Shared, msg: &BorrowedMessage
 /// lanes take them: a lane found full is not tried again in this pass (for
 /// any partition). Resumes the paused partitions whose parked records went
 /// down to [`RESUME_AT`]. `None` when the lanes are closed, else whether
-/// records are still parked.
-fn retry_parked(consumer: &BaseConsumer<Context>, shared: &Shared) -> Option<bool> {
+/// records are still parked. `full` is scratch space, kept by the loop so
+/// a pass allocates nothing.
+fn retry_parked(
+    consumer: &BaseConsumer<Context>,
+    shared: &Shared,
+    full: &mut Vec<bool>,
+) -> Option<bool> {
     let lanes = &shared.core.lanes;
     let mut assigned = shared.assigned.lock();
     if assigned.iter().all(|a| a.parked_count == 0) {
         return Some(false);
     }
     // The queues whose lane was found full in this pass.
-    let mut full = vec![false; lanes.len() + 1];
+    full.clear();
+    full.resize(lanes.len() + 1, false);
     let mut still = false;
     for a in assigned.iter_mut() {
         if a.parked_count == 0 {
@@ -543,11 +549,12 @@ fn run(
     let Opened { consumer, shared } = opened;
     let mut last_commit = Instant::now();
     let mut errors = 0u32;
+    let mut full = Vec::with_capacity(shared.core.lanes.len() + 1);
     loop {
         if !matches!(stop.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
             break;
         }
-        let Some(parked) = retry_parked(&consumer, &shared) else {
+        let Some(parked) = retry_parked(&consumer, &shared, &mut full) else {
             break;
         };
         match consumer.poll(if parked { PARKED_POLL } else { POLL }) {
