@@ -2,7 +2,8 @@
 //! [`Event`], an envelope together with its context.
 //!
 //! Every handler gets one way to see the topic a record came from, which
-//! attempt this is and how often a broker redelivered it: plain handlers
+//! attempt this is, how often a broker redelivered it and, from a
+//! partitioned broker (Kafka), its partition and offset: plain handlers
 //! through [`Message::context`](crate::Message::context), envelope handlers
 //! by taking [`Event`] instead of `Envelope` or `Arc<Envelope>`. An `Event`
 //! shares the lane's envelope (no copy per attempt) and dereferences to
@@ -24,8 +25,8 @@ use bytes::Bytes;
 use crate::pipeline::dead_letter::DeadLetterInfo;
 use crate::{Envelope, Headers};
 
-/// Where and how a record is being delivered: its topic, the attempt number
-/// and the broker's redelivery count.
+/// Where and how a record is being delivered: its topic, the attempt number,
+/// the broker's redelivery count and, from Kafka, its partition and offset.
 ///
 /// # Examples
 ///
@@ -56,14 +57,21 @@ pub struct Context {
     topic: Arc<str>,
     attempt: u32,
     redelivered: u32,
+    position: Option<(i32, i64)>,
 }
 
 impl Context {
-    pub(crate) fn new(topic: Arc<str>, attempt: u32, redelivered: u32) -> Self {
+    pub(crate) fn new(
+        topic: Arc<str>,
+        attempt: u32,
+        redelivered: u32,
+        position: Option<(i32, i64)>,
+    ) -> Self {
         Self {
             topic,
             attempt,
             redelivered,
+            position,
         }
     }
 
@@ -83,6 +91,40 @@ impl Context {
     pub fn redelivered(&self) -> u32 {
         self.redelivered
     }
+
+    /// The partition the record was consumed from, on a partitioned broker
+    /// (Kafka); `None` on the memory transport and on NATS.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::{Bus, Message};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::memory();
+    /// let _sub = bus
+    ///     .subscribe("jobs", |msg: Message| async move {
+    ///         // In-process records have no partition or offset.
+    ///         assert_eq!(msg.context().partition(), None);
+    ///         assert_eq!(msg.context().offset(), None);
+    ///         Ok::<(), lanebus::HandlerError>(())
+    ///     })
+    ///     .await?;
+    /// bus.publish("jobs", "work").await?;
+    /// bus.close().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn partition(&self) -> Option<i32> {
+        self.position.map(|(partition, _)| partition)
+    }
+
+    /// The record's offset in its [`partition`](Self::partition), on a
+    /// partitioned broker (Kafka); `None` on the memory transport and on
+    /// NATS.
+    pub fn offset(&self) -> Option<i64> {
+        self.position.map(|(_, offset)| offset)
+    }
 }
 
 impl fmt::Debug for Context {
@@ -91,6 +133,8 @@ impl fmt::Debug for Context {
             .field("topic", &self.topic)
             .field("attempt", &self.attempt)
             .field("redelivered", &self.redelivered)
+            .field("partition", &self.partition())
+            .field("offset", &self.offset())
             .finish()
     }
 }
@@ -200,13 +244,20 @@ pub(crate) struct Inbound<'a> {
     pub(crate) topic: &'a Arc<str>,
     pub(crate) attempt: u32,
     pub(crate) redelivered: u32,
+    /// Partition and offset, from a partitioned broker.
+    pub(crate) position: Option<(i32, i64)>,
 }
 
 impl Inbound<'_> {
     /// The delivery context of this record.
     #[inline]
     pub(crate) fn context(&self) -> Context {
-        Context::new(self.topic.clone(), self.attempt, self.redelivered)
+        Context::new(
+            self.topic.clone(),
+            self.attempt,
+            self.redelivered,
+            self.position,
+        )
     }
 }
 

@@ -229,7 +229,9 @@ pub enum HealthError {
         topic: String,
     },
     /// The transport is unhealthy (NATS: the connection is down, or the
-    /// server did not answer a round trip in time).
+    /// server did not answer a round trip in time; Kafka: the brokers did
+    /// not answer a metadata request, or a subscription's consumer stopped
+    /// or is not a steady member of its group).
     #[error("transport unhealthy: {0}")]
     Transport(TransportError),
 }

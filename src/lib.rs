@@ -119,7 +119,7 @@ pub use options::{ConfigError, TransportKind};
 pub use pipeline::classify::ErrorClassifier;
 pub use pipeline::dead_letter::{
     DeadLetter, DeadLetterInfo, HEADER_ATTEMPTS, HEADER_DEAD_LETTER_TRAIL, HEADER_ERROR,
-    HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC,
+    HEADER_ERROR_CLASS, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
 };
 pub use pipeline::dedup::{Dedup, MAX_DEDUP_IDS};
 pub use pipeline::metrics::{BrokerStats, BusStats, LaneStats, PartitionLag, SubscriptionStats};

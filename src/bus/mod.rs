@@ -475,7 +475,12 @@ impl Bus {
     /// record makes a round trip through a lane ring. On NATS, first that
     /// the connection is up, the server answers a round trip (a flush)
     /// within the connect timeout, and the stream of each configured
-    /// persistent topic exists.
+    /// persistent topic exists. On Kafka, first that the brokers answer a
+    /// metadata request, then that each subscription's consumer is running
+    /// and a member of its group in a steady state (joined, its assignment
+    /// taken; see the Kafka transport's docs); a subscription made a moment
+    /// ago is unhealthy until its member joined, and so is one whose group
+    /// is rebalancing, until the rebalance settles.
     pub async fn health_check(&self) -> Result<HealthReport, HealthError> {
         if self.is_closed() {
             return Err(HealthError::Closed);
@@ -496,6 +501,9 @@ impl Bus {
                     return Err(HealthError::WorkerStopped {
                         topic: l.core.topic.to_string(),
                     });
+                }
+                if let Some(feed) = &l.feed {
+                    feed.health().map_err(HealthError::Transport)?;
                 }
             }
             (live.len(), live.values().map(|l| l.core.lanes.len()).sum())
@@ -522,6 +530,16 @@ impl Bus {
             lanes,
             round_trip: started.elapsed(),
         })
+    }
+
+    /// The health of each live subscription's broker consumer, as
+    /// [`health_check`](Self::health_check) reads it (for tests).
+    #[cfg(all(test, feature = "kafka"))]
+    pub(crate) fn feed_health(&self) -> Vec<Result<(), crate::TransportError>> {
+        let live = self.inner.live.lock();
+        live.values()
+            .filter_map(|l| l.feed.as_ref().map(|f| f.health()))
+            .collect()
     }
 
     /// A snapshot of the counters.

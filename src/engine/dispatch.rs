@@ -255,6 +255,7 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             topic: d.ack.topic().unwrap_or(&self.topic),
             attempt,
             redelivered: d.ack.redelivered(),
+            position: d.ack.position(),
         };
         let msg = match M::build(record) {
             Ok(msg) => msg,
@@ -340,6 +341,7 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
         let (payload, key, headers) = d.body.parts();
         let source = d.ack.topic().unwrap_or(&self.topic);
         let msg = dead_letter_message(source, payload, key, headers, error, kind, attempts);
+        let msg = crate::pipeline::dead_letter::with_source_position(msg, d.ack.position());
         if closes_cycle(msg.headers(), dlq) {
             self.counters().dropped.bump(1);
             tracing::error!(topic = %self.topic, dead_letter_topic = dlq, kind = kind.as_str(), attempts, %error, "dead letter failed again and its next dead-letter topic is on its trail (a cycle); dropped");

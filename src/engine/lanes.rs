@@ -255,7 +255,7 @@ impl Lanes {
     /// The lane for `route`: `hash % len` for a keyed route (the stable
     /// mapping), the cursor modulo `len` for a spread one.
     #[inline]
-    fn first_choice(&self, route: Route) -> usize {
+    pub(crate) fn first_choice(&self, route: Route) -> usize {
         let x = match route {
             Route::Keyed(h) => h,
             Route::Spread(rr) => u64::from(rr),

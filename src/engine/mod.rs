@@ -97,17 +97,6 @@ impl SubscriptionCore {
         self.lanes.push(lanes::Delivery { body, ack }, route).await
     }
 
-    /// [`deliver`](Self::deliver) without waiting: hands the record back
-    /// when its lane is full or closed.
-    #[cfg_attr(not(feature = "kafka"), allow(dead_code))] // the Kafka poll loop
-    pub(crate) fn try_deliver(
-        &self,
-        d: lanes::Delivery,
-    ) -> Result<(), ring::TryPushError<lanes::Delivery>> {
-        let route = Route::of(&d.body);
-        self.lanes.try_push(d, route)
-    }
-
     /// Positions claimed over all lanes (monotone).
     pub(crate) fn claimed(&self) -> u64 {
         self.lanes.iter().map(|l| l.ring.claimed()).sum()

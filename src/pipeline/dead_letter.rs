@@ -16,6 +16,10 @@ use crate::{ErrorClass, Headers, OutboundMessage};
 
 /// Header naming the topic the message was consumed from.
 pub const HEADER_SOURCE_TOPIC: &str = "lanebus-source-topic";
+/// Header naming the partition the message was consumed from (Kafka only).
+pub const HEADER_SOURCE_PARTITION: &str = "lanebus-source-partition";
+/// Header holding the message's offset in that partition (Kafka only).
+pub const HEADER_SOURCE_OFFSET: &str = "lanebus-source-offset";
 /// Header holding the last error's text.
 pub const HEADER_ERROR: &str = "lanebus-error";
 /// Header holding the last error's class (`retryable`, `permanent`, `panic`,
@@ -207,6 +211,21 @@ pub(crate) fn dead_letter_message(
     }
 }
 
+/// Adds the source partition and offset headers to a dead letter of a
+/// record from a partitioned broker (`position`: partition and offset);
+/// leaves it as it is otherwise.
+pub(crate) fn with_source_position(
+    mut msg: OutboundMessage,
+    position: Option<(i32, i64)>,
+) -> OutboundMessage {
+    if let Some((partition, offset)) = position {
+        msg.headers
+            .insert(HEADER_SOURCE_PARTITION, partition.to_string());
+        msg.headers.insert(HEADER_SOURCE_OFFSET, offset.to_string());
+    }
+    msg
+}
+
 /// True when sending a dead letter whose headers are `headers` to
 /// `dead_letter_topic` would close a cycle: the topic already sent it on.
 pub(crate) fn closes_cycle(headers: &Headers, dead_letter_topic: &str) -> bool {
@@ -244,7 +263,7 @@ pub(crate) trait Republish: Send + Sync + 'static {
 /// A dead letter is the failed record itself — the original payload bytes
 /// (for an in-process envelope: its binary encoding, so
 /// `subscribe_envelope` decodes it), the original key and headers — plus
-/// four headers:
+/// these headers:
 ///
 /// | header | value |
 /// |---|---|
@@ -253,6 +272,8 @@ pub(crate) trait Republish: Send + Sync + 'static {
 /// | [`HEADER_ERROR_CLASS`] | `retryable`, `permanent`, `panic`, `timeout` (past the subscription's `handler_timeout`) or `malformed` |
 /// | [`HEADER_ATTEMPTS`] | attempts made, in decimal |
 /// | [`HEADER_DEAD_LETTER_TRAIL`] | every topic it was dead-lettered from, comma-separated |
+/// | [`HEADER_SOURCE_PARTITION`] | the partition it was consumed from (Kafka only), in decimal |
+/// | [`HEADER_SOURCE_OFFSET`] | its offset in that partition (Kafka only), in decimal |
 ///
 /// A dead letter that fails again on its dead-letter topic is dead-lettered
 /// onward (`orders.dlq` to `orders.dlq.dlq`), except where that would close
@@ -289,6 +310,7 @@ pub(crate) trait Republish: Send + Sync + 'static {
 /// assert_eq!(why.error, "unknown product");
 /// assert_eq!(why.error_class, "permanent");
 /// assert_eq!(why.attempts, 1);
+/// assert_eq!(why.source_partition, None, "in-process: no partition");
 /// # bus.close().await?;
 /// # Ok(()) }
 /// ```
@@ -304,6 +326,12 @@ pub struct DeadLetterInfo {
     pub error_class: String,
     /// Attempts made before giving up.
     pub attempts: u32,
+    /// The partition the failed record was consumed from (Kafka; `None`
+    /// elsewhere).
+    pub source_partition: Option<i32>,
+    /// The failed record's offset in that partition (Kafka; `None`
+    /// elsewhere).
+    pub source_offset: Option<i64>,
 }
 
 impl DeadLetterInfo {
@@ -318,6 +346,12 @@ impl DeadLetterInfo {
                 .get(HEADER_ATTEMPTS)
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(0),
+            source_partition: headers
+                .get(HEADER_SOURCE_PARTITION)
+                .and_then(|p| p.parse().ok()),
+            source_offset: headers
+                .get(HEADER_SOURCE_OFFSET)
+                .and_then(|o| o.parse().ok()),
         })
     }
 }

@@ -73,6 +73,18 @@ pub(crate) struct Feed {
     task: tokio::task::JoinHandle<()>,
     /// What the broker reports about the subscription's consumer.
     gauges: Option<Arc<crate::pipeline::metrics::BrokerGauges>>,
+    /// How the consumer stands in its broker (a Kafka group member), for
+    /// the bus's health check.
+    health: Option<Arc<dyn FeedHealth>>,
+}
+
+/// The state of a broker subscription's consumer, as the bus's health
+/// check reads it (without waiting on the consumer).
+pub(crate) trait FeedHealth: Send + Sync + fmt::Debug {
+    /// `Err` names what is wrong: the consumer task ended (`task_ended`)
+    /// while the subscription is live, a group not joined, a stalled
+    /// consumer.
+    fn check(&self, task_ended: bool) -> Result<(), TransportError>;
 }
 
 impl Feed {
@@ -86,6 +98,24 @@ impl Feed {
             stop: Some(stop),
             task,
             gauges: None,
+            health: None,
+        }
+    }
+
+    /// The feed with a health check of its consumer: the bus's health
+    /// check then also fails when the consumer task ended while the
+    /// subscription is live.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) fn with_health(mut self, health: Arc<dyn FeedHealth>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// The consumer's health, when the feed has a check (else `Ok`).
+    pub(crate) fn health(&self) -> Result<(), TransportError> {
+        match &self.health {
+            Some(health) => health.check(self.task.is_finished()),
+            None => Ok(()),
         }
     }
 
@@ -219,6 +249,11 @@ pub trait AckHandle: Send + Sync + 'static {
     fn is_stale(&self) -> bool {
         false
     }
+    /// The partition and offset the record came from, on a partitioned
+    /// broker (Kafka); `None` elsewhere.
+    fn position(&self) -> Option<(i32, i64)> {
+        None
+    }
 }
 
 /// What a record carries besides its body, when it carries anything: a
@@ -323,6 +358,16 @@ impl Ack {
             .as_ref()
             .and_then(|b| b.handle.as_ref())
             .is_some_and(|h| h.is_stale())
+    }
+
+    /// The partition and offset of a record from a partitioned broker
+    /// (while it is unsettled); `None` for in-process records.
+    #[inline]
+    pub(crate) fn position(&self) -> Option<(i32, i64)> {
+        self.0
+            .as_ref()
+            .and_then(|b| b.handle.as_ref())
+            .and_then(|h| h.position())
     }
 
     /// Lets go of the record without settling it (a stale record: its

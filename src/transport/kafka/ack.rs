@@ -13,6 +13,8 @@
 //!   record comes again to whoever consumes the partition after a
 //!   rebalance or a restart (Kafka cannot redeliver one record alone);
 //! - `progress` does nothing (Kafka has no ack timer per record);
+//! - `position` gives the record's partition and offset (the handler's
+//!   `Context` and the dead-letter headers show them);
 //! - a record of a partition this consumer has let go of is stale: the
 //!   lane worker releases it unhandled, since the partition's new owner
 //!   gets it from the last commit.
@@ -31,13 +33,19 @@ use crate::TransportError;
 /// The settlement handle of one Kafka record.
 pub(crate) struct KafkaAck {
     tracker: Arc<PartitionOffsets>,
+    partition: i32,
     offset: i64,
 }
 
 impl KafkaAck {
-    /// A handle for `offset`, handed out in `tracker` already.
-    pub(crate) fn new(tracker: Arc<PartitionOffsets>, offset: i64) -> Self {
-        Self { tracker, offset }
+    /// A handle for `offset` of `partition`, tracked in `tracker` (the
+    /// poll loop hands it out there before the record enters a lane).
+    pub(crate) fn new(tracker: Arc<PartitionOffsets>, partition: i32, offset: i64) -> Self {
+        Self {
+            tracker,
+            partition,
+            offset,
+        }
     }
 }
 
@@ -70,5 +78,9 @@ impl AckHandle for KafkaAck {
 
     fn is_stale(&self) -> bool {
         self.tracker.is_released()
+    }
+
+    fn position(&self) -> Option<(i32, i64)> {
+        Some((self.partition, self.offset))
     }
 }

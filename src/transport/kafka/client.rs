@@ -106,7 +106,13 @@ fn consumer_config(o: &KafkaOptions, group: &str) -> ClientConfig {
     // A paused partition is fetched again at once when resumed, and the
     // client's prefetch stays near what the lanes take.
     c.set("fetch.queue.backoff.ms", "1");
-    c.set("queued.min.messages", "1000");
+    c.set("queued.min.messages", consumer::PARK_LIMIT.to_string());
+    // Incremental rebalances: a member joining or leaving moves only the
+    // partitions that change owner (a pass-through property may choose
+    // an eager strategy instead; the consumer handles both).
+    if !o.properties.contains_key("partition.assignment.strategy") {
+        c.set("partition.assignment.strategy", "cooperative-sticky");
+    }
     // Lag per partition, and new topics matching a pattern.
     c.set("statistics.interval.ms", "1000");
     c.set("topic.metadata.refresh.interval.ms", "5000");

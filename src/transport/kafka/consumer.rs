@@ -9,37 +9,62 @@
 //!   partitions; a key lives in one partition and a partition in one
 //!   member, so per-key order holds across them. A wildcard topic
 //!   (`orders.*`, `orders.>`) becomes a pattern subscription; new matching
-//!   topics are picked up at the next metadata refresh (5 s).
+//!   topics are picked up at the next metadata refresh (5 s). Partitions
+//!   are assigned with `cooperative-sticky`: a member joining or leaving
+//!   moves only the partitions that change owner, the others keep being
+//!   consumed through the rebalance.
 //! - **Poll loop** (a blocking thread: librdkafka's callbacks, rebalances
 //!   among them, run inside `poll`): each record's offset is handed out in
 //!   its partition's tracker and the record pushed, without waiting, into
-//!   lane `key_hash(key) % N` with a [`KafkaAck`]. When that lane is full,
-//!   the offset is withdrawn, the record parked, and its partition paused;
-//!   the loop keeps polling (so the member stays in its group however slow
-//!   the handlers are) and retries the parked record on every turn,
-//!   resuming the partition once it went in. Finished positions are
-//!   committed, and the unsettled counts in `stats()` refreshed, every
-//!   `commit_interval` (not on every poll).
-//! - **Revocation** (a rebalance takes partitions away): parked records of
-//!   those partitions are dropped (their offsets were withdrawn), the loop
-//!   waits, bounded, until the lanes settled every record of them, commits
-//!   the positions, then releases the trackers: records still in lanes
-//!   after the wait are released unhandled by the workers (stale), since
-//!   the next owner starts from the commit. **Assignment** makes fresh
-//!   trackers.
+//!   lane `key_hash(key) % N` with a [`KafkaAck`] (which carries the
+//!   partition and offset to the handler's context and to dead letters).
+//! - **Back-pressure**: a record whose lane is full is parked in its
+//!   partition's queue for that lane (records without a key, which any
+//!   lane takes, in a queue of their own); later records of that
+//!   partition and lane join the queue behind it, so per-key order holds.
+//!   Parked records are handed out in the tracker already: a commit never
+//!   passes them. Every turn of the loop moves the queues' heads into the
+//!   lanes while they take them (a lane found full is not tried again in
+//!   that turn), polling with a 1 ms wait while anything is parked. A
+//!   partition whose parked records reach [`PARK_LIMIT`] is paused, and
+//!   resumed once they are down to [`RESUME_AT`]. Pausing is kept rare on
+//!   purpose: librdkafka drops what it prefetched for a paused partition
+//!   and fetches it again after the resume (most of a second here), so
+//!   pausing on every full lane left the lanes idle most of the time. The
+//!   loop keeps polling throughout, so the member stays in its group
+//!   however slow the handlers are.
+//! - **Commits**: finished positions are committed, and the unsettled
+//!   counts in `stats()` refreshed, every `commit_interval` (not on every
+//!   poll).
+//! - **Revocation** (a rebalance takes partitions away; with the
+//!   cooperative protocol only those that move): their parked records are
+//!   dropped (the commit stops below the first of them), the loop waits,
+//!   bounded, until the lanes settled every record of them, commits the positions,
+//!   then releases the trackers: records still in lanes after the wait
+//!   are released unhandled by the workers (stale), since the next owner
+//!   starts from the commit. **Assignment** adds fresh trackers for the
+//!   partitions it adds.
 //! - **Stop**: pause every partition, drop parked records, close the lanes
 //!   and keep polling until the workers drained them (bounded), committing
 //!   as they finish; a last commit, then the consumer closes (leaving the
 //!   group).
-//! - **Lag**: librdkafka's statistics (every second) give each partition's
-//!   lag (high watermark − committed); `stats()` shows them and their sum.
+//! - **Lag and group state**: librdkafka's statistics (every second) give
+//!   each partition's lag (high watermark − committed), which `stats()`
+//!   shows with their sum, and the member's group state, which the bus's
+//!   health check reads ([`GroupHealth`]).
 //!
 //! # Invariants
 //!
 //! - A position is committed only when every record below it settled.
-//! - The loop never waits on a lane: a full lane pauses its partition.
+//! - The loop never waits on a lane: a full lane parks the record.
+//! - A partition's records of one lane (so of one key) enter it in offset
+//!   order: a record goes behind the parked records of its partition and
+//!   lane.
+//! - Parked records per partition stay within [`PARK_LIMIT`] plus one
+//!   poll's worth (the records librdkafka hands out before the pause
+//!   takes effect are parked too, never dropped).
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,58 +79,186 @@ use tokio::sync::oneshot;
 use super::ack::KafkaAck;
 use super::offsets::PartitionOffsets;
 use super::records;
-use crate::engine::lanes::Delivery;
+use crate::engine::lanes::{Delivery, Lanes, Route};
 use crate::engine::ring::TryPushError;
 use crate::engine::SubscriptionCore;
 use crate::pipeline::metrics::{BrokerGauges, PartitionLag};
 use crate::transport::names::NameLease;
-use crate::transport::{Ack, Feed};
+use crate::transport::{Ack, Feed, FeedHealth};
+use crate::TransportError;
 
 /// How long one poll waits for a record.
 const POLL: Duration = Duration::from_millis(50);
-/// How long one poll waits while a record is parked.
+/// How long one poll waits while records are parked (the lanes drain in
+/// microseconds to milliseconds).
 const PARKED_POLL: Duration = Duration::from_millis(1);
+/// Parked records at which a partition is paused: as many as librdkafka
+/// prefetches per partition (`queued.min.messages`, set by the client).
+pub(crate) const PARK_LIMIT: usize = 1000;
+/// Parked records at which a paused partition is resumed: early enough
+/// that the records fetched after the resume arrive before the queue ran
+/// dry.
+pub(crate) const RESUME_AT: usize = PARK_LIMIT / 2;
+/// A member whose statistics are older than this is reported stalled
+/// (they come every second while the loop polls).
+const STATS_STALE: Duration = Duration::from_secs(5);
 
-type PartitionKey = (String, i32);
+/// One partition assigned to this member: its offsets, and its records
+/// that met a full lane.
+struct Assigned {
+    topic: Arc<str>,
+    partition: i32,
+    tracker: Arc<PartitionOffsets>,
+    /// Records waiting for room, one queue per lane (by the lane their key
+    /// maps to; the last queue: records without a key, which any lane
+    /// takes), each in offset order.
+    parked: Vec<VecDeque<(Delivery, Route)>>,
+    /// Records in `parked`.
+    parked_count: usize,
+    /// Paused because `parked_count` reached [`PARK_LIMIT`].
+    paused: bool,
+}
+
+impl Assigned {
+    fn new(topic: &str, partition: i32) -> Self {
+        Self {
+            topic: Arc::from(topic),
+            partition,
+            tracker: Arc::new(PartitionOffsets::starting_at(None)),
+            parked: Vec::new(),
+            parked_count: 0,
+            paused: false,
+        }
+    }
+
+    fn is(&self, topic: &str, partition: i32) -> bool {
+        self.partition == partition && *self.topic == *topic
+    }
+
+    fn clear_parked(&mut self) {
+        self.parked.clear();
+        self.parked_count = 0;
+    }
+}
+
+/// The parked queue of a route: its lane's, or the last one (any lane).
+fn queue_of(lanes: &Lanes, route: Route) -> usize {
+    match route {
+        Route::Keyed(_) => lanes.first_choice(route),
+        Route::Spread(_) => lanes.len(),
+    }
+}
+
+/// The index of `topic`/`partition` in `assigned`, added when missing.
+/// A member holds few partitions: a scan (partition first) finds one
+/// without allocating, where a map keyed by an owned topic would not.
+fn find(assigned: &mut Vec<Assigned>, topic: &str, partition: i32) -> usize {
+    match assigned.iter().position(|a| a.is(topic, partition)) {
+        Some(i) => i,
+        None => {
+            assigned.push(Assigned::new(topic, partition));
+            assigned.len() - 1
+        }
+    }
+}
 
 /// What the poll loop and its rebalance callbacks share.
 pub(crate) struct Shared {
     core: Arc<SubscriptionCore>,
-    trackers: Mutex<HashMap<PartitionKey, Arc<PartitionOffsets>>>,
-    /// Records that met a full lane, by partition (that partition is
-    /// paused), with their offsets.
-    parked: Mutex<HashMap<PartitionKey, (Delivery, i64)>>,
+    /// The partitions assigned to this member.
+    assigned: Mutex<Vec<Assigned>>,
     /// How long a revocation waits for the lanes to settle its records.
     revoke_wait: Duration,
     gauges: Arc<BrokerGauges>,
+    group: Arc<GroupHealth>,
 }
 
 impl Shared {
-    fn tracker(&self, topic: &str, partition: i32) -> Arc<PartitionOffsets> {
-        self.trackers
-            .lock()
-            .entry((topic.to_owned(), partition))
-            .or_insert_with(|| Arc::new(PartitionOffsets::starting_at(None)))
-            .clone()
-    }
-
     /// The positions that moved since the last commit.
     fn commits(&self) -> TopicPartitionList {
-        commit_list(self.trackers.lock().iter())
+        commit_list(
+            self.assigned
+                .lock()
+                .iter()
+                .map(|a| (&*a.topic, a.partition, &a.tracker)),
+        )
     }
 }
 
 /// The positions of `trackers` that moved since their last commit.
 fn commit_list<'a>(
-    trackers: impl Iterator<Item = (&'a PartitionKey, &'a Arc<PartitionOffsets>)>,
+    trackers: impl Iterator<Item = (&'a str, i32, &'a Arc<PartitionOffsets>)>,
 ) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), tracker) in trackers {
+    for (topic, partition, tracker) in trackers {
         if let Some(position) = tracker.take_commit() {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(position));
+            let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(position));
         }
     }
     tpl
+}
+
+/// A group member's standing, from librdkafka's statistics, for the bus's
+/// health check: healthy while the consumer runs, its statistics are
+/// fresh (younger than 5 s) and its group state is `up` with join state
+/// `steady` (joined, its assignment taken, no rebalance under way). A
+/// member with no partitions (more members than partitions) is healthy.
+#[derive(Debug)]
+pub(crate) struct GroupHealth {
+    group: String,
+    topic: String,
+    seen: Mutex<Option<GroupSeen>>,
+}
+
+#[derive(Debug)]
+struct GroupSeen {
+    state: String,
+    join_state: String,
+    at: Instant,
+}
+
+impl GroupHealth {
+    fn new(group: &str, topic: &str) -> Self {
+        Self {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            seen: Mutex::new(None),
+        }
+    }
+
+    fn unhealthy(&self, why: impl std::fmt::Display) -> TransportError {
+        TransportError::new(
+            "kafka",
+            format!("group {} of topic {}: {why}", self.group, self.topic),
+            None,
+        )
+    }
+}
+
+impl FeedHealth for GroupHealth {
+    fn check(&self, task_ended: bool) -> Result<(), TransportError> {
+        if task_ended {
+            return Err(self.unhealthy("its consumer stopped"));
+        }
+        let seen = self.seen.lock();
+        let Some(seen) = seen.as_ref() else {
+            return Err(self.unhealthy("no group state reported yet (the member is starting)"));
+        };
+        let age = seen.at.elapsed();
+        if age > STATS_STALE {
+            return Err(self.unhealthy(format_args!(
+                "no report from its consumer for {} s (stalled, or held in a rebalance)",
+                age.as_secs()
+            )));
+        }
+        if seen.state != "up" || seen.join_state != "steady" {
+            return Err(self.unhealthy(format_args!(
+                "not a steady member (state {}, join state {})",
+                seen.state, seen.join_state
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The context of a subscription's consumer: rebalances and statistics.
@@ -133,37 +286,49 @@ impl ClientContext for Context {
         let sum = lag.iter().map(|l| l.lag).sum();
         self.shared.gauges.pending.store(sum, Ordering::Relaxed);
         *self.shared.gauges.partitions.lock() = lag;
+        let (state, join_state) = match statistics.cgrp {
+            Some(g) => (g.state, g.join_state),
+            None => ("none".to_owned(), "none".to_owned()),
+        };
+        *self.shared.group.seen.lock() = Some(GroupSeen {
+            state,
+            join_state,
+            at: Instant::now(),
+        });
     }
 }
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let revoked: Vec<PartitionKey> = tpl
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_owned(), e.partition()))
-                .collect();
             let shared = &self.shared;
-            let trackers: Vec<(PartitionKey, Arc<PartitionOffsets>)> = {
-                let mut parked = shared.parked.lock();
-                let mut trackers = shared.trackers.lock();
+            // Taken out of the assignment; their parked records are
+            // dropped: the next owner fetches them.
+            let revoked: Vec<Assigned> = {
+                let mut assigned = shared.assigned.lock();
+                let mut revoked = Vec::new();
+                for e in tpl.elements() {
+                    if let Some(i) = assigned.iter().position(|a| a.is(e.topic(), e.partition())) {
+                        revoked.push(assigned.swap_remove(i));
+                    }
+                }
                 revoked
-                    .iter()
-                    .filter_map(|k| {
-                        parked.remove(k);
-                        trackers.remove(k).map(|t| (k.clone(), t))
-                    })
-                    .collect()
             };
+            // Parked records stay unsettled (the commit stops below the
+            // first of them); the wait is for the records in the lanes.
             let until = Instant::now() + shared.revoke_wait;
-            while Instant::now() < until && trackers.iter().any(|(_, t)| t.unsettled() > 0) {
+            while Instant::now() < until
+                && revoked
+                    .iter()
+                    .any(|a| a.tracker.unsettled() > a.parked_count)
+            {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            let commit = commit_list(trackers.iter().map(|(k, t)| (k, t)));
-            for (_, tracker) in &trackers {
-                tracker.release();
+            let commit = commit_list(revoked.iter().map(|a| (&*a.topic, a.partition, &a.tracker)));
+            for a in &revoked {
+                a.tracker.release();
             }
+            drop(revoked);
             if commit.count() > 0 {
                 if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
                     tracing::warn!(topic = %shared.core.topic, error = %e, "commit at revocation failed; the next owner may handle some records again");
@@ -172,13 +337,26 @@ impl ConsumerContext for Context {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let mut trackers = self.shared.trackers.lock();
-            for e in tpl.elements() {
-                let fresh = Arc::new(PartitionOffsets::starting_at(None));
-                if let Some(old) = trackers.insert((e.topic().to_owned(), e.partition()), fresh) {
-                    old.release();
+            {
+                let mut assigned = self.shared.assigned.lock();
+                for e in tpl.elements() {
+                    let fresh = Assigned::new(e.topic(), e.partition());
+                    match assigned.iter_mut().find(|a| a.is(e.topic(), e.partition())) {
+                        Some(old) => {
+                            old.tracker.release();
+                            *old = fresh;
+                        }
+                        None => assigned.push(fresh),
+                    }
+                }
+            }
+            // A partition paused under an earlier assignment starts
+            // unpaused: its fresh entry has nothing parked.
+            if tpl.count() > 0 {
+                if let Err(e) = consumer.resume(tpl) {
+                    tracing::debug!(error = %e, "resume of newly assigned partitions failed");
                 }
             }
         }
@@ -202,10 +380,10 @@ pub(crate) fn open(
 ) -> Result<Opened, crate::TransportError> {
     let shared = Arc::new(Shared {
         core: core.clone(),
-        trackers: Mutex::default(),
-        parked: Mutex::default(),
+        assigned: Mutex::default(),
         revoke_wait,
         gauges: Arc::new(BrokerGauges::named(group)),
+        group: Arc::new(GroupHealth::new(group, &core.topic)),
     });
     let consumer: BaseConsumer<Context> = config
         .create_with_context(Context {
@@ -227,12 +405,15 @@ pub(crate) fn spawn(
     runtime: &tokio::runtime::Handle,
 ) -> Feed {
     let gauges = opened.shared.gauges.clone();
+    let health = opened.shared.group.clone();
     let (stop, stopped) = oneshot::channel();
     let task = runtime.spawn_blocking(move || {
         run(opened, commit_interval, drain_limit, stopped);
         drop(lease);
     });
-    Feed::new(stop, task).with_gauges(gauges)
+    Feed::new(stop, task)
+        .with_gauges(gauges)
+        .with_health(health)
 }
 
 /// A partition list of one partition.
@@ -242,60 +423,105 @@ fn one(topic: &str, partition: i32) -> TopicPartitionList {
     tpl
 }
 
-/// Hands one consumed record to the lanes, or parks it (see the module
-/// docs). False when the lanes are closed.
+/// Hands one consumed record to the lanes, or parks it behind the parked
+/// records of its partition and lane (see the module docs). False when the
+/// lanes are closed.
 fn feed(consumer: &BaseConsumer<Context>, shared: &Shared, msg: &BorrowedMessage<'_>) -> bool {
     let core = &shared.core;
     let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
-    let tracker = shared.tracker(topic, partition);
     let body = records::inbound(msg, core.kind == "envelope");
-    let handle = Box::new(KafkaAck::new(tracker.clone(), offset));
+    let route = Route::of(&body);
+    let mut assigned = shared.assigned.lock();
+    let i = find(&mut assigned, topic, partition);
+    let a = &mut assigned[i];
+    let handle = Box::new(KafkaAck::new(a.tracker.clone(), partition, offset));
     let ack = Ack::from_broker(Some(handle), 0, core.wildcard.then_some(topic));
-    tracker.handed_out(offset);
-    match core.try_deliver(Delivery { body, ack }) {
-        Ok(()) => true,
-        Err(TryPushError::Full(d)) => {
-            tracker.withdraw(offset);
-            if let Err(e) = consumer.pause(&one(topic, partition)) {
-                tracing::warn!(topic, partition, error = %e, "pause failed");
-            }
-            shared
-                .parked
-                .lock()
-                .insert((topic.to_owned(), partition), (d, offset));
-            true
-        }
-        Err(TryPushError::Closed(_)) => false,
-    }
-}
-
-/// Retries the parked records; resumes the partitions whose record went
-/// in. False when the lanes are closed.
-fn retry_parked(consumer: &BaseConsumer<Context>, shared: &Shared) -> bool {
-    let parked: Vec<(PartitionKey, (Delivery, i64))> = shared.parked.lock().drain().collect();
-    for ((topic, partition), (d, offset)) in parked {
-        let tracker = shared.tracker(&topic, partition);
-        tracker.handed_out(offset);
-        match shared.core.try_deliver(d) {
-            Ok(()) => {
-                if let Err(e) = consumer.resume(&one(&topic, partition)) {
-                    tracing::warn!(topic, partition, error = %e, "resume failed");
-                }
-            }
-            Err(TryPushError::Full(d)) => {
-                tracker.withdraw(offset);
-                shared.parked.lock().insert((topic, partition), (d, offset));
-            }
+    let d = Delivery { body, ack };
+    // Unsettled from now on, parked or not: a commit never passes it.
+    a.tracker.handed_out(offset);
+    let q = queue_of(&core.lanes, route);
+    let d = if a.parked.get(q).is_none_or(VecDeque::is_empty) {
+        match core.lanes.try_push(d, route) {
+            Ok(()) => return true,
+            Err(TryPushError::Full(d)) => d,
             Err(TryPushError::Closed(_)) => return false,
         }
+    } else {
+        d
+    };
+    if a.parked.len() <= q {
+        a.parked.resize_with(core.lanes.len() + 1, VecDeque::new);
+    }
+    a.parked[q].push_back((d, route));
+    a.parked_count += 1;
+    if !a.paused && a.parked_count >= PARK_LIMIT {
+        if let Err(e) = consumer.pause(&one(topic, partition)) {
+            tracing::warn!(topic, partition, error = %e, "pause failed");
+        }
+        a.paused = true;
     }
     true
+}
+
+/// Moves parked records into the lanes, each queue in order, while their
+/// lanes take them: a lane found full is not tried again in this pass (for
+/// any partition). Resumes the paused partitions whose parked records went
+/// down to [`RESUME_AT`]. `None` when the lanes are closed, else whether
+/// records are still parked. `full` is scratch space, kept by the loop so
+/// a pass allocates nothing.
+fn retry_parked(
+    consumer: &BaseConsumer<Context>,
+    shared: &Shared,
+    full: &mut Vec<bool>,
+) -> Option<bool> {
+    let lanes = &shared.core.lanes;
+    let mut assigned = shared.assigned.lock();
+    if assigned.iter().all(|a| a.parked_count == 0) {
+        return Some(false);
+    }
+    // The queues whose lane was found full in this pass.
+    full.clear();
+    full.resize(lanes.len() + 1, false);
+    let mut still = false;
+    for a in assigned.iter_mut() {
+        if a.parked_count == 0 {
+            continue;
+        }
+        for (queue, full) in a.parked.iter_mut().zip(full.iter_mut()) {
+            while !*full {
+                let Some((d, route)) = queue.pop_front() else {
+                    break;
+                };
+                match lanes.try_push(d, route) {
+                    Ok(()) => a.parked_count -= 1,
+                    Err(TryPushError::Full(d)) => {
+                        queue.push_front((d, route));
+                        *full = true;
+                    }
+                    Err(TryPushError::Closed(_)) => return None,
+                }
+            }
+        }
+        if a.paused && a.parked_count <= RESUME_AT {
+            if let Err(e) = consumer.resume(&one(&a.topic, a.partition)) {
+                tracing::warn!(topic = %a.topic, partition = a.partition, error = %e, "resume failed");
+            }
+            a.paused = false;
+        }
+        still |= a.parked_count > 0;
+    }
+    Some(still)
 }
 
 /// Commits the positions that moved, and refreshes the unsettled gauges
 /// (once per commit, not on every poll).
 fn commit(consumer: &BaseConsumer<Context>, shared: &Shared, mode: CommitMode) {
-    let unsettled: usize = shared.trackers.lock().values().map(|t| t.unsettled()).sum();
+    let unsettled: usize = shared
+        .assigned
+        .lock()
+        .iter()
+        .map(|a| a.tracker.unsettled())
+        .sum();
     shared
         .gauges
         .unsettled_here
@@ -323,21 +549,15 @@ fn run(
     let Opened { consumer, shared } = opened;
     let mut last_commit = Instant::now();
     let mut errors = 0u32;
+    let mut full = Vec::with_capacity(shared.core.lanes.len() + 1);
     loop {
         if !matches!(stop.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
             break;
         }
-        if !retry_parked(&consumer, &shared) {
+        let Some(parked) = retry_parked(&consumer, &shared, &mut full) else {
             break;
-        }
-        // While a record waits for room, look again soon (the lanes drain
-        // in microseconds to milliseconds), not after a full poll wait.
-        let wait = if shared.parked.lock().is_empty() {
-            POLL
-        } else {
-            PARKED_POLL
         };
-        match consumer.poll(wait) {
+        match consumer.poll(if parked { PARKED_POLL } else { POLL }) {
             Some(Ok(msg)) => {
                 errors = 0;
                 if !feed(&consumer, &shared, &msg) {
@@ -361,7 +581,9 @@ fn run(
     if let Ok(assigned) = consumer.assignment() {
         let _ = consumer.pause(&assigned);
     }
-    shared.parked.lock().clear();
+    for a in shared.assigned.lock().iter_mut() {
+        a.clear_parked();
+    }
     shared.core.lanes.close();
     let until = Instant::now() + drain_limit;
     while !shared.core.is_idle() && Instant::now() < until {
@@ -372,8 +594,8 @@ fn run(
         }
     }
     commit(&consumer, &shared, CommitMode::Sync);
-    for tracker in shared.trackers.lock().values() {
-        tracker.release();
+    for a in shared.assigned.lock().iter() {
+        a.tracker.release();
     }
     // Dropping the consumer closes it: it leaves the group.
     drop(consumer);

@@ -31,6 +31,11 @@
 //!   which logs a failure at error level: at-most-once from the caller's
 //!   view, as on JetStream.
 //! - **Close**: flush the producer (every queued record gets its report).
+//! - **Health**: a metadata round trip to the brokers; then, per
+//!   subscription, its consumer runs and is a steady member of its group
+//!   (`consumer::GroupHealth`, read from librdkafka's statistics without
+//!   waiting on the consumer's thread). A member joining, or a rebalance
+//!   under way, reports unhealthy until it settles.
 //!
 //! [`KafkaOptions`]: crate::KafkaOptions
 
@@ -59,6 +64,12 @@ pub(crate) use client::Kafka;
 
 #[cfg(all(test, feature = "kafka"))]
 mod bus_tests;
+#[cfg(all(test, feature = "kafka"))]
+mod fault_tests;
+#[cfg(all(test, feature = "kafka"))]
+mod test_support;
+#[cfg(all(test, feature = "kafka"))]
+use consumer::PARK_LIMIT;
 
 #[cfg(feature = "kafka")]
 fn error(message: impl Into<String>, e: rdkafka::error::KafkaError) -> crate::TransportError {

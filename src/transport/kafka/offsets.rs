@@ -9,14 +9,21 @@
 //! handler on one lane, retries, a fast lane beside it). The tracker of
 //! one partition keeps
 //!
-//! - `next`: one past the highest offset handed out, and
-//! - `unsettled`: the offsets handed out and not yet settled (acked after
-//!   success, skip or dead-lettering),
+//! - `next`: one past the highest offset handed out,
+//! - `window`: the offsets handed out from the lowest unsettled one on, in
+//!   ascending order, each with a settled flag (a deque: handing out
+//!   appends, the settled prefix is popped from the front), and
+//! - `unsettled`: how many of them are not settled,
 //!
-//! and the position to commit is the lowest unsettled offset, or `next`
-//! when nothing is unsettled. Offsets the broker never hands out (gaps
-//! from compaction or transaction markers) are skipped over naturally:
-//! they are never unsettled.
+//! and the position to commit is the front of the window (the lowest
+//! unsettled offset), or `next` when the window is empty. Settling finds
+//! its offset by binary search and flags it; when it is the front, the
+//! settled prefix is popped. Handing out, settling and reading the count
+//! take one uncontended lock each and allocate nothing once the deque has
+//! grown to the number of records in flight (the `BTreeSet` before it
+//! allocated tree nodes as offsets came and went). Offsets the broker
+//! never hands out (gaps from compaction or transaction markers) are
+//! skipped over naturally: they are never in the window.
 //!
 //! Each assignment of a partition gets a tracker of its own: a record of an
 //! earlier assignment settling late (after a revocation and a new
@@ -28,8 +35,10 @@
 //!   commit never skips a record that is not done: at-least-once).
 //! - Once every handed-out offset settled, the position is `next`.
 //! - The position never moves backwards.
+//! - The window is sorted, holds each offset once, and its front (when
+//!   there is one) is unsettled.
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
@@ -47,9 +56,26 @@ pub(crate) struct PartitionOffsets {
 struct Inner {
     /// One past the highest offset handed out; `None` before the first.
     next: Option<i64>,
-    unsettled: BTreeSet<i64>,
+    /// Handed-out offsets from the lowest unsettled one, ascending, with
+    /// their settled flags.
+    window: VecDeque<(i64, bool)>,
+    /// Unsettled entries of `window`.
+    unsettled: usize,
     /// The last position reported as committed.
     committed: Option<i64>,
+}
+
+impl Inner {
+    /// Pops the settled prefix, so the front is unsettled.
+    fn pop_settled(&mut self) {
+        while self.window.front().is_some_and(|&(_, settled)| settled) {
+            self.window.pop_front();
+        }
+    }
+
+    fn position(&self) -> Option<i64> {
+        self.window.front().map(|&(offset, _)| offset).or(self.next)
+    }
 }
 
 impl PartitionOffsets {
@@ -60,7 +86,8 @@ impl PartitionOffsets {
         Self {
             inner: Mutex::new(Inner {
                 next: start,
-                unsettled: BTreeSet::new(),
+                window: VecDeque::new(),
+                unsettled: 0,
                 committed: start,
             }),
             released: AtomicBool::new(false),
@@ -83,48 +110,62 @@ impl PartitionOffsets {
     /// tracked all the same.
     pub(crate) fn handed_out(&self, offset: i64) {
         let mut inner = self.inner.lock();
-        inner.unsettled.insert(offset);
+        let inner = &mut *inner;
+        if inner.window.back().is_none_or(|&(last, _)| last < offset) {
+            inner.window.push_back((offset, false));
+            inner.unsettled += 1;
+        } else {
+            match inner.window.binary_search_by_key(&offset, |&(o, _)| o) {
+                Ok(i) => {
+                    if std::mem::replace(&mut inner.window[i].1, false) {
+                        inner.unsettled += 1;
+                    }
+                }
+                Err(i) => {
+                    inner.window.insert(i, (offset, false));
+                    inner.unsettled += 1;
+                }
+            }
+        }
         let next = offset.saturating_add(1);
         if inner.next.is_none_or(|n| n < next) {
             inner.next = Some(next);
         }
     }
 
-    /// Takes back `offset`, handed out last, which did not reach a lane
-    /// after all (the lanes were full): it is no longer unsettled, and the
-    /// position stays below it.
-    pub(crate) fn withdraw(&self, offset: i64) {
-        let mut inner = self.inner.lock();
-        inner.unsettled.remove(&offset);
-        if inner.next == Some(offset.saturating_add(1)) {
-            inner.next = Some(offset);
-        }
-    }
-
     /// `offset` was settled (acked after success, skip or dead-lettering).
     /// Settling an offset that is not unsettled does nothing.
     pub(crate) fn settled(&self, offset: i64) {
-        self.inner.lock().unsettled.remove(&offset);
+        let mut inner = self.inner.lock();
+        let Ok(i) = inner.window.binary_search_by_key(&offset, |&(o, _)| o) else {
+            return;
+        };
+        if std::mem::replace(&mut inner.window[i].1, true) {
+            return;
+        }
+        inner.unsettled -= 1;
+        if i == 0 {
+            inner.pop_settled();
+        }
     }
 
     /// Offsets handed out and not settled.
     pub(crate) fn unsettled(&self) -> usize {
-        self.inner.lock().unsettled.len()
+        self.inner.lock().unsettled
     }
 
     /// The position it is safe to commit now: the lowest unsettled offset,
     /// else one past the highest handed out; `None` before anything.
     #[cfg(test)]
     pub(crate) fn position(&self) -> Option<i64> {
-        let inner = self.inner.lock();
-        inner.unsettled.first().copied().or(inner.next)
+        self.inner.lock().position()
     }
 
     /// The position to commit when it moved past the last one committed
     /// (which it then becomes); `None` when there is nothing new.
     pub(crate) fn take_commit(&self) -> Option<i64> {
         let mut inner = self.inner.lock();
-        let position = inner.unsettled.first().copied().or(inner.next)?;
+        let position = inner.position()?;
         if inner.committed.is_some_and(|c| c >= position) {
             return None;
         }
@@ -160,19 +201,6 @@ mod tests {
     }
 
     #[test]
-    fn a_withdrawn_offset_is_not_committed() {
-        let t = PartitionOffsets::starting_at(None);
-        t.handed_out(5);
-        t.handed_out(6);
-        t.withdraw(6);
-        t.settled(5);
-        assert_eq!(t.take_commit(), Some(6), "stops below the withdrawn offset");
-        t.handed_out(6);
-        t.settled(6);
-        assert_eq!(t.take_commit(), Some(7));
-    }
-
-    #[test]
     fn gaps_in_offsets_are_passed_over() {
         let t = PartitionOffsets::starting_at(None);
         for o in [3, 7, 8, 20] {
@@ -184,6 +212,28 @@ mod tests {
             t.settled(o);
         }
         assert_eq!(t.take_commit(), Some(21));
+    }
+
+    #[test]
+    fn an_offset_handed_out_again_or_out_of_order_is_tracked() {
+        let t = PartitionOffsets::starting_at(None);
+        for o in [10, 12] {
+            t.handed_out(o);
+        }
+        t.handed_out(11); // below the highest: inserted in order
+        t.settled(10);
+        t.settled(12);
+        assert_eq!((t.position(), t.unsettled()), (Some(11), 1));
+        t.handed_out(12); // again, after it settled: unsettled again
+        t.handed_out(12); // twice: counted once
+        assert_eq!(t.unsettled(), 2);
+        t.settled(11);
+        assert_eq!(t.position(), Some(12));
+        t.settled(12);
+        t.settled(12); // settling twice changes nothing
+        assert_eq!((t.position(), t.unsettled()), (Some(13), 0));
+        t.settled(99); // never handed out: nothing
+        assert_eq!(t.take_commit(), Some(13));
     }
 
     /// One step of a random schedule.
