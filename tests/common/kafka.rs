@@ -68,15 +68,15 @@ use std::time::Duration;
 #[path = "watched.rs"]
 mod watched;
 
-use watched::{free_port_pair, read_log, Launch, NotReady, Watched};
+use watched::{on_free_ports, read_log, relaunch, Launch, NotReady, Watched};
 
 /// How long a broker may take to answer its first metadata request before
 /// the test fails. A hang guard for a loaded machine, not a speed check (it
 /// answers within a few seconds here).
 pub const READY_WITHIN: Duration = Duration::from_secs(120);
 
-/// How often `start` picks new ports when a port was taken meanwhile.
-const PORT_ATTEMPTS: usize = 5;
+/// The broker's name in failure messages.
+const NAME: &str = "the Kafka broker";
 
 /// The script that fetches the jars, writes the config and runs the broker.
 fn script() -> PathBuf {
@@ -108,24 +108,16 @@ impl KafkaBroker {
             port: 0,
             controller_port: 0,
         };
-        let mut last_log = String::new();
-        for _ in 0..PORT_ATTEMPTS {
-            (broker.port, broker.controller_port) = free_port_pair();
+        // On a panic, dropping the broker (unwinding) removes its directory.
+        on_free_ports(NAME, |ports| {
+            (broker.port, broker.controller_port) = ports;
             // The storage records the controller's address: new ports, new
             // storage.
             let _ = fs::remove_dir_all(broker.data_dir());
             broker.prepare();
-            match broker.launch() {
-                Ok(()) => return broker,
-                Err(Launch::PortTaken(log)) => last_log = log,
-                Err(Launch::Failed(message)) => panic!("{message}"),
-            }
-        }
-        // Dropping the broker (unwinding) removes its directory.
-        panic!(
-            "the Kafka broker could not bind free loopback ports in {PORT_ATTEMPTS} attempts; \
-             its last log:\n{last_log}"
-        );
+            broker.launch()
+        });
+        broker
     }
 
     /// One broker for the whole test binary, started on first use and
@@ -186,19 +178,8 @@ impl KafkaBroker {
     /// When it does not come back (for example because another process
     /// took its port meanwhile): the message says so and quotes its log.
     pub fn start_again(&mut self) {
-        assert!(
-            !self.process.running(),
-            "start_again on a broker that is still running"
-        );
-        match self.launch() {
-            Ok(()) => {}
-            Err(Launch::PortTaken(log)) => panic!(
-                "the Kafka broker could not restart: port {} or {} was taken meanwhile; \
-                 its log:\n{log}",
-                self.port, self.controller_port
-            ),
-            Err(Launch::Failed(message)) => panic!("{message}"),
-        }
+        let ports = (self.port, self.controller_port);
+        relaunch(NAME, self.process.running(), ports, || self.launch());
     }
 
     /// Kills the broker with `SIGKILL` and starts it again on the same
@@ -236,7 +217,7 @@ impl KafkaBroker {
         // `exec` hands the shell's PID to bash and bash to the JVM.
         let mut command = watched::command("lanebus-kafka-harness", dir);
         command.arg("bash").arg(script()).arg("run").arg(dir);
-        self.process.spawn(command, &log_path, "the Kafka broker")?;
+        self.process.spawn(command, &log_path, NAME)?;
         let (port, controller_port) = (self.port, self.controller_port);
         let ready = || answers_metadata(port);
         let poll = Duration::from_millis(50);

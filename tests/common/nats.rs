@@ -59,7 +59,7 @@ use std::time::Duration;
 #[path = "watched.rs"]
 mod watched;
 
-use watched::{free_port_pair, read_log, Launch, NotReady, Watched};
+use watched::{on_free_ports, read_log, relaunch, Launch, NotReady, Watched};
 
 /// The binary the harness runs (Debian's package puts it in `/usr/sbin`).
 pub const BINARY: &str = "nats-server";
@@ -71,9 +71,6 @@ const DEBIAN_PATH: &str = "/usr/sbin/nats-server";
 /// hang guard for a loaded machine, not a speed check (it starts in tens of
 /// milliseconds here).
 pub const READY_WITHIN: Duration = Duration::from_secs(30);
-
-/// How often `start` picks new ports when a port was taken meanwhile.
-const PORT_ATTEMPTS: usize = 5;
 
 /// How a server authenticates its clients.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -183,20 +180,12 @@ impl NatsServer {
             config,
             tls,
         };
-        let mut last_log = String::new();
-        for _ in 0..PORT_ATTEMPTS {
-            (server.port, server.monitor_port) = free_port_pair();
-            match server.launch() {
-                Ok(()) => return server,
-                Err(Launch::PortTaken(log)) => last_log = log,
-                Err(Launch::Failed(message)) => panic!("{message}"),
-            }
-        }
-        // Dropping the server (unwinding) removes its directory.
-        panic!(
-            "nats-server could not bind free loopback ports in {PORT_ATTEMPTS} attempts; \
-             its last log:\n{last_log}"
-        );
+        // On a panic, dropping the server (unwinding) removes its directory.
+        on_free_ports(BINARY, |ports| {
+            (server.port, server.monitor_port) = ports;
+            server.launch()
+        });
+        server
     }
 
     /// One server for the whole test binary, started on first use and
@@ -265,18 +254,8 @@ impl NatsServer {
     /// When it does not come back (for example because another process took
     /// its port meanwhile): the message says so and quotes its log.
     pub fn start_again(&mut self) {
-        assert!(
-            !self.process.running(),
-            "start_again on a server that is still running"
-        );
-        match self.launch() {
-            Ok(()) => {}
-            Err(Launch::PortTaken(log)) => panic!(
-                "nats-server could not restart: port {} or {} was taken meanwhile; its log:\n{log}",
-                self.port, self.monitor_port
-            ),
-            Err(Launch::Failed(message)) => panic!("{message}"),
-        }
+        let ports = (self.port, self.monitor_port);
+        relaunch(BINARY, self.process.running(), ports, || self.launch());
     }
 
     /// Kills the server with `SIGKILL` and starts it again on the same

@@ -18,8 +18,10 @@
 //! - Readiness: [`Watched::wait_ready`] polls the harness's readiness check
 //!   until it holds, the process exits, or the harness's bound passes.
 //! - Ports: bind two `127.0.0.1:0` listeners at once (so they differ), read
-//!   their ports and close them; the harness passes them to its server and
-//!   tries again with new ones when one was taken meanwhile.
+//!   their ports and close them; [`on_free_ports`] hands them to the
+//!   harness's launch and tries again with new ones when one was taken
+//!   meanwhile (up to [`PORT_ATTEMPTS`] times). [`relaunch`] keeps a
+//!   server's ports and fails loudly if one is taken.
 //!
 //! # Invariants
 //!
@@ -36,6 +38,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How often [`on_free_ports`] picks new ports when a port was taken
+/// meanwhile.
+pub const PORT_ATTEMPTS: usize = 5;
 
 /// The `sh` program that forks the watchdog and `exec`s the server. `$1` is
 /// the directory to remove, the rest the server's command line. `$$` is the
@@ -180,6 +186,52 @@ impl Drop for Watched {
     }
 }
 
+/// Calls `launch` with a fresh pair of free ports until it does not report
+/// [`Launch::PortTaken`], up to [`PORT_ATTEMPTS`] times.
+///
+/// # Panics
+///
+/// On [`Launch::Failed`] (its message), or when every pair was taken
+/// (`name` and the last log say so).
+pub fn on_free_ports(name: &str, mut launch: impl FnMut((u16, u16)) -> Result<(), Launch>) {
+    let mut last_log = String::new();
+    for _ in 0..PORT_ATTEMPTS {
+        match launch(free_port_pair()) {
+            Ok(()) => return,
+            Err(Launch::PortTaken(log)) => last_log = log,
+            Err(Launch::Failed(message)) => panic!("{message}"),
+        }
+    }
+    panic!(
+        "{name} could not bind free loopback ports in {PORT_ATTEMPTS} attempts; \
+         its last log:\n{last_log}"
+    );
+}
+
+/// Starts a stopped server again on its `ports` with `launch`.
+///
+/// # Panics
+///
+/// When the server still runs (`running`), or it does not come back (for
+/// example because another process took a port meanwhile): the message
+/// names `name` and quotes the log.
+pub fn relaunch(
+    name: &str,
+    running: bool,
+    ports: (u16, u16),
+    launch: impl FnOnce() -> Result<(), Launch>,
+) {
+    assert!(!running, "start_again: {name} is still running");
+    match launch() {
+        Ok(()) => {}
+        Err(Launch::PortTaken(log)) => panic!(
+            "{name} could not restart: port {} or {} was taken meanwhile; its log:\n{log}",
+            ports.0, ports.1
+        ),
+        Err(Launch::Failed(message)) => panic!("{message}"),
+    }
+}
+
 /// A fresh, empty directory `PREFIX-PID-N-NANOS` under the system's
 /// temporary directory.
 fn make_temp_dir(prefix: &str) -> PathBuf {
@@ -198,7 +250,7 @@ fn make_temp_dir(prefix: &str) -> PathBuf {
 }
 
 /// Two distinct free loopback ports.
-pub fn free_port_pair() -> (u16, u16) {
+fn free_port_pair() -> (u16, u16) {
     let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free loopback port");
     let (a, b) = (bind(), bind());
     let port = |l: &TcpListener| l.local_addr().expect("local address").port();
