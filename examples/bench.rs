@@ -58,6 +58,10 @@ mod measure;
 #[path = "bench_support/publish.rs"]
 mod publish;
 
+#[cfg(any(feature = "nats", feature = "kafka"))]
+#[path = "bench_support/broker.rs"]
+mod broker;
+
 #[cfg(feature = "nats")]
 #[path = "bench_support/nats.rs"]
 mod nats;
@@ -89,7 +93,7 @@ struct Args {
     /// Kafka: the brokers to use instead of starting one (`host:port`,
     /// comma-separated).
     brokers: Option<String>,
-    /// Kafka: print each phase's publish and handle times (stderr).
+    /// NATS and Kafka: print each phase's publish and handle times (stderr).
     verbose: bool,
     /// NATS and Kafka: publishes in flight (awaiting their acks or
     /// delivery reports) at once.
@@ -143,7 +147,7 @@ fn parse_args() -> Result<Args, String> {
                 .push(it.next().ok_or("--scenario needs a value")?),
             "-h" | "--help" => {
                 println!("bench --transport memory [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario plain|keyed|fanout|contention]...");
-                println!("bench --transport nats [--url nats://HOST:PORT] [--window N] [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario persistent|keyed|ephemeral]...");
+                println!("bench --transport nats [--url nats://HOST:PORT] [--window N] [--verbose] [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario persistent|keyed|ephemeral]...");
                 println!("bench --transport kafka [--brokers HOST:PORT] [--window N] [--verbose] [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario persistent|keyed|plain]...");
                 println!("      (nats and kafka need their cargo features: cargo run --release --features nats --example bench -- --transport nats)");
                 std::process::exit(0);
@@ -497,19 +501,16 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
         "memory" => {}
         #[cfg(feature = "nats")]
         "nats" => {}
-        #[cfg(not(feature = "nats"))]
-        "nats" => {
-            return Err("the nats transport needs the cargo feature `nats`: \
-                 cargo run --release --features nats --example bench -- --transport nats"
-                .into())
-        }
         #[cfg(feature = "kafka")]
         "kafka" => {}
-        #[cfg(not(feature = "kafka"))]
-        "kafka" => {
-            return Err("the kafka transport needs the cargo feature `kafka`: \
-                 cargo run --release --features kafka --example bench -- --transport kafka"
-                .into())
+        // A broker transport whose feature is off (a guard, not a pattern:
+        // with both features on, the arm is never taken).
+        name if ["nats", "kafka"].contains(&name) => {
+            return Err(format!(
+                "the {name} transport needs the cargo feature `{name}`: \
+                 cargo run --release --features {name} --example bench -- --transport {name}"
+            )
+            .into())
         }
         other => {
             return Err(
@@ -522,27 +523,24 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     let base = Instant::now();
-    #[cfg(feature = "nats")]
-    if args.transport == "nats" {
+    #[cfg(any(feature = "nats", feature = "kafka"))]
+    {
         let latency = !SKIP_LATENCY.load(Ordering::Relaxed);
-        let reports = nats::run(&args, &rt, base, latency)?;
-        if args.json {
-            for r in &reports {
-                println!("{}", json_line(&args.transport, r));
+        let reports = match args.transport.as_str() {
+            #[cfg(feature = "nats")]
+            "nats" => Some(nats::run(&args, &rt, base, latency)?),
+            #[cfg(feature = "kafka")]
+            "kafka" => Some(kafka::run(&args, &rt, base, latency)?),
+            _ => None,
+        };
+        if let Some(reports) = reports {
+            if args.json {
+                for r in &reports {
+                    println!("{}", json_line(&args.transport, r));
+                }
             }
+            return print_reports(&args, &reports);
         }
-        return print_reports(&args, &reports);
-    }
-    #[cfg(feature = "kafka")]
-    if args.transport == "kafka" {
-        let latency = !SKIP_LATENCY.load(Ordering::Relaxed);
-        let reports = kafka::run(&args, &rt, base, latency)?;
-        if args.json {
-            for r in &reports {
-                println!("{}", json_line(&args.transport, r));
-            }
-        }
-        return print_reports(&args, &reports);
     }
     let scale = args.scale;
     let scaled = move |n: f64| (n * scale).max(10_000.0) as u64;

@@ -13,18 +13,31 @@ mod common;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
-use async_nats::{ConnectErrorKind, ConnectOptions};
-use common::nats::NatsServer;
+use async_nats::{Client, ConnectError, ConnectErrorKind, ConnectOptions};
+use common::nats::{NatsServer, TlsPaths};
+use common::step::{step, STEP};
 use futures_util::StreamExt;
 
-/// A hang guard for one step against the server, not a speed check.
-const STEP: Duration = Duration::from_secs(20);
+/// Connects to `server` with `options`.
+async fn connect_with(
+    server: &NatsServer,
+    options: ConnectOptions,
+) -> Result<Client, ConnectError> {
+    step("connect", options.connect(server.url())).await
+}
 
-/// Runs one future against the server or fails the test after [`STEP`].
-async fn step<F: std::future::IntoFuture>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP, future.into_future())
+/// A client of `server` without credentials.
+async fn client_of(server: &NatsServer) -> Client {
+    connect_with(server, ConnectOptions::new())
         .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
+        .expect("connect")
+}
+
+/// Options of a TLS client that trusts the harness's CA.
+fn trusting(paths: &TlsPaths) -> ConnectOptions {
+    ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(paths.ca.clone())
 }
 
 /// Publishes `count` messages to `subject` on JetStream, awaiting each ack,
@@ -99,9 +112,7 @@ async fn harness_serves_on_loopback_and_cleans_up() {
         .expect("store inside the temp dir")
         .to_path_buf();
     assert!(dir.starts_with(std::env::temp_dir()), "{}", dir.display());
-    let client = step("connect", async_nats::connect(&url))
-        .await
-        .expect("connect");
+    let client = client_of(&server).await;
     assert_eq!(client.server_info().port, server.port());
     assert!(client.server_info().jetstream, "the server runs JetStream");
     let pid = server.pid().expect("running");
@@ -115,9 +126,7 @@ async fn harness_serves_on_loopback_and_cleans_up() {
 #[tokio::test]
 async fn core_publish_subscribe_round_trip() {
     let server = NatsServer::start();
-    let client = step("connect", async_nats::connect(server.url()))
-        .await
-        .expect("connect");
+    let client = client_of(&server).await;
     let mut sub = step("subscribe", client.subscribe("harness.core.*"))
         .await
         .expect("subscribe");
@@ -167,9 +176,7 @@ async fn core_publish_subscribe_round_trip() {
 #[tokio::test]
 async fn jetstream_publish_acked_and_pull_consume_with_explicit_acks() {
     let server = NatsServer::start();
-    let client = step("connect", async_nats::connect(server.url()))
-        .await
-        .expect("connect");
+    let client = client_of(&server).await;
     let js = jetstream::new(client);
     let stream = step(
         "create stream",
@@ -216,9 +223,7 @@ async fn jetstream_messages_survive_a_sigkill_restart() {
     let mut server = NatsServer::start();
     let sent = payloads("durable", 200);
     {
-        let client = step("connect", async_nats::connect(server.url()))
-            .await
-            .expect("connect");
+        let client = client_of(&server).await;
         let js = jetstream::new(client.clone());
         step(
             "create stream",
@@ -248,9 +253,7 @@ async fn jetstream_messages_survive_a_sigkill_restart() {
         assert!(alive, "the old client reconnected to the restarted server");
     }
 
-    let client = step("connect", async_nats::connect(server.url()))
-        .await
-        .expect("connect");
+    let client = client_of(&server).await;
     let js = jetstream::new(client);
     let mut stream = step("get stream", js.get_stream("SURVIVE"))
         .await
@@ -294,7 +297,7 @@ async fn token_server_refuses_a_wrong_token_and_accepts_the_right_one() {
         ),
         ("no token", ConnectOptions::new()),
     ] {
-        let error = step("connect", options.connect(server.url()))
+        let error = connect_with(&server, options)
             .await
             .expect_err(&format!("{what} must be refused"));
         assert_eq!(
@@ -303,9 +306,9 @@ async fn token_server_refuses_a_wrong_token_and_accepts_the_right_one() {
             "{what}: {error}"
         );
     }
-    let client = step(
-        "connect",
-        ConnectOptions::with_token("harness-token-1".to_owned()).connect(server.url()),
+    let client = connect_with(
+        &server,
+        ConnectOptions::with_token("harness-token-1".to_owned()),
     )
     .await
     .expect("the right token is accepted");
@@ -315,10 +318,9 @@ async fn token_server_refuses_a_wrong_token_and_accepts_the_right_one() {
 #[tokio::test]
 async fn user_password_server_refuses_a_wrong_password_and_accepts_the_right_one() {
     let server = NatsServer::with_user_password("lanebus", "pa55-word");
-    let error = step(
-        "connect",
-        ConnectOptions::with_user_and_password("lanebus".to_owned(), "wrong".to_owned())
-            .connect(server.url()),
+    let error = connect_with(
+        &server,
+        ConnectOptions::with_user_and_password("lanebus".to_owned(), "wrong".to_owned()),
     )
     .await
     .expect_err("a wrong password must be refused");
@@ -327,10 +329,9 @@ async fn user_password_server_refuses_a_wrong_password_and_accepts_the_right_one
         ConnectErrorKind::AuthorizationViolation,
         "{error}"
     );
-    let client = step(
-        "connect",
-        ConnectOptions::with_user_and_password("lanebus".to_owned(), "pa55-word".to_owned())
-            .connect(server.url()),
+    let client = connect_with(
+        &server,
+        ConnectOptions::with_user_and_password("lanebus".to_owned(), "pa55-word".to_owned()),
     )
     .await
     .expect("the right password is accepted");
@@ -341,29 +342,18 @@ async fn user_password_server_refuses_a_wrong_password_and_accepts_the_right_one
 async fn tls_server_accepts_a_client_that_trusts_its_ca_and_refuses_one_that_does_not() {
     let server = NatsServer::with_tls(false);
     let paths = server.tls_paths().expect("tls server").clone();
-    let error = step(
-        "connect",
-        ConnectOptions::new()
-            .require_tls(true)
-            .connect(server.url()),
-    )
-    .await
-    .expect_err("a client that does not trust the test CA must fail the handshake");
+    let error = connect_with(&server, ConnectOptions::new().require_tls(true))
+        .await
+        .expect_err("a client that does not trust the test CA must fail the handshake");
     // async-nats reports rustls's verdict as an I/O error.
     assert!(
         matches!(error.kind(), ConnectErrorKind::Tls | ConnectErrorKind::Io)
             && error.to_string().contains("UnknownIssuer"),
         "refused for its certificate: {error}"
     );
-    let client = step(
-        "connect",
-        ConnectOptions::new()
-            .require_tls(true)
-            .add_root_certificates(paths.ca.clone())
-            .connect(server.url()),
-    )
-    .await
-    .expect("a client that trusts the CA connects over TLS");
+    let client = connect_with(&server, trusting(&paths))
+        .await
+        .expect("a client that trusts the CA connects over TLS");
     assert!(client.server_info().tls_required, "the server requires TLS");
     assert_round_trip(&client).await;
 }
@@ -372,29 +362,18 @@ async fn tls_server_accepts_a_client_that_trusts_its_ca_and_refuses_one_that_doe
 async fn mutual_tls_server_refuses_a_client_without_a_certificate() {
     let server = NatsServer::with_tls(true);
     let paths = server.tls_paths().expect("tls server").clone();
-    let error = step(
-        "connect",
-        ConnectOptions::new()
-            .require_tls(true)
-            .add_root_certificates(paths.ca.clone())
-            .connect(server.url()),
-    )
-    .await
-    .expect_err("no client certificate must be refused");
+    let error = connect_with(&server, trusting(&paths))
+        .await
+        .expect_err("no client certificate must be refused");
     assert!(
         matches!(error.kind(), ConnectErrorKind::Tls | ConnectErrorKind::Io),
         "refused at the TLS layer: {error}"
     );
-    let client = step(
-        "connect",
-        ConnectOptions::new()
-            .require_tls(true)
-            .add_root_certificates(paths.ca.clone())
-            .add_client_certificate(paths.client_cert.clone(), paths.client_key.clone())
-            .connect(server.url()),
-    )
-    .await
-    .expect("the client certificate is accepted");
+    let with_certificate = trusting(&paths)
+        .add_client_certificate(paths.client_cert.clone(), paths.client_key.clone());
+    let client = connect_with(&server, with_certificate)
+        .await
+        .expect("the client certificate is accepted");
     assert_round_trip(&client).await;
 }
 

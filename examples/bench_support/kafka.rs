@@ -58,11 +58,9 @@
 //!   `--window` publishes in flight, each waiting for its delivery report;
 //!   paced in latency phases; keyed messages released in per-aggregate
 //!   order.
-//! - Waiting: a phase ends when every message was handled, or when nothing
-//!   has been handled for [`STALL`]; the rate is handled messages over the
-//!   time from the first publish to the last handled one, and what is
-//!   missing is reported as lost.
-//! - Runs: first one unmeasured throughput phase of each side (the
+//! - Waiting and runs: shared with the NATS rows (`broker.rs`). A phase
+//!   ends when every message was handled, or when nothing has been handled
+//!   for 10 s; first one unmeasured throughput phase of each side (the
 //!   broker's JVM warms up), then every run measures both sides, lanebus
 //!   first in even runs and the baseline first in odd ones; the table
 //!   gives the medians.
@@ -77,19 +75,18 @@
 //! - A lost message or a per-key order violation fails the tool after the
 //!   table is printed (with the violations listed).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lanebus::{
-    Bus, BusConfig, Envelope, HandlerError, Message, OutboundMessage, Subscription, TopicOptions,
-};
+use lanebus::{Bus, BusConfig, Envelope, HandlerError, Message, OutboundMessage, TopicOptions};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::measure::{stamp, OrderCheck, Probe, Report};
+use super::broker::{self, close_bus, side, Broker, Common, Payloads, Scenario};
+use super::measure::{OrderCheck, Probe, Report};
 use super::publish::{drive, OrSay};
-use super::{lane_options, Args, AGGREGATES};
+use super::{lane_options, Args};
 
 #[path = "kafka_raw.rs"]
 mod raw;
@@ -100,19 +97,13 @@ use raw::{consume, raw_consumer, raw_producer, send};
 // harness.
 #[allow(dead_code)]
 #[path = "../../tests/common/kafka.rs"]
-mod broker;
-
-/// A phase gives up waiting when nothing was handled for this long.
-const STALL: Duration = Duration::from_secs(10);
+mod server;
 
 /// How long a phase waits for its warm-up record (the group join).
 const WARM_UP_WITHIN: Duration = Duration::from_secs(60);
 
 /// Partitions of every bench topic.
 const PARTITIONS: u32 = 8;
-
-/// How long a latency phase publishes for.
-const LATENCY_SECS: f64 = 2.0;
 
 /// Keys of the `persistent` row's messages.
 const KEYS: usize = 1_000;
@@ -126,9 +117,6 @@ const WARMUP: &[u8] = b"lanebus-bench-warm-up";
 /// The event type of the keyed row's warm-up envelope.
 const WARMUP_TYPE: &str = "WarmUp";
 
-/// The Kafka rows, in order.
-pub(crate) const SCENARIOS: [&str; 3] = ["persistent", "keyed", "plain"];
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Row {
     Persistent,
@@ -136,18 +124,9 @@ enum Row {
     Plain,
 }
 
-impl Row {
-    fn parse(name: &str) -> Result<Row, String> {
-        match name {
-            "persistent" => Ok(Row::Persistent),
-            "keyed" => Ok(Row::Keyed),
-            "plain" => Ok(Row::Plain),
-            other => Err(format!(
-                "unknown kafka scenario `{other}` (available: {})",
-                SCENARIOS.join(", ")
-            )),
-        }
-    }
+impl Scenario for Row {
+    const TRANSPORT: &'static str = "kafka";
+    const ALL: &'static [Row] = &[Row::Persistent, Row::Keyed, Row::Plain];
 
     fn name(self) -> &'static str {
         match self {
@@ -156,35 +135,20 @@ impl Row {
             Row::Plain => "plain",
         }
     }
+
+    fn keyed(self) -> bool {
+        self == Row::Keyed
+    }
 }
 
 /// What every phase needs.
 struct Ctx {
     brokers: String,
-    window: usize,
-    lanes: usize,
-    keyed_lanes: usize,
-    base: Instant,
-    latency: bool,
-    /// `--verbose`: each phase's timings on stderr.
-    verbose: bool,
+    common: Common,
     /// Creates and removes the raw side's topics.
     admin: Bus,
     /// The `persistent` row's keys.
     keys: Vec<String>,
-    /// The keyed row's aggregate IDs.
-    ids: Vec<String>,
-}
-
-/// A fresh topic name, never used before by this process.
-fn fresh_topic(row: Row) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "bench.{}.{}.{}",
-        row.name(),
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// A lanebus bus on `brokers`: lanebus's producer defaults, a 6 s session
@@ -252,7 +216,7 @@ impl Seen {
 enum Sink {
     Bus {
         bus: Bus,
-        sub: Subscription,
+        sub: lanebus::Subscription,
     },
     Raw {
         producer: FutureProducer,
@@ -275,7 +239,7 @@ impl Sink {
         let sub = if row == Row::Keyed {
             bus.subscribe_envelope_with(
                 topic,
-                lane_options(ctx.keyed_lanes),
+                lane_options(ctx.common.keyed_lanes),
                 move |ev: Arc<Envelope>| {
                     s.envelope(&ev);
                     std::future::ready(Ok::<(), HandlerError>(()))
@@ -283,7 +247,7 @@ impl Sink {
             )
             .await
         } else {
-            bus.subscribe_with(topic, lane_options(ctx.lanes), move |m: Message| {
+            bus.subscribe_with(topic, lane_options(ctx.common.lanes), move |m: Message| {
                 s.plain(m.payload());
                 std::future::ready(Ok::<(), HandlerError>(()))
             })
@@ -343,13 +307,7 @@ impl Sink {
     /// `handled` messages and the warm-up record.
     async fn close(self, ctx: &Ctx, topic: &str, handled: u64) -> Result<(), String> {
         match self {
-            Sink::Bus { bus, sub } => {
-                sub.unsubscribe().await;
-                bus.remove_topic(topic)
-                    .await
-                    .or_say("lanebus remove_topic")?;
-                bus.close().await.or_say("lanebus close")
-            }
+            Sink::Bus { bus, sub } => close_bus(bus, sub, topic).await,
             Sink::Raw {
                 producer,
                 stop,
@@ -379,244 +337,122 @@ impl Sink {
     }
 }
 
-/// What one phase measured.
-struct Phase {
-    rate: f64,
-    lost: u64,
-    probe: Probe,
-    order: Option<Arc<OrderCheck>>,
-    /// Whether each aggregate's versions all arrived, in order.
-    order_held: Option<bool>,
-}
+impl Broker for Ctx {
+    type Row = Row;
+    type Sink = Sink;
 
-/// One side's throughput (`rate: None`) or latency (`rate: Some`) phase.
-async fn phase(
-    ctx: &Ctx,
-    row: Row,
-    lanebus: bool,
-    n: u64,
-    rate: Option<f64>,
-) -> Result<Phase, String> {
-    let topic = fresh_topic(row);
-    let probe = Probe::new(ctx.base);
-    probe.timing.store(rate.is_some(), Ordering::Relaxed);
-    let order = (row == Row::Keyed).then(|| Arc::new(OrderCheck::new(AGGREGATES)));
-    let seen = Seen {
-        probe: probe.clone(),
-        order: order.clone(),
-        warm: Arc::default(),
-    };
-    let sink = if lanebus {
-        Sink::bus(ctx, row, &topic, &seen).await?
-    } else {
-        ctx.admin
-            .configure_topic(&topic, topic_options())
-            .await
-            .or_say("raw configure topic")?;
-        Sink::raw(ctx, &topic, &seen)?
-    };
-    let warmed = match sink.warm_up(row, &topic).await {
-        Ok(()) => seen.wait_warm().await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = warmed {
-        let _ = sink.close(ctx, &topic, 0).await;
-        return Err(format!("{} ({}): {e}", row.name(), side(lanebus)));
+    const STALL: Duration = Duration::from_secs(10);
+
+    fn common(&self) -> &Common {
+        &self.common
     }
-    let (base, window, topic_ref) = (ctx.base, ctx.window, topic.as_str());
-    let (keys, ids) = (&ctx.keys, &ctx.ids);
-    let plain = move || {
-        if rate.is_some() {
-            stamp(base)
-        } else {
-            Bytes::from_static(&[0u8; 32])
-        }
-    };
-    let envelope = |i: u64| {
-        let payload = if rate.is_some() {
-            stamp(base)
-        } else {
-            Bytes::from_static(&[0u8; 8])
+
+    /// Opens the side's sink (on the raw side, the topic created through
+    /// the admin bus first), publishes the warm-up record and waits until
+    /// a handler saw it.
+    async fn open(
+        &self,
+        row: Row,
+        lanebus: bool,
+        topic: &str,
+        probe: &Probe,
+        order: Option<Arc<OrderCheck>>,
+    ) -> Result<Sink, String> {
+        let seen = Seen {
+            probe: probe.clone(),
+            order,
+            warm: Arc::default(),
         };
-        let (agg, version) = (i as usize % AGGREGATES, i / AGGREGATES as u64 + 1);
-        Envelope::new(ids[agg].as_str(), "Updated", version as i64, payload)
-    };
-    let key = |i: u64| keys[i as usize % KEYS].as_str();
-    let start = Instant::now();
-    let published = match (&sink, row) {
-        (Sink::Bus { bus, .. }, Row::Persistent) => {
-            drive(n, rate, window, false, |i| {
-                bus.publish_with(topic_ref, OutboundMessage::new(plain()).with_key(key(i)))
-            })
-            .await
+        let sink = if lanebus {
+            Sink::bus(self, row, topic, &seen).await?
+        } else {
+            self.admin
+                .configure_topic(topic, topic_options())
+                .await
+                .or_say("raw configure topic")?;
+            Sink::raw(self, topic, &seen)?
+        };
+        let warmed = match sink.warm_up(row, topic).await {
+            Ok(()) => seen.wait_warm().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = warmed {
+            let _ = sink.close(self, topic, 0).await;
+            return Err(format!("{} ({}): {e}", row.name(), side(lanebus)));
         }
-        (Sink::Bus { bus, .. }, Row::Keyed) => {
-            drive(n, rate, window, true, |i| {
-                bus.publish_envelope(topic_ref, envelope(i))
-            })
-            .await
-        }
-        (Sink::Bus { bus, .. }, Row::Plain) => {
-            drive(n, rate, window, false, |_| bus.publish(topic_ref, plain())).await
-        }
-        (Sink::Raw { producer, .. }, Row::Persistent) => {
-            drive(n, rate, window, false, |i| {
-                let (payload, key) = (plain(), key(i));
-                async move {
-                    let record = FutureRecord::to(topic_ref).key(key).payload(&payload[..]);
-                    send(producer, record).await
-                }
-            })
-            .await
-        }
-        (Sink::Raw { producer, .. }, Row::Keyed) => {
-            drive(n, rate, window, true, |i| {
-                let ev = envelope(i);
-                async move {
-                    let payload = ev.encode();
-                    let record = FutureRecord::to(topic_ref)
-                        .key(ev.aggregate_id.as_str())
-                        .payload(&payload[..]);
-                    send(producer, record).await
-                }
-            })
-            .await
-        }
-        (Sink::Raw { producer, .. }, Row::Plain) => {
-            drive(n, rate, window, false, |_| {
-                let payload = plain();
-                async move {
-                    let record = FutureRecord::<[u8], [u8]>::to(topic_ref).payload(&payload[..]);
-                    send(producer, record).await
-                }
-            })
-            .await
-        }
-    };
-    if let Err(e) = published {
-        let _ = sink.close(ctx, &topic, 0).await;
-        return Err(format!("{} ({}): {e}", row.name(), side(lanebus)));
+        Ok(sink)
     }
-    let published_in = start.elapsed().as_secs_f64();
-    let (handled, last) = probe.wait_or_stall(n, STALL).await;
-    let elapsed = last.saturating_duration_since(start).as_secs_f64();
-    if ctx.verbose {
-        // Where the time went: a consumer that keeps up handles its last
-        // message just after the last delivery report.
-        eprintln!(
-            "{:<10} {:<8} {:<10} {n:>7} messages: published in {published_in:.3} s, \
-             last handled at {elapsed:.3} s ({:.0} msgs/s)",
-            row.name(),
-            side(lanebus),
-            if rate.is_some() {
-                "latency"
-            } else {
-                "throughput"
-            },
-            handled as f64 / elapsed
-        );
-    }
-    sink.close(ctx, &topic, handled).await?;
-    // Keyed phases publish whole rounds: every aggregate up to n / 1000.
-    let order_held = order
-        .as_ref()
-        .map(|o| o.held(&vec![(n / AGGREGATES as u64) as i64; AGGREGATES]));
-    if let Some(o) = order.as_ref().filter(|o| o.disorder() > 0) {
-        eprintln!(
-            "{} ({}): {} per-aggregate order violations; the first:",
-            row.name(),
-            side(lanebus),
-            o.disorder()
-        );
-        for line in o.examples() {
-            eprintln!("  {line}");
-        }
-    }
-    if handled < n {
-        eprintln!(
-            "{} ({}): {} of {n} messages handled, {} lost (nothing handled for {STALL:?})",
-            row.name(),
-            side(lanebus),
-            handled,
-            n - handled
-        );
-    }
-    Ok(Phase {
-        rate: handled as f64 / elapsed,
-        lost: n - handled.min(n),
-        probe,
-        order,
-        order_held,
-    })
-}
 
-fn side(lanebus: bool) -> &'static str {
-    if lanebus {
-        "lanebus"
-    } else {
-        "baseline"
-    }
-}
-
-/// Both sides' phases, lanebus first when `bus_first`.
-async fn both(
-    ctx: &Ctx,
-    row: Row,
-    n: u64,
-    rate: Option<f64>,
-    bus_first: bool,
-) -> Result<(Phase, Phase), String> {
-    if bus_first {
-        let ours = phase(ctx, row, true, n, rate).await?;
-        Ok((ours, phase(ctx, row, false, n, rate).await?))
-    } else {
-        let theirs = phase(ctx, row, false, n, rate).await?;
-        Ok((phase(ctx, row, true, n, rate).await?, theirs))
-    }
-}
-
-/// One run of one row: throughput of both sides, then latency of both at
-/// half lanebus's throughput.
-async fn run_row(ctx: &Ctx, row: Row, n: u64, run: usize) -> Result<Report, String> {
-    let bus_first = run.is_multiple_of(2);
-    let (ours, theirs) = both(ctx, row, n, None, bus_first).await?;
-    let mut report = Report {
-        baseline_msgs_per_sec: theirs.rate,
-        lost: ours.lost + theirs.lost,
-        disorder: [&ours, &theirs]
-            .iter()
-            .filter_map(|p| p.order.as_ref().map(|o| o.disorder()))
-            .sum(),
-        ..Report::throughput_only(
-            row.name(),
-            n,
-            ours.rate,
-            ours.order_held.zip(theirs.order_held).map(|(a, b)| a && b),
-        )
-    };
-    if !ctx.latency {
-        return Ok(report);
-    }
-    let rate = ours.rate * 0.5;
-    let mut lat_n = (rate * LATENCY_SECS).clamp(2_000.0, 200_000.0) as u64;
-    if row == Row::Keyed {
-        lat_n = lat_n.div_ceil(AGGREGATES as u64) * AGGREGATES as u64;
-    }
-    let (ours, theirs) = both(ctx, row, lat_n, Some(rate), bus_first).await?;
-    report.p50_us = ours.probe.hist.quantile_us(0.50);
-    report.p99_us = ours.probe.hist.quantile_us(0.99);
-    report.baseline_p50_us = theirs.probe.hist.quantile_us(0.50);
-    report.baseline_p99_us = theirs.probe.hist.quantile_us(0.99);
-    report.lost += ours.lost + theirs.lost;
-    for p in [&ours, &theirs] {
-        if let Some(o) = &p.order {
-            report.disorder += o.disorder();
+    async fn publish(
+        &self,
+        sink: &Sink,
+        row: Row,
+        topic: &str,
+        n: u64,
+        rate: Option<f64>,
+        payloads: &Payloads<'_>,
+    ) -> Result<(), String> {
+        let window = self.common.window;
+        let key = |i: u64| self.keys[i as usize % KEYS].as_str();
+        match (sink, row) {
+            (Sink::Bus { bus, .. }, Row::Persistent) => {
+                drive(n, rate, window, false, |i| {
+                    let message = OutboundMessage::new(payloads.plain()).with_key(key(i));
+                    bus.publish_with(topic, message)
+                })
+                .await
+            }
+            (Sink::Bus { bus, .. }, Row::Keyed) => {
+                drive(n, rate, window, true, |i| {
+                    bus.publish_envelope(topic, payloads.envelope(i))
+                })
+                .await
+            }
+            (Sink::Bus { bus, .. }, Row::Plain) => {
+                drive(n, rate, window, false, |_| {
+                    bus.publish(topic, payloads.plain())
+                })
+                .await
+            }
+            (Sink::Raw { producer, .. }, Row::Persistent) => {
+                drive(n, rate, window, false, |i| {
+                    let (payload, key) = (payloads.plain(), key(i));
+                    async move {
+                        let record = FutureRecord::to(topic).key(key).payload(&payload[..]);
+                        send(producer, record).await
+                    }
+                })
+                .await
+            }
+            (Sink::Raw { producer, .. }, Row::Keyed) => {
+                drive(n, rate, window, true, |i| {
+                    let ev = payloads.envelope(i);
+                    async move {
+                        let payload = ev.encode();
+                        let record = FutureRecord::to(topic)
+                            .key(ev.aggregate_id.as_str())
+                            .payload(&payload[..]);
+                        send(producer, record).await
+                    }
+                })
+                .await
+            }
+            (Sink::Raw { producer, .. }, Row::Plain) => {
+                drive(n, rate, window, false, |_| {
+                    let payload = payloads.plain();
+                    async move {
+                        let record = FutureRecord::<[u8], [u8]>::to(topic).payload(&payload[..]);
+                        send(producer, record).await
+                    }
+                })
+                .await
+            }
         }
     }
-    if let (Some(held), Some(a), Some(b)) = (report.order_ok, ours.order_held, theirs.order_held) {
-        report.order_ok = Some(held && a && b);
+
+    async fn close(&self, sink: Sink, topic: &str, handled: u64) -> Result<(), String> {
+        sink.close(self, topic, handled).await
     }
-    Ok(report)
 }
 
 /// Runs the Kafka rows `args` asks for on `rt` and returns one report per
@@ -627,17 +463,13 @@ pub(crate) fn run(
     base: Instant,
     latency: bool,
 ) -> Result<Vec<Report>, Box<dyn std::error::Error>> {
-    let rows = args
-        .scenarios
-        .iter()
-        .map(|s| Row::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = broker::parse_rows::<Row>(&args.scenarios)?;
     // Started before the first row, killed when this returns.
     let (own_broker, started_in) = match &args.brokers {
         Some(_) => (None, Duration::ZERO),
         None => {
             let t = Instant::now();
-            (Some(broker::KafkaBroker::start()), t.elapsed())
+            (Some(server::KafkaBroker::start()), t.elapsed())
         }
     };
     let brokers = match (&args.brokers, &own_broker) {
@@ -664,15 +496,9 @@ pub(crate) fn run(
     let admin = rt.block_on(connect(&brokers, "lanebus-bench-admin"))?;
     let ctx = Arc::new(Ctx {
         brokers,
-        window: args.window,
-        lanes: args.lanes,
-        keyed_lanes: args.keyed_lanes,
-        base,
-        latency,
-        verbose: args.verbose,
+        common: Common::new(args, base, latency),
         admin,
         keys: (0..KEYS).map(|i| format!("key-{i}")).collect(),
-        ids: (0..AGGREGATES).map(|i| format!("agg-{i}")).collect(),
     });
     // A fresh broker's JVM is cold (the first run's first phase went at a
     // quarter of the rate of the next ones, and with `--window 2048` the
@@ -680,26 +506,11 @@ pub(crate) fn run(
     // each side first.
     if let Some(&first) = rows.first() {
         let ctx = ctx.clone();
-        rt.block_on(
-            rt.spawn(async move { both(&ctx, first, WARM_UP_MESSAGES, None, true).await }),
-        )??;
+        rt.block_on(rt.spawn(async move {
+            broker::both(&*ctx, first, WARM_UP_MESSAGES, None, true).await
+        }))??;
     }
-    let mut reports = Vec::new();
-    for row in rows {
-        let n = match row {
-            // Whole rounds over the aggregates.
-            Row::Keyed => {
-                ((100_000.0 * args.scale) as u64 / AGGREGATES as u64).max(10) * AGGREGATES as u64
-            }
-            _ => ((100_000.0 * args.scale) as u64).max(10_000),
-        };
-        let mut runs = Vec::with_capacity(args.runs);
-        for run in 0..args.runs {
-            let ctx = ctx.clone();
-            runs.push(rt.block_on(rt.spawn(async move { run_row(&ctx, row, n, run).await }))??);
-        }
-        reports.push(Report::median(runs));
-    }
+    let reports = broker::run_rows(&ctx, &rows, args, rt)?;
     rt.block_on(ctx.admin.close())?;
     drop(own_broker);
     Ok(reports)

@@ -35,16 +35,11 @@
 //!   bench streams.
 //! - Publishing: one task keeps up to `--window` publishes in flight,
 //!   paced in latency phases, keyed messages released in per-aggregate
-//!   order (see `publish.rs`). Keyed message `i` is version
-//!   `i / 1000 + 1` of aggregate `agg-(i % 1000)`, built while publishing
-//!   (on both sides).
-//! - Waiting: a phase ends when every message was handled, or when nothing
-//!   has been handled for [`STALL`]; the rate is handled messages over the
-//!   time from the first publish to the last handled one, and what is
-//!   missing is reported as lost.
-//! - Runs: every run measures both sides, lanebus first in even runs and the
-//!   baseline first in odd ones (so that neither side always meets a server
-//!   the other one warmed up); the table gives the medians.
+//!   order (see `publish.rs`).
+//! - Waiting and runs: shared with the Kafka rows (`broker.rs`). A phase
+//!   gives up when nothing was handled for 5 s; every run measures both
+//!   sides, lanebus first in even runs and the baseline first in odd ones;
+//!   the table gives the medians.
 //!
 //! # Invariants
 //!
@@ -54,39 +49,28 @@
 //!   the tool after the table is printed (with the violations listed); on
 //!   core NATS (at-most-once) a loss is reported in the table.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
-use bytes::Bytes;
 use futures_util::StreamExt;
 use lanebus::{Bus, BusConfig, Envelope, TopicOptions};
 
-use super::measure::{stamp, OrderCheck, Probe, Report};
-use super::{keyed_subscription, plain_subscription, Args, AGGREGATES};
-
+use super::broker::{self, close_bus, Broker, Common, Payloads, Scenario};
+use super::measure::{OrderCheck, Probe, Report};
 use super::publish::{drive, OrSay};
+use super::{keyed_subscription, plain_subscription, Args};
 
 // The bench uses the start, the URL and the drop of the harness.
 #[allow(dead_code)]
 #[path = "../../tests/common/nats.rs"]
 mod server;
 
-/// A phase gives up waiting when nothing was handled for this long.
-const STALL: Duration = Duration::from_secs(5);
-
 /// Lane ring capacity of every lanebus subscription (the memory rows' too).
 const RING: usize = super::RING;
 
 /// Messages the raw pull consumer asks for per pull request.
 const PULL_BATCH: usize = 1024;
-
-/// How long a latency phase publishes for.
-const LATENCY_SECS: f64 = 2.0;
-
-/// The NATS rows, in order.
-pub(crate) const SCENARIOS: [&str; 3] = ["persistent", "keyed", "ephemeral"];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Row {
@@ -95,18 +79,9 @@ enum Row {
     Ephemeral,
 }
 
-impl Row {
-    fn parse(name: &str) -> Result<Row, String> {
-        match name {
-            "persistent" => Ok(Row::Persistent),
-            "keyed" => Ok(Row::Keyed),
-            "ephemeral" => Ok(Row::Ephemeral),
-            other => Err(format!(
-                "unknown nats scenario `{other}` (available: {})",
-                SCENARIOS.join(", ")
-            )),
-        }
-    }
+impl Scenario for Row {
+    const TRANSPORT: &'static str = "nats";
+    const ALL: &'static [Row] = &[Row::Persistent, Row::Keyed, Row::Ephemeral];
 
     fn name(self) -> &'static str {
         match self {
@@ -116,7 +91,10 @@ impl Row {
         }
     }
 
-    /// Unpaced messages per phase at `--scale 1`.
+    fn keyed(self) -> bool {
+        self == Row::Keyed
+    }
+
     fn messages(self) -> f64 {
         match self {
             Row::Persistent | Row::Keyed => 100_000.0,
@@ -128,22 +106,7 @@ impl Row {
 /// What every phase needs.
 struct Ctx {
     url: String,
-    window: usize,
-    lanes: usize,
-    keyed_lanes: usize,
-    base: Instant,
-    latency: bool,
-}
-
-/// A fresh topic name, never used before by this process.
-fn fresh_topic(row: Row) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "bench.{}.{}.{}",
-        row.name(),
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    common: Common,
 }
 
 /// The raw side's stream name for `topic` (letters, digits and `_`).
@@ -197,8 +160,10 @@ impl Sink {
             .await
             .or_say("lanebus configure topic")?;
         let sub = match on.order {
-            None => plain_subscription(&bus, topic, ctx.lanes, probe).await,
-            Some(order) => keyed_subscription(&bus, topic, ctx.keyed_lanes, probe, order).await,
+            None => plain_subscription(&bus, topic, ctx.common.lanes, probe).await,
+            Some(order) => {
+                keyed_subscription(&bus, topic, ctx.common.keyed_lanes, probe, order).await
+            }
         };
         Ok(Sink::Bus { bus, sub })
     }
@@ -244,9 +209,9 @@ impl Sink {
         // As many unacked messages as lanebus's default for the row's
         // subscription: what its lanes hold.
         let lanes = if row == Row::Keyed {
-            ctx.keyed_lanes
+            ctx.common.keyed_lanes
         } else {
-            ctx.lanes
+            ctx.common.lanes
         };
         let durable = format!("{name}_raw");
         let pull: consumer::PullConsumer = st
@@ -305,13 +270,7 @@ impl Sink {
     /// acked all `handled` messages, none redelivered and none pending.
     async fn close(self, topic: &str, handled: u64) -> Result<(), String> {
         match self {
-            Sink::Bus { bus, sub } => {
-                sub.unsubscribe().await;
-                bus.remove_topic(topic)
-                    .await
-                    .or_say("lanebus remove_topic")?;
-                bus.close().await.or_say("lanebus close")
-            }
+            Sink::Bus { bus, sub } => close_bus(bus, sub, topic).await,
             Sink::Raw {
                 client,
                 js,
@@ -367,201 +326,91 @@ async fn acked_all(
     }
 }
 
-/// What one phase measured.
-struct Phase {
-    rate: f64,
-    lost: u64,
-    probe: Probe,
-    order: Option<Arc<OrderCheck>>,
-    /// Whether each aggregate's versions all arrived, in order.
-    order_held: Option<bool>,
-}
+impl Broker for Ctx {
+    type Row = Row;
+    type Sink = Sink;
 
-/// One side's throughput (`rate: None`) or latency (`rate: Some`) phase.
-async fn phase(
-    ctx: &Ctx,
-    row: Row,
-    lanebus: bool,
-    n: u64,
-    rate: Option<f64>,
-) -> Result<Phase, String> {
-    let topic = fresh_topic(row);
-    let probe = Probe::new(ctx.base);
-    probe.timing.store(rate.is_some(), Ordering::Relaxed);
-    let order = (row == Row::Keyed).then(|| Arc::new(OrderCheck::new(AGGREGATES)));
-    let site = Site {
-        ctx,
-        row,
-        topic: &topic,
-        probe: &probe,
-        order: order.clone(),
-    };
-    let sink = if lanebus {
-        Sink::bus(site).await?
-    } else {
-        Sink::raw(site).await?
-    };
-    let ids: Vec<String> = (0..AGGREGATES).map(|i| format!("agg-{i}")).collect();
-    let (base, window, topic_ref) = (ctx.base, ctx.window, topic.as_str());
-    let plain = move || {
-        if rate.is_some() {
-            stamp(base)
-        } else {
-            Bytes::from_static(&[0u8; 32])
-        }
-    };
-    let envelope = |i: u64| {
-        let payload = if rate.is_some() {
-            stamp(base)
-        } else {
-            Bytes::from_static(&[0u8; 8])
+    const STALL: Duration = Duration::from_secs(5);
+
+    fn common(&self) -> &Common {
+        &self.common
+    }
+
+    async fn open(
+        &self,
+        row: Row,
+        lanebus: bool,
+        topic: &str,
+        probe: &Probe,
+        order: Option<Arc<OrderCheck>>,
+    ) -> Result<Sink, String> {
+        let site = Site {
+            ctx: self,
+            row,
+            topic,
+            probe,
+            order,
         };
-        let (agg, version) = (i as usize % AGGREGATES, i / AGGREGATES as u64 + 1);
-        Envelope::new(ids[agg].as_str(), "Updated", version as i64, payload)
-    };
-    let start = Instant::now();
-    let published = match (&sink, row) {
-        (Sink::Bus { bus, .. }, Row::Persistent | Row::Ephemeral) => {
-            drive(n, rate, window, false, |_| bus.publish(topic_ref, plain())).await
-        }
-        (Sink::Bus { bus, .. }, Row::Keyed) => {
-            drive(n, rate, window, true, |i| {
-                bus.publish_envelope(topic_ref, envelope(i))
-            })
-            .await
-        }
-        (Sink::Raw { js, .. }, Row::Persistent) => {
-            drive(n, rate, window, false, |_| {
-                let send = js.publish(topic_ref.to_owned(), plain());
-                async move { send.await?.await }
-            })
-            .await
-        }
-        (Sink::Raw { js, .. }, Row::Keyed) => {
-            drive(n, rate, window, true, |i| {
-                let ev = envelope(i);
-                let message = jetstream::message::PublishMessage::build()
-                    .payload(ev.encode())
-                    .message_id(&ev.event_id);
-                let send = js.send_publish(topic_ref.to_owned(), message);
-                async move { send.await?.await }
-            })
-            .await
-        }
-        (Sink::Raw { client, .. }, Row::Ephemeral) => {
-            drive(n, rate, window, false, |_| {
-                client.publish(topic_ref.to_owned(), plain())
-            })
-            .await
-        }
-    };
-    if let Err(e) = published {
-        let _ = sink.close(&topic, 0).await;
-        return Err(format!("{} ({}): {e}", row.name(), side(lanebus)));
-    }
-    let (handled, last) = probe.wait_or_stall(n, STALL).await;
-    let elapsed = last.saturating_duration_since(start).as_secs_f64();
-    sink.close(&topic, handled).await?;
-    // Keyed phases publish whole rounds: every aggregate up to n / 1000.
-    let order_held = order
-        .as_ref()
-        .map(|o| o.held(&vec![(n / AGGREGATES as u64) as i64; AGGREGATES]));
-    if let Some(o) = order.as_ref().filter(|o| o.disorder() > 0) {
-        eprintln!(
-            "{} ({}): {} per-aggregate order violations; the first:",
-            row.name(),
-            side(lanebus),
-            o.disorder()
-        );
-        for line in o.examples() {
-            eprintln!("  {line}");
+        if lanebus {
+            Sink::bus(site).await
+        } else {
+            Sink::raw(site).await
         }
     }
-    if handled < n {
-        eprintln!(
-            "{} ({}): {} of {n} messages handled, {} lost (nothing handled for {STALL:?})",
-            row.name(),
-            side(lanebus),
-            handled,
-            n - handled
-        );
-    }
-    Ok(Phase {
-        rate: handled as f64 / elapsed,
-        lost: n - handled.min(n),
-        probe,
-        order,
-        order_held,
-    })
-}
 
-fn side(lanebus: bool) -> &'static str {
-    if lanebus {
-        "lanebus"
-    } else {
-        "baseline"
-    }
-}
-
-/// Both sides' phases, lanebus first when `bus_first`.
-async fn both(
-    ctx: &Ctx,
-    row: Row,
-    n: u64,
-    rate: Option<f64>,
-    bus_first: bool,
-) -> Result<(Phase, Phase), String> {
-    if bus_first {
-        let ours = phase(ctx, row, true, n, rate).await?;
-        Ok((ours, phase(ctx, row, false, n, rate).await?))
-    } else {
-        let theirs = phase(ctx, row, false, n, rate).await?;
-        Ok((phase(ctx, row, true, n, rate).await?, theirs))
-    }
-}
-
-/// One run of one row: throughput of both sides, then latency of both at
-/// half lanebus's throughput.
-async fn run_row(ctx: &Ctx, row: Row, n: u64, run: usize) -> Result<Report, String> {
-    let bus_first = run.is_multiple_of(2);
-    let (ours, theirs) = both(ctx, row, n, None, bus_first).await?;
-    let mut report = Report {
-        baseline_msgs_per_sec: theirs.rate,
-        lost: ours.lost + theirs.lost,
-        disorder: [&ours, &theirs]
-            .iter()
-            .filter_map(|p| p.order.as_ref().map(|o| o.disorder()))
-            .sum(),
-        ..Report::throughput_only(
-            row.name(),
-            n,
-            ours.rate,
-            ours.order_held.zip(theirs.order_held).map(|(a, b)| a && b),
-        )
-    };
-    if !ctx.latency {
-        return Ok(report);
-    }
-    let rate = ours.rate * 0.5;
-    let mut lat_n = (rate * LATENCY_SECS).clamp(2_000.0, 200_000.0) as u64;
-    if row == Row::Keyed {
-        lat_n = lat_n.div_ceil(AGGREGATES as u64) * AGGREGATES as u64;
-    }
-    let (ours, theirs) = both(ctx, row, lat_n, Some(rate), bus_first).await?;
-    report.p50_us = ours.probe.hist.quantile_us(0.50);
-    report.p99_us = ours.probe.hist.quantile_us(0.99);
-    report.baseline_p50_us = theirs.probe.hist.quantile_us(0.50);
-    report.baseline_p99_us = theirs.probe.hist.quantile_us(0.99);
-    report.lost += ours.lost + theirs.lost;
-    for p in [&ours, &theirs] {
-        if let Some(o) = &p.order {
-            report.disorder += o.disorder();
+    async fn publish(
+        &self,
+        sink: &Sink,
+        row: Row,
+        topic: &str,
+        n: u64,
+        rate: Option<f64>,
+        payloads: &Payloads<'_>,
+    ) -> Result<(), String> {
+        let window = self.common.window;
+        match (sink, row) {
+            (Sink::Bus { bus, .. }, Row::Persistent | Row::Ephemeral) => {
+                drive(n, rate, window, false, |_| {
+                    bus.publish(topic, payloads.plain())
+                })
+                .await
+            }
+            (Sink::Bus { bus, .. }, Row::Keyed) => {
+                drive(n, rate, window, true, |i| {
+                    bus.publish_envelope(topic, payloads.envelope(i))
+                })
+                .await
+            }
+            (Sink::Raw { js, .. }, Row::Persistent) => {
+                drive(n, rate, window, false, |_| {
+                    let send = js.publish(topic.to_owned(), payloads.plain());
+                    async move { send.await?.await }
+                })
+                .await
+            }
+            (Sink::Raw { js, .. }, Row::Keyed) => {
+                drive(n, rate, window, true, |i| {
+                    let ev = payloads.envelope(i);
+                    let message = jetstream::message::PublishMessage::build()
+                        .payload(ev.encode())
+                        .message_id(&ev.event_id);
+                    let send = js.send_publish(topic.to_owned(), message);
+                    async move { send.await?.await }
+                })
+                .await
+            }
+            (Sink::Raw { client, .. }, Row::Ephemeral) => {
+                drive(n, rate, window, false, |_| {
+                    client.publish(topic.to_owned(), payloads.plain())
+                })
+                .await
+            }
         }
     }
-    if let (Some(held), Some(a), Some(b)) = (report.order_ok, ours.order_held, theirs.order_held) {
-        report.order_ok = Some(held && a && b);
+
+    async fn close(&self, sink: Sink, topic: &str, handled: u64) -> Result<(), String> {
+        sink.close(topic, handled).await
     }
-    Ok(report)
 }
 
 /// Runs the NATS rows `args` asks for on `rt` and returns one report per
@@ -572,11 +421,7 @@ pub(crate) fn run(
     base: Instant,
     latency: bool,
 ) -> Result<Vec<Report>, Box<dyn std::error::Error>> {
-    let rows = args
-        .scenarios
-        .iter()
-        .map(|s| Row::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = broker::parse_rows::<Row>(&args.scenarios)?;
     // Started before the first row, killed when this returns.
     let own_server = match &args.url {
         Some(_) => None,
@@ -601,29 +446,9 @@ pub(crate) fn run(
     }
     let ctx = Arc::new(Ctx {
         url,
-        window: args.window,
-        lanes: args.lanes,
-        keyed_lanes: args.keyed_lanes,
-        base,
-        latency,
+        common: Common::new(args, base, latency),
     });
-    let mut reports = Vec::new();
-    for row in rows {
-        let n = match row {
-            // Whole rounds over the aggregates.
-            Row::Keyed => {
-                ((row.messages() * args.scale) as u64 / AGGREGATES as u64).max(10)
-                    * AGGREGATES as u64
-            }
-            _ => ((row.messages() * args.scale) as u64).max(10_000),
-        };
-        let mut runs = Vec::with_capacity(args.runs);
-        for run in 0..args.runs {
-            let ctx = ctx.clone();
-            runs.push(rt.block_on(rt.spawn(async move { run_row(&ctx, row, n, run).await }))??);
-        }
-        reports.push(Report::median(runs));
-    }
+    let reports = broker::run_rows(&ctx, &rows, args, rt)?;
     drop(own_server);
     Ok(reports)
 }

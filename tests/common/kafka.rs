@@ -36,7 +36,7 @@
 //!   means it takes produce, fetch, group and admin requests. If the process
 //!   exits first, or [`READY_WITHIN`] passes, the harness panics and says
 //!   which.
-//! - Leak guard: as in the NATS harness, the broker is started through `sh`,
+//! - Leak guard: as in the NATS harness (`watched.rs`), the broker is started through `sh`,
 //!   which forks a watchdog reading the pipe on its stdin and then `exec`s
 //!   the script (which `exec`s the JVM, so the child the harness holds *is*
 //!   the broker). A normal drop tells the watchdog `done` and kills the
@@ -53,22 +53,30 @@
 //!   one that does not answer in time is a panic whose message says exactly
 //!   that (for missing jars: run `scripts/kafka.sh fetch`).
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+// Included by path: this file is itself included by path from examples and
+// unit tests, where it has no sibling modules. A crate with both harnesses
+// compiles the one file twice, as two private modules.
+#[allow(clippy::duplicate_mod)]
+#[path = "watched.rs"]
+mod watched;
+
+use watched::{on_free_ports, read_log, relaunch, Launch, NotReady, Watched};
 
 /// How long a broker may take to answer its first metadata request before
 /// the test fails. A hang guard for a loaded machine, not a speed check (it
 /// answers within a few seconds here).
 pub const READY_WITHIN: Duration = Duration::from_secs(120);
 
-/// How often `start` picks new ports when a port was taken meanwhile.
-const PORT_ATTEMPTS: usize = 5;
+/// The broker's name in failure messages.
+const NAME: &str = "the Kafka broker";
 
 /// The script that fetches the jars, writes the config and runs the broker.
 fn script() -> PathBuf {
@@ -78,14 +86,10 @@ fn script() -> PathBuf {
 /// A running single-node Kafka broker on loopback; killed when dropped.
 #[derive(Debug)]
 pub struct KafkaBroker {
-    child: Option<Child>,
-    watchdog: Option<ChildStdin>,
+    /// The process and its temporary directory.
+    process: Watched,
     port: u16,
     controller_port: u16,
-    dir: PathBuf,
-    /// Removes `dir` on drop (not for the shared broker, whose watchdog
-    /// removes it when the test process ends).
-    owns_dir: bool,
 }
 
 impl KafkaBroker {
@@ -99,37 +103,21 @@ impl KafkaBroker {
     /// [`READY_WITHIN`]; the message says which and quotes the log.
     pub fn start() -> Self {
         jars();
-        let dir = make_temp_dir();
-        let mut last_log = String::new();
-        for _ in 0..PORT_ATTEMPTS {
-            let (port, controller_port) = free_port_pair();
-            let mut broker = KafkaBroker {
-                child: None,
-                watchdog: None,
-                port,
-                controller_port,
-                dir: dir.clone(),
-                owns_dir: true,
-            };
+        let mut broker = KafkaBroker {
+            process: Watched::new("lanebus-kafka"),
+            port: 0,
+            controller_port: 0,
+        };
+        // On a panic, dropping the broker (unwinding) removes its directory.
+        on_free_ports(NAME, |ports| {
+            (broker.port, broker.controller_port) = ports;
             // The storage records the controller's address: new ports, new
             // storage.
-            let _ = fs::remove_dir_all(dir.join("data"));
+            let _ = fs::remove_dir_all(broker.data_dir());
             broker.prepare();
-            match broker.launch() {
-                Ok(()) => return broker,
-                Err(Launch::PortTaken(log)) => {
-                    last_log = log;
-                    broker.stop();
-                    broker.owns_dir = false; // keep the dir for the next try
-                }
-                Err(Launch::Failed(message)) => panic!("{message}"),
-            }
-        }
-        let _ = fs::remove_dir_all(&dir);
-        panic!(
-            "the Kafka broker could not bind free loopback ports in {PORT_ATTEMPTS} attempts; \
-             its last log:\n{last_log}"
-        );
+            broker.launch()
+        });
+        broker
     }
 
     /// One broker for the whole test binary, started on first use and
@@ -138,7 +126,7 @@ impl KafkaBroker {
         static SHARED: OnceLock<KafkaBroker> = OnceLock::new();
         SHARED.get_or_init(|| {
             let mut broker = KafkaBroker::start();
-            broker.owns_dir = false;
+            broker.process.owns_dir = false;
             broker
         })
     }
@@ -155,12 +143,12 @@ impl KafkaBroker {
 
     /// The broker's storage (its `log.dirs`).
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
+        self.process.dir.join("data")
     }
 
     /// The broker's process ID, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// The broker's resident memory in KiB (`VmRSS`), while it runs.
@@ -172,14 +160,14 @@ impl KafkaBroker {
 
     /// The last lines of the broker's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        read_log(&self.dir.join("broker.log"))
+        read_log(&self.process.dir.join("broker.log"))
     }
 
     /// Kills the broker with `SIGKILL` (no controlled shutdown, no flush)
     /// and leaves it down; [`start_again`](Self::start_again) brings it
     /// back.
     pub fn kill(&mut self) {
-        self.stop();
+        self.process.stop();
     }
 
     /// Starts a killed broker again on the same ports and storage, and
@@ -190,19 +178,8 @@ impl KafkaBroker {
     /// When it does not come back (for example because another process
     /// took its port meanwhile): the message says so and quotes its log.
     pub fn start_again(&mut self) {
-        assert!(
-            self.child.is_none(),
-            "start_again on a broker that is still running"
-        );
-        match self.launch() {
-            Ok(()) => {}
-            Err(Launch::PortTaken(log)) => panic!(
-                "the Kafka broker could not restart: port {} or {} was taken meanwhile; \
-                 its log:\n{log}",
-                self.port, self.controller_port
-            ),
-            Err(Launch::Failed(message)) => panic!("{message}"),
-        }
+        let ports = (self.port, self.controller_port);
+        relaunch(NAME, self.process.running(), ports, || self.launch());
     }
 
     /// Kills the broker with `SIGKILL` and starts it again on the same
@@ -218,7 +195,7 @@ impl KafkaBroker {
         let out = Command::new("bash")
             .arg(script())
             .arg("prepare")
-            .arg(&self.dir)
+            .arg(&self.process.dir)
             .arg(self.port.to_string())
             .arg(self.controller_port.to_string())
             .stdin(Stdio::null())
@@ -235,110 +212,36 @@ impl KafkaBroker {
 
     /// Spawns the broker and waits until it answers a metadata request.
     fn launch(&mut self) -> Result<(), Launch> {
-        let log_path = self.dir.join("broker.log");
-        let log = File::create(&log_path).expect("create the Kafka broker's log file");
-        let log_err = log
-            .try_clone()
-            .expect("clone the Kafka broker's log file handle");
-        let mut command = Command::new("sh");
-        // $$ is the shell's PID, which `exec` hands to bash and bash to the
-        // JVM. The watchdog's stdin is fd 3 (an asynchronous list's own
-        // stdin is /dev/null in a non-interactive shell).
-        command
-            .arg("-c")
-            .arg(concat!(
-                "dir=\"$1\"; shift; pid=$$; exec 3<&0; ",
-                "( read -r line <&3; if [ \"$line\" != done ]; then ",
-                "kill -KILL \"$pid\" 2>/dev/null; sleep 0.2; rm -rf \"$dir\"; fi ) ",
-                ">/dev/null 2>&1 & ",
-                "exec 3<&-; exec \"$@\" </dev/null"
-            ))
-            .arg("lanebus-kafka-harness")
-            .arg(&self.dir)
-            .arg("bash")
-            .arg(script())
-            .arg("run")
-            .arg(&self.dir);
-        command.stdin(Stdio::piped()).stdout(log).stderr(log_err);
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                return Err(Launch::Failed(format!(
-                    "could not spawn `sh` to start the Kafka broker: {e}"
-                )))
+        let dir = &self.process.dir;
+        let log_path = dir.join("broker.log");
+        // `exec` hands the shell's PID to bash and bash to the JVM.
+        let mut command = watched::command("lanebus-kafka-harness", dir);
+        command.arg("bash").arg(script()).arg("run").arg(dir);
+        self.process.spawn(command, &log_path, NAME)?;
+        let (port, controller_port) = (self.port, self.controller_port);
+        let ready = || answers_metadata(port);
+        let poll = Duration::from_millis(50);
+        match self
+            .process
+            .wait_ready(&log_path, READY_WITHIN, poll, ready)
+        {
+            Ok(()) => Ok(()),
+            Err(NotReady::Exited(_, log)) if log.contains("Address already in use") => {
+                Err(Launch::PortTaken(log))
             }
-        };
-        self.watchdog = child.stdin.take();
-        self.child = Some(child);
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                // Reaped already: the watchdog must not signal its PID.
-                self.child = None;
-                self.stop();
-                let log = read_log(&log_path);
-                if log.contains("Address already in use") {
-                    return Err(Launch::PortTaken(log));
-                }
-                return Err(Launch::Failed(format!(
-                    "the Kafka broker exited at start ({status}) on 127.0.0.1:{} (controller {}); \
-                     its log ({}):\n{log}",
-                    self.port,
-                    self.controller_port,
-                    log_path.display()
-                )));
-            }
-            if answers_metadata(self.port) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                self.stop();
-                return Err(Launch::Failed(format!(
-                    "the Kafka broker did not answer a metadata request within {READY_WITHIN:?} \
-                     on 127.0.0.1:{} (controller {}); its log ({}):\n{}",
-                    self.port,
-                    self.controller_port,
-                    log_path.display(),
-                    read_log(&log_path)
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            Err(NotReady::Exited(status, log)) => Err(Launch::Failed(format!(
+                "the Kafka broker exited at start ({status}) on 127.0.0.1:{port} \
+                 (controller {controller_port}); its log ({}):\n{log}",
+                log_path.display()
+            ))),
+            Err(NotReady::TimedOut) => Err(Launch::Failed(format!(
+                "the Kafka broker did not answer a metadata request within {READY_WITHIN:?} \
+                 on 127.0.0.1:{port} (controller {controller_port}); its log ({}):\n{}",
+                log_path.display(),
+                read_log(&log_path)
+            ))),
         }
     }
-
-    /// Kills and reaps the broker, telling its watchdog to stand down
-    /// first (so the watchdog never signals a reaped, reusable PID).
-    fn stop(&mut self) {
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.write_all(b"done\n");
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for KafkaBroker {
-    fn drop(&mut self) {
-        self.stop();
-        if self.owns_dir {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// Why a launch failed.
-enum Launch {
-    /// A port was taken between choosing it and the broker binding it (the
-    /// broker's log).
-    PortTaken(String),
-    /// Anything else: the full panic message.
-    Failed(String),
 }
 
 /// The folder of the fetched jars.
@@ -365,30 +268,6 @@ fn jars() -> &'static Path {
         Ok(path) => path,
         Err(why) => panic!("the Kafka tests need a real broker and none can be started: {why}"),
     }
-}
-
-/// A fresh, empty directory under the system's temporary directory.
-fn make_temp_dir() -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let name = format!(
-        "lanebus-kafka-{}-{}-{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let dir = std::env::temp_dir().join(name);
-    fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-    dir
-}
-
-/// Two distinct free loopback ports.
-fn free_port_pair() -> (u16, u16) {
-    let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free loopback port");
-    let (a, b) = (bind(), bind());
-    let port = |l: &TcpListener| l.local_addr().expect("local address").port();
-    (port(&a), port(&b))
 }
 
 /// The correlation ID of the readiness probe's request.
@@ -473,11 +352,4 @@ fn broker_ports(body: &[u8]) -> Option<Vec<i32>> {
         }
     }
     Some(ports)
-}
-
-/// The last 40 lines of the broker's log.
-fn read_log(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"));
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }

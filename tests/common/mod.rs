@@ -11,6 +11,9 @@ use tokio::sync::{mpsc, Semaphore};
 #[cfg(feature = "nats")]
 pub mod nats;
 
+/// The hang guard of the broker tests (see its module docs).
+pub mod step;
+
 /// A real Apache Kafka broker (see its module docs).
 #[cfg(feature = "kafka")]
 pub mod kafka;

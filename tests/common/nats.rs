@@ -26,12 +26,13 @@
 //!   port greets a TCP connection with the protocol's `INFO` line (the
 //!   monitor starts before the client listener). If the process exits first,
 //!   or [`READY_WITHIN`] passes, the harness panics and says which.
-//! - Leak guard: the server is started through `sh`, which forks a watchdog
-//!   reading the pipe on its stdin and then `exec`s `nats-server` (so the
-//!   child the harness holds *is* the server). A normal drop tells the
-//!   watchdog `done` and kills the server itself; if the test process dies
-//!   without unwinding (aborted, killed), the pipe closes and the watchdog
-//!   kills the server and removes the directory.
+//! - Leak guard (`watched.rs`, shared with the Kafka harness): the server
+//!   is started through `sh`, which forks a watchdog reading the pipe on
+//!   its stdin and then `exec`s `nats-server` (so the child the harness
+//!   holds *is* the server). A normal drop tells the watchdog `done` and
+//!   kills the server itself; if the test process dies without unwinding
+//!   (aborted, killed), the pipe closes and the watchdog kills the server
+//!   and removes the directory.
 //!
 //! # Invariants
 //!
@@ -43,14 +44,22 @@
 //!   not ready in time is a panic whose message says exactly that.
 
 use std::fmt::Write as _;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+// Included by path: this file is itself included by path from examples and
+// unit tests, where it has no sibling modules. A crate with both harnesses
+// compiles the one file twice, as two private modules.
+#[allow(clippy::duplicate_mod)]
+#[path = "watched.rs"]
+mod watched;
+
+use watched::{on_free_ports, read_log, relaunch, Launch, NotReady, Watched};
 
 /// The binary the harness runs (Debian's package puts it in `/usr/sbin`).
 pub const BINARY: &str = "nats-server";
@@ -62,9 +71,6 @@ const DEBIAN_PATH: &str = "/usr/sbin/nats-server";
 /// hang guard for a loaded machine, not a speed check (it starts in tens of
 /// milliseconds here).
 pub const READY_WITHIN: Duration = Duration::from_secs(30);
-
-/// How often `start` picks new ports when a port was taken meanwhile.
-const PORT_ATTEMPTS: usize = 5;
 
 /// How a server authenticates its clients.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -122,16 +128,12 @@ pub struct TlsPaths {
 /// A running `nats-server` on loopback; killed when dropped.
 #[derive(Debug)]
 pub struct NatsServer {
-    child: Option<Child>,
-    watchdog: Option<ChildStdin>,
+    /// The process and its temporary directory.
+    process: Watched,
     port: u16,
     monitor_port: u16,
-    dir: PathBuf,
     config: Option<PathBuf>,
     tls: Option<TlsPaths>,
-    /// Removes `dir` on drop (not for the shared server, whose watchdog
-    /// removes it when the test process ends).
-    owns_dir: bool,
 }
 
 impl NatsServer {
@@ -168,37 +170,22 @@ impl NatsServer {
     /// [`start`](Self::start) with options.
     pub fn start_with(options: NatsOptions) -> Self {
         binary();
-        let dir = make_temp_dir();
-        let tls = options.tls.map(|_| make_certificates(&dir));
-        let config = write_config(&dir, &options, tls.as_ref());
-        let mut last_log = String::new();
-        for _ in 0..PORT_ATTEMPTS {
-            let (port, monitor_port) = free_port_pair();
-            let mut server = NatsServer {
-                child: None,
-                watchdog: None,
-                port,
-                monitor_port,
-                dir: dir.clone(),
-                config: config.clone(),
-                tls: tls.clone(),
-                owns_dir: true,
-            };
-            match server.launch() {
-                Ok(()) => return server,
-                Err(Launch::PortTaken(log)) => {
-                    last_log = log;
-                    server.stop();
-                    server.owns_dir = false; // keep the dir for the next try
-                }
-                Err(Launch::Failed(message)) => panic!("{message}"),
-            }
-        }
-        let _ = fs::remove_dir_all(&dir);
-        panic!(
-            "nats-server could not bind free loopback ports in {PORT_ATTEMPTS} attempts; \
-             its last log:\n{last_log}"
-        );
+        let process = Watched::new("lanebus-nats");
+        let tls = options.tls.map(|_| make_certificates(&process.dir));
+        let config = write_config(&process.dir, &options, tls.as_ref());
+        let mut server = NatsServer {
+            process,
+            port: 0,
+            monitor_port: 0,
+            config,
+            tls,
+        };
+        // On a panic, dropping the server (unwinding) removes its directory.
+        on_free_ports(BINARY, |ports| {
+            (server.port, server.monitor_port) = ports;
+            server.launch()
+        });
+        server
     }
 
     /// One server for the whole test binary, started on first use and
@@ -207,7 +194,7 @@ impl NatsServer {
         static SHARED: OnceLock<NatsServer> = OnceLock::new();
         SHARED.get_or_init(|| {
             let mut server = NatsServer::start();
-            server.owns_dir = false;
+            server.process.owns_dir = false;
             server
         })
     }
@@ -245,18 +232,18 @@ impl NatsServer {
     /// The JetStream store directory (inside the harness's temporary
     /// directory).
     pub fn store_dir(&self) -> PathBuf {
-        self.dir.join("store")
+        self.process.dir.join("store")
     }
 
     /// The server's process ID, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// Kills the server with `SIGKILL` (no shutdown of any kind) and leaves
     /// it down; [`start_again`](Self::start_again) brings it back.
     pub fn kill(&mut self) {
-        self.stop();
+        self.process.stop();
     }
 
     /// Starts a killed server again on the same ports, store and options,
@@ -267,18 +254,8 @@ impl NatsServer {
     /// When it does not come back (for example because another process took
     /// its port meanwhile): the message says so and quotes its log.
     pub fn start_again(&mut self) {
-        assert!(
-            self.child.is_none(),
-            "start_again on a server that is still running"
-        );
-        match self.launch() {
-            Ok(()) => {}
-            Err(Launch::PortTaken(log)) => panic!(
-                "nats-server could not restart: port {} or {} was taken meanwhile; its log:\n{log}",
-                self.port, self.monitor_port
-            ),
-            Err(Launch::Failed(message)) => panic!("{message}"),
-        }
+        let ports = (self.port, self.monitor_port);
+        relaunch(BINARY, self.process.running(), ports, || self.launch());
     }
 
     /// Kills the server with `SIGKILL` and starts it again on the same
@@ -291,138 +268,67 @@ impl NatsServer {
 
     /// Spawns the server and waits for readiness.
     fn launch(&mut self) -> Result<(), Launch> {
-        let log_path = self.dir.join("server.log");
-        let log = File::create(&log_path).expect("create the nats-server log file");
-        let log_err = log
-            .try_clone()
-            .expect("clone the nats-server log file handle");
-        let store = self.store_dir();
-        let mut command = Command::new("sh");
-        // $$ is the shell's PID, which `exec` hands to nats-server. The
-        // watchdog's stdin is fd 3 (an asynchronous list's own stdin is
-        // /dev/null in a non-interactive shell).
+        let log_path = self.process.dir.join("server.log");
+        let mut command = watched::command("lanebus-nats-harness", &self.process.dir);
         command
-            .arg("-c")
-            .arg(concat!(
-                "dir=\"$1\"; shift; pid=$$; exec 3<&0; ",
-                "( read -r line <&3; if [ \"$line\" != done ]; then ",
-                "kill -KILL \"$pid\" 2>/dev/null; sleep 0.2; rm -rf \"$dir\"; fi ) ",
-                ">/dev/null 2>&1 & ",
-                "exec 3<&-; exec \"$@\" </dev/null"
-            ))
-            .arg("lanebus-nats-harness")
-            .arg(&self.dir)
             .arg(binary())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor_port.to_string()])
             .arg("-js")
             .arg("-sd")
-            .arg(&store);
+            .arg(self.store_dir());
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
         }
-        command.stdin(Stdio::piped()).stdout(log).stderr(log_err);
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                return Err(Launch::Failed(format!(
-                    "could not spawn `sh` to start {BINARY}: {e}"
-                )))
+        self.process.spawn(command, &log_path, BINARY)?;
+        let (port, monitor_port) = (self.port, self.monitor_port);
+        let ready = || healthy(monitor_port) && greets(port);
+        let poll = Duration::from_millis(10);
+        match self
+            .process
+            .wait_ready(&log_path, READY_WITHIN, poll, ready)
+        {
+            Ok(()) => Ok(()),
+            Err(NotReady::Exited(_, log)) if log.contains("address already in use") => {
+                Err(Launch::PortTaken(log))
             }
-        };
-        self.watchdog = child.stdin.take();
-        self.child = Some(child);
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                // Reaped already: the watchdog must not signal its PID.
-                self.child = None;
-                self.stop();
-                let log = read_log(&log_path);
-                if log.contains("address already in use") {
-                    return Err(Launch::PortTaken(log));
-                }
-                return Err(Launch::Failed(format!(
-                    "{BINARY} exited at start ({status}) on 127.0.0.1:{} (monitor {}); its log:\n{log}",
-                    self.port, self.monitor_port
-                )));
-            }
-            if self.healthy() && self.greets() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                self.stop();
-                return Err(Launch::Failed(format!(
-                    "{BINARY} was not ready within {READY_WITHIN:?} on 127.0.0.1:{} \
-                     (monitor {}: /healthz?js-enabled-only=true and the client INFO line); \
-                     its log:\n{}",
-                    self.port,
-                    self.monitor_port,
-                    read_log(&log_path)
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// `GET /healthz?js-enabled-only=true` answers `200`.
-    fn healthy(&self) -> bool {
-        let Some(mut stream) = connect(self.monitor_port) else {
-            return false;
-        };
-        let request = "GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-        if stream.write_all(request.as_bytes()).is_err() {
-            return false;
-        }
-        let mut response = Vec::new();
-        let _ = stream.read_to_end(&mut response);
-        let status_line = response.split(|&b| b == b'\n').next().unwrap_or_default();
-        let status_line = String::from_utf8_lossy(status_line);
-        status_line.starts_with("HTTP/1.") && status_line.split(' ').nth(1) == Some("200")
-    }
-
-    /// The client port greets a connection with `INFO {...}`.
-    fn greets(&self) -> bool {
-        let Some(mut stream) = connect(self.port) else {
-            return false;
-        };
-        let mut greeting = [0u8; 5];
-        stream.read_exact(&mut greeting).is_ok() && &greeting == b"INFO "
-    }
-
-    /// Kills and reaps the server, telling its watchdog to stand down
-    /// first (so the watchdog never signals a reaped, reusable PID).
-    fn stop(&mut self) {
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.write_all(b"done\n");
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            Err(NotReady::Exited(status, log)) => Err(Launch::Failed(format!(
+                "{BINARY} exited at start ({status}) on 127.0.0.1:{port} (monitor {monitor_port}); \
+                 its log:\n{log}"
+            ))),
+            Err(NotReady::TimedOut) => Err(Launch::Failed(format!(
+                "{BINARY} was not ready within {READY_WITHIN:?} on 127.0.0.1:{port} \
+                 (monitor {monitor_port}: /healthz?js-enabled-only=true and the client INFO \
+                 line); its log:\n{}",
+                read_log(&log_path)
+            ))),
         }
     }
 }
 
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-        if self.owns_dir {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
+/// `GET /healthz?js-enabled-only=true` on the monitor port answers `200`.
+fn healthy(monitor_port: u16) -> bool {
+    let Some(mut stream) = connect(monitor_port) else {
+        return false;
+    };
+    let request = "GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
     }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let status_line = response.split(|&b| b == b'\n').next().unwrap_or_default();
+    let status_line = String::from_utf8_lossy(status_line);
+    status_line.starts_with("HTTP/1.") && status_line.split(' ').nth(1) == Some("200")
 }
 
-/// Why a launch failed.
-enum Launch {
-    /// A port was taken between choosing it and the server binding it (the
-    /// server's log).
-    PortTaken(String),
-    /// Anything else: the full panic message.
-    Failed(String),
+/// The client port greets a connection with `INFO {...}`.
+fn greets(port: u16) -> bool {
+    let Some(mut stream) = connect(port) else {
+        return false;
+    };
+    let mut greeting = [0u8; 5];
+    stream.read_exact(&mut greeting).is_ok() && &greeting == b"INFO "
 }
 
 /// The `nats-server` to run: the one on `PATH`, else Debian's
@@ -456,22 +362,6 @@ fn binary() -> &'static str {
              (scripts/test.sh does)"
         ),
     }
-}
-
-/// A fresh, empty directory under the system's temporary directory.
-fn make_temp_dir() -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let name = format!(
-        "lanebus-nats-{}-{}-{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let dir = std::env::temp_dir().join(name);
-    fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-    dir
 }
 
 /// Writes `server.conf` when the options need one.
@@ -578,14 +468,6 @@ fn quote(value: &str) -> String {
     format!("\"{value}\"")
 }
 
-/// Two distinct free loopback ports.
-fn free_port_pair() -> (u16, u16) {
-    let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free loopback port");
-    let (a, b) = (bind(), bind());
-    let port = |l: &TcpListener| l.local_addr().expect("local address").port();
-    (port(&a), port(&b))
-}
-
 /// A short-timeout connection to a loopback port.
 fn connect(port: u16) -> Option<TcpStream> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -595,11 +477,4 @@ fn connect(port: u16) -> Option<TcpStream> {
         .set_write_timeout(Some(Duration::from_secs(2)))
         .ok()?;
     Some(stream)
-}
-
-/// The last 40 lines of the server's log.
-fn read_log(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"));
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }

@@ -1,6 +1,6 @@
 //! The bus on NATS with its defaults, end to end against a real
-//! `nats-server` (the integration tests' harness, included by path as
-//! `tests.rs` does). Topics are persistent by default, so these run on
+//! `nats-server` (the integration tests' harness, through
+//! `test_support.rs`). Topics are persistent by default, so these run on
 //! JetStream (streams, durable consumers, acks); wildcard subscriptions
 //! run on core NATS. Publish to a handler, per-aggregate order over 8
 //! lanes, two groups (two durable consumers) each getting every message
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::tests::harness::NatsServer;
+use super::test_support::{bus_on, off_thread, recv, step, yaml as nats_yaml, NatsServer, STEP};
 use crate::transport::tests::collect;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -29,27 +29,13 @@ use crate::{
     SubscribeOptions, TransportKind, TryPublishError,
 };
 
-/// A hang guard for one step against the server, not a speed check.
-const STEP: Duration = Duration::from_secs(20);
-
-async fn step<F: std::future::IntoFuture>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP, future.into_future())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
-}
-
 fn yaml(url: &str) -> String {
-    format!("type: nats\nnats:\n  urls: [\"{url}\"]\n  name: lanebus-bus-test\n")
+    nats_yaml(url, "lanebus-bus-test", "")
 }
 
 /// A bus on the shared server, built from YAML as a user would.
 async fn nats_bus() -> Bus {
-    let config = BusConfig::from_yaml_str(&yaml(&NatsServer::shared().url())).unwrap();
-    step("connect", Bus::connect(config)).await.unwrap()
-}
-
-async fn recv(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message {
-    step("a message", rx.recv()).await.expect("channel open")
+    super::test_support::bus("lanebus-bus-test", "").await
 }
 
 #[tokio::test]
@@ -373,41 +359,21 @@ async fn until_event(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_the_connection_and_subscriptions_carry_on_after_a_restart() {
     let server = NatsServer::start();
-    let yaml = format!(
-        "{}  reconnect: {{ initial_delay: 20ms, max_delay: 200ms }}\n",
-        yaml(&server.url())
-    );
-    let bus = step(
-        "connect",
-        Bus::connect(BusConfig::from_yaml_str(&yaml).unwrap()),
-    )
-    .await
-    .unwrap();
+    let reconnect = "  reconnect: { initial_delay: 20ms, max_delay: 200ms }\n";
+    let bus = bus_on(&server.url(), "lanebus-bus-test", reconnect).await;
     let mut events = bus.connection_events().expect("a nats bus has events");
     let (_sub, mut rx) = collect(&bus, "t8.news", SubscribeOptions::default()).await;
     bus.publish("t8.news", "before").await.unwrap();
     assert_eq!(recv(&mut rx).await.payload().as_ref(), b"before");
 
-    let server = tokio::task::spawn_blocking(move || {
-        let mut server = server;
-        server.kill();
-        server
-    })
-    .await
-    .unwrap();
+    let server = off_thread(server, NatsServer::kill).await;
     until_event(&mut events, crate::ConnectionEvent::Disconnected).await;
     match step("health while down", bus.health_check()).await {
         Err(crate::HealthError::Transport(e)) => assert_eq!(e.transport(), "nats"),
         other => panic!("expected a transport health error, got {other:?}"),
     }
 
-    let server = tokio::task::spawn_blocking(move || {
-        let mut server = server;
-        server.start_again();
-        server
-    })
-    .await
-    .unwrap();
+    let server = off_thread(server, NatsServer::start_again).await;
     until_event(&mut events, crate::ConnectionEvent::Reconnected).await;
     step("health after", bus.health_check()).await.unwrap();
     // The client renewed the subscription on the new connection.

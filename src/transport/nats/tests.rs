@@ -1,35 +1,22 @@
 //! `connect` against a real `nats-server` (the integration tests' harness,
-//! included by path): every kind of credential and TLS, each failure's
+//! through `test_support.rs`): every kind of credential and TLS, each failure's
 //! message, timeouts, and the events around a SIGKILL restart.
 //!
 //! These are unit tests rather than a `tests/` file because `connect` is
 //! crate-private: testing it here needs no public test hook.
 
-#[path = "../../../tests/common/nats.rs"]
-#[allow(dead_code)]
-pub(super) mod harness;
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::Duration;
 
+use super::test_support::{harness, off_thread, step, NatsServer, STEP};
 use futures_util::StreamExt;
-use harness::NatsServer;
 use tokio::sync::broadcast;
 
 use super::{
     connect, event_channel, ConnectionEvent, NatsAuth, NatsOptions, NatsReconnect, NatsTls,
 };
 use crate::TransportError;
-
-/// A hang guard for one step against the server, not a speed check.
-const STEP: Duration = Duration::from_secs(20);
-
-async fn step<F: std::future::IntoFuture>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP, future.into_future())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
-}
 
 /// Connects with `options`, failing the test on an error.
 async fn open(options: &NatsOptions) -> async_nats::Client {
@@ -343,33 +330,42 @@ async fn next_state(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restart_disconnects_then_reconnects_and_the_subscription_carries_on() {
-    let server = NatsServer::start();
+/// A client of `server` that reconnects as `reconnect` says, its event
+/// receiver, and the events seen so far (the first one, `Connected`).
+async fn with_events(
+    server: &NatsServer,
+    reconnect: NatsReconnect,
+) -> (
+    async_nats::Client,
+    broadcast::Receiver<ConnectionEvent>,
+    Vec<ConnectionEvent>,
+) {
     let events = event_channel();
     let mut rx = events.subscribe();
-    let options = NatsOptions::default().url(server.url()).reconnect(
-        NatsReconnect::default().delays(Duration::from_millis(20), Duration::from_millis(200)),
-    );
+    let options = NatsOptions::default()
+        .url(server.url())
+        .reconnect(reconnect);
     let client = step("connect", connect(&options, events)).await.unwrap();
-    let mut sub = step("subscribe", client.subscribe("lanebus.restart"))
-        .await
-        .unwrap();
-    step("flush", client.flush()).await.unwrap();
-
     let mut seen = Vec::new();
     assert_eq!(
         next_state(&mut rx, &mut seen).await,
         ConnectionEvent::Connected
     );
+    (client, rx, seen)
+}
 
-    let server = tokio::task::spawn_blocking(move || {
-        let mut server = server;
-        server.restart();
-        server
-    })
-    .await
-    .expect("restart");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_disconnects_then_reconnects_and_the_subscription_carries_on() {
+    let server = NatsServer::start();
+    let reconnect =
+        NatsReconnect::default().delays(Duration::from_millis(20), Duration::from_millis(200));
+    let (client, mut rx, mut seen) = with_events(&server, reconnect).await;
+    let mut sub = step("subscribe", client.subscribe("lanebus.restart"))
+        .await
+        .unwrap();
+    step("flush", client.flush()).await.unwrap();
+
+    let server = off_thread(server, NatsServer::restart).await;
 
     assert_eq!(
         next_state(&mut rx, &mut seen).await,
@@ -395,26 +391,12 @@ async fn restart_disconnects_then_reconnects_and_the_subscription_carries_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limited_reconnect_gives_up_and_says_so() {
-    let mut server = NatsServer::start();
-    let events = event_channel();
-    let mut rx = events.subscribe();
-    let options = NatsOptions::default().url(server.url()).reconnect(
-        NatsReconnect::default()
-            .max_attempts(2)
-            .delays(Duration::from_millis(10), Duration::from_millis(10)),
-    );
-    let _client = step("connect", connect(&options, events)).await.unwrap();
-    let mut seen = Vec::new();
-    assert_eq!(
-        next_state(&mut rx, &mut seen).await,
-        ConnectionEvent::Connected
-    );
-    server = tokio::task::spawn_blocking(move || {
-        server.kill();
-        server
-    })
-    .await
-    .expect("kill");
+    let server = NatsServer::start();
+    let reconnect = NatsReconnect::default()
+        .max_attempts(2)
+        .delays(Duration::from_millis(10), Duration::from_millis(10));
+    let (_client, mut rx, mut seen) = with_events(&server, reconnect).await;
+    let server = off_thread(server, NatsServer::kill).await;
     assert_eq!(
         next_state(&mut rx, &mut seen).await,
         ConnectionEvent::Disconnected

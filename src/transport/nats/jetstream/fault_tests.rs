@@ -12,23 +12,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::super::tests::harness::NatsServer;
-use crate::{Bus, BusConfig, Envelope, Event, HandlerError, SubscribeOptions};
+use super::super::test_support::{bus_on, NatsServer};
+use crate::{Bus, Envelope, Event, HandlerError, SubscribeOptions};
 
 const AGGREGATES: usize = 16;
 const EVENTS: usize = 3_000;
 
 async fn bus(url: &str) -> Bus {
-    let yaml = format!(
-        "type: nats\nnats:\n  urls: [\"{url}\"]\n  name: fault-test\n  reconnect: {{ initial_delay: 50ms, max_delay: 500ms }}\n"
-    );
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        Bus::connect(BusConfig::from_yaml_str(&yaml).unwrap()),
-    )
-    .await
-    .expect("connect in time")
-    .unwrap()
+    let reconnect = "  reconnect: { initial_delay: 50ms, max_delay: 500ms }\n";
+    bus_on(url, "fault-test", reconnect).await
 }
 
 /// What the handler saw.

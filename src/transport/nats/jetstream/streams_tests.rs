@@ -1,5 +1,5 @@
 //! The stream manager against a real `nats-server` with JetStream (the
-//! integration tests' harness, included by path as `tests.rs` does): each
+//! integration tests' harness, through `test_support.rs`): each
 //! strategy, single flight, reading a stream back, listing what lanebus
 //! manages, removal, and the errors for a name or subject someone else
 //! holds.
@@ -14,27 +14,14 @@ use std::time::Duration;
 use async_nats::jetstream::stream::Config;
 use async_nats::jetstream::{self, Context};
 
-use super::super::tests::harness::NatsServer;
+use super::super::test_support::{raw, step, NatsServer};
 use super::streams::{derived_name, stream_name, Streams};
 use crate::{Discard, Persistence, Storage, TopicOptions, TransportError};
 use crate::{JetStreamOptions, StreamStrategy};
 
-/// A hang guard for one step against the server, not a speed check.
-const STEP: Duration = Duration::from_secs(20);
-
-async fn step<F: std::future::IntoFuture>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP, future.into_future())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
-}
-
 /// A JetStream context on the shared server.
 async fn context() -> Context {
-    let url = NatsServer::shared().url();
-    let client = step("connect", async_nats::connect(url))
-        .await
-        .expect("connect");
-    jetstream::new(client)
+    raw().await.1
 }
 
 fn streams(js: &Context, strategy: StreamStrategy) -> Streams {
@@ -420,14 +407,9 @@ async fn a_name_held_for_another_subject_is_a_clear_error() {
 
 #[tokio::test]
 async fn errors_name_the_topic_and_stream_when_jetstream_does_not_answer() {
-    let url = NatsServer::shared().url();
-    let client = step("connect", async_nats::connect(url)).await.unwrap();
+    let (client, _) = raw().await;
     // An API prefix nothing listens on: every call has no responders.
-    let js = jetstream::with_prefix(client, "$NOBODY.API");
-    let manager = Streams::new(
-        js,
-        &JetStreamOptions::default().api_timeout(Duration::from_secs(2)),
-    );
+    let manager = on_api(client, "$NOBODY.API", Duration::from_secs(2));
     let e = ensure(&manager, "st-nojs.a", &hour()).await.unwrap_err();
     assert_eq!(
         e.message(),
@@ -435,6 +417,13 @@ async fn errors_name_the_topic_and_stream_when_jetstream_does_not_answer() {
     );
     assert_eq!(manager.create_calls(), 0);
     assert_eq!(stream_name("st-nojs.a", Some(&hour().stream("X"))), "X");
+}
+
+/// A manager whose JetStream API requests go to `prefix`, each bounded by
+/// `timeout`.
+fn on_api(client: async_nats::Client, prefix: &str, timeout: Duration) -> Streams {
+    let js = jetstream::with_prefix(client, prefix);
+    Streams::new(js, &JetStreamOptions::default().api_timeout(timeout))
 }
 
 /// JetStream API requests the server has counted so far.
@@ -487,18 +476,13 @@ async fn a_caller_that_gives_up_does_not_restart_the_flight() {
 
 #[tokio::test]
 async fn every_call_is_bounded_by_the_api_timeout() {
-    let url = NatsServer::shared().url();
-    let client = step("connect", async_nats::connect(url)).await.unwrap();
+    let (client, _) = raw().await;
     // A responder that takes every request and never answers.
     let _silent = step("subscribe", client.subscribe("$SILENT.API.>"))
         .await
         .unwrap();
     step("flush", client.flush()).await.unwrap();
-    let js = jetstream::with_prefix(client, "$SILENT.API");
-    let manager = Streams::new(
-        js,
-        &JetStreamOptions::default().api_timeout(Duration::from_millis(200)),
-    );
+    let manager = on_api(client, "$SILENT.API", Duration::from_millis(200));
     let e = ensure(&manager, "st-silent.a", &hour()).await.unwrap_err();
     assert_eq!(
         e.message(),

@@ -1,5 +1,5 @@
 //! The bus on JetStream, end to end against a real `nats-server` (the
-//! integration tests' harness, included by path as `tests.rs` does): what
+//! integration tests' harness, through `test_support.rs`): what
 //! persistent topics promise beyond core NATS.
 //!
 //! - a publish returns once the stream stored it, and a consumer created
@@ -31,43 +31,17 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::super::tests::harness::NatsServer;
+use super::super::test_support::{raw, recv, step};
 use crate::transport::tests::collect;
 use crate::transport::Transport;
 use crate::{
-    Bus, BusConfig, Envelope, EnvelopeError, Event, HandlerError, Message, PublishError,
-    RetryPolicy, SubscribeOptions, WireFormat,
+    Bus, Envelope, EnvelopeError, Event, HandlerError, Message, PublishError, RetryPolicy,
+    SubscribeOptions, WireFormat,
 };
-
-const STEP: Duration = Duration::from_secs(30);
-
-async fn step<F: std::future::IntoFuture>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP, future.into_future())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
-}
 
 /// A bus on the shared server; `extra` is appended to the `nats` section.
 async fn bus_with(extra: &str) -> Bus {
-    let url = NatsServer::shared().url();
-    let yaml = format!("type: nats\nnats:\n  urls: [\"{url}\"]\n  name: js-test\n{extra}");
-    step(
-        "connect",
-        Bus::connect(BusConfig::from_yaml_str(&yaml).unwrap()),
-    )
-    .await
-    .unwrap()
-}
-
-async fn raw() -> (async_nats::Client, jetstream::Context) {
-    let client = step(
-        "raw connect",
-        async_nats::connect(NatsServer::shared().url()),
-    )
-    .await
-    .unwrap();
-    let js = jetstream::new(client.clone());
-    (client, js)
+    super::super::test_support::bus("js-test", extra).await
 }
 
 /// Messages the stream of `topic` holds.
@@ -79,10 +53,6 @@ async fn stored(js: &jetstream::Context, topic: &str) -> u64 {
         .unwrap()
         .state
         .messages
-}
-
-async fn recv(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message {
-    step("a message", rx.recv()).await.expect("channel open")
 }
 
 #[tokio::test]

@@ -11,49 +11,28 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
-use super::super::tests::harness::NatsServer;
+use super::super::test_support::{self, step};
 use crate::transport::tests::collect;
 use crate::{
     BuildError, Bus, BusConfig, Discard, HandlerError, HealthError, Message, Persistence, Storage,
     SubscribeOptions, TopicOptions,
 };
 
-const STEP: Duration = Duration::from_secs(30);
-
-async fn step<F: std::future::IntoFuture>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP, future.into_future())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
+fn config(extra: &str) -> BusConfig {
+    test_support::config("topic-test", extra)
 }
 
-fn config(extra: &str) -> BusConfig {
-    let url = NatsServer::shared().url();
-    BusConfig::from_yaml_str(&format!(
-        "type: nats\nnats:\n  urls: [\"{url}\"]\n  name: topic-test\n{extra}"
-    ))
-    .unwrap()
+async fn bus(extra: &str) -> Bus {
+    test_support::bus("topic-test", extra).await
 }
 
 async fn js() -> jetstream::Context {
-    let client = step(
-        "raw connect",
-        async_nats::connect(NatsServer::shared().url()),
-    )
-    .await
-    .unwrap();
-    jetstream::new(client)
+    test_support::raw().await.1
 }
 
 #[tokio::test]
 async fn configured_topics_are_streams_read_back_listed_and_removed() {
-    let bus = step(
-        "connect",
-        Bus::connect(config(
-            "topics:\n  jt1.orders:\n    persistence: persistent\n    retention: { max_age: 1h, max_messages: 1000 }\n    storage: memory\n    discard: new\n  jt1.pings: { persistence: ephemeral }\n",
-        )),
-    )
-    .await
-    .unwrap();
+    let bus = bus("topics:\n  jt1.orders:\n    persistence: persistent\n    retention: { max_age: 1h, max_messages: 1000 }\n    storage: memory\n    discard: new\n  jt1.pings: { persistence: ephemeral }\n").await;
     // The stream exists as soon as the bus does.
     let js = js().await;
     let mut stream = js.get_stream("jt1_orders").await.unwrap();
@@ -108,12 +87,7 @@ async fn validate_only_refuses_a_missing_or_different_stream_at_connect() {
     }
     // Made by a bus with the default strategy, with another max_age.
     let other = "topics:\n  jt2.orders: { persistence: persistent, retention: { max_age: 1h } }\n";
-    step("connect", Bus::connect(config(other)))
-        .await
-        .unwrap()
-        .close()
-        .await
-        .unwrap();
+    bus(other).await.close().await.unwrap();
     match Bus::connect(config(&strict)).await {
         Err(BuildError::Transport(e)) => {
             assert!(e.to_string().contains("retention.max_age"), "{e}")
@@ -125,24 +99,12 @@ async fn validate_only_refuses_a_missing_or_different_stream_at_connect() {
         "  jetstream: {{ stream_strategy: validate_only }}\n{}",
         other
     );
-    step("connect", Bus::connect(config(&equal)))
-        .await
-        .unwrap()
-        .close()
-        .await
-        .unwrap();
+    bus(&equal).await.close().await.unwrap();
 }
 
 #[tokio::test]
 async fn health_names_a_missing_stream() {
-    let bus = step(
-        "connect",
-        Bus::connect(config(
-            "  jetstream: { stream_strategy: skip }\ntopics:\n  jt3.orders: { persistence: persistent }\n",
-        )),
-    )
-    .await
-    .unwrap();
+    let bus = bus("  jetstream: { stream_strategy: skip }\ntopics:\n  jt3.orders: { persistence: persistent }\n").await;
     match bus.health_check().await {
         Err(HealthError::Transport(e)) => {
             assert!(e.to_string().contains("jt3_orders"), "{e}")
@@ -154,12 +116,7 @@ async fn health_names_a_missing_stream() {
 
 #[tokio::test]
 async fn ephemeral_topics_use_core_nats_and_store_nothing() {
-    let bus = step(
-        "connect",
-        Bus::connect(config("  jetstream: { default_persistence: ephemeral }\n")),
-    )
-    .await
-    .unwrap();
+    let bus = bus("  jetstream: { default_persistence: ephemeral }\n").await;
     // No subscriber: the message is gone, and no stream was made.
     bus.publish("jt4.pings", "unheard").await.unwrap();
     let js = js().await;
