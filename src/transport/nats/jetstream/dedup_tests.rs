@@ -16,16 +16,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, Notify};
 
-use super::super::tests::harness::NatsServer;
+use super::super::test_support::{step, NatsServer};
 use crate::{Bus, BusConfig, Dedup, Envelope, Event, HandlerError, SubscribeOptions};
-
-const STEP: Duration = Duration::from_secs(30);
-
-async fn step<F: std::future::IntoFuture>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP, future.into_future())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
-}
 
 #[tokio::test]
 async fn a_redelivery_of_a_handled_envelope_is_suppressed() {
