@@ -3,7 +3,8 @@
 //! lost), a rebalance handing unfinished records to the new owner, a
 //! broker killed mid-stream (nothing acknowledged lost, order held), a
 //! slow handler over a backlog of 100,000 (paused partitions, no
-//! rebalance, memory bounded), and the health check of the group.
+//! rebalance, memory bounded), the health check of the group, and
+//! `unsubscribe` draining and handing the rest to the group.
 //!
 //! Each test uses its own topics (`k<N>.`) on the binary's shared broker,
 //! or a broker of its own where it kills one.
@@ -419,4 +420,104 @@ async fn a_rebalance_hands_unfinished_records_to_the_new_owner() {
     drop(sub_first);
     first.close().await.ok();
     second.close().await.ok();
+}
+
+/// `unsubscribe` on Kafka drains: records already in the lanes are handled
+/// before it returns (no handler call is left running or starts after),
+/// their offsets are committed, and the member leaves the group, so a new
+/// member of the same group gets the rest: nothing lost.
+#[tokio::test]
+async fn unsubscribe_drains_commits_and_hands_the_rest_to_the_group() {
+    const N: usize = 1_000;
+    let topic = "k15.drain";
+    let bus = bus().await;
+    bus.configure_topic(topic, TopicOptions::persistent().partitions(4))
+        .await
+        .unwrap();
+    // Calls started and finished, and what each member handled.
+    let started = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let first: Arc<Mutex<Vec<String>>> = Arc::default();
+    let second: Arc<Mutex<Vec<String>>> = Arc::default();
+    let recorder = |handled: &Arc<Mutex<Vec<String>>>, slow: bool| {
+        let (handled, started, finished) = (handled.clone(), started.clone(), finished.clone());
+        move |m: Message| {
+            let (handled, started, finished) = (handled.clone(), started.clone(), finished.clone());
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                if slow {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                handled
+                    .lock()
+                    .push(String::from_utf8_lossy(m.payload()).into_owned());
+                finished.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), HandlerError>(())
+            }
+        }
+    };
+    // Small lanes and a slow first member: most records are still on the
+    // broker (or waiting for room) when it unsubscribes.
+    let options = || {
+        SubscribeOptions::default()
+            .group("drainers")
+            .lanes(4)
+            .ring_capacity(4)
+    };
+    let a = bus
+        .subscribe_with(topic, options(), recorder(&first, true))
+        .await
+        .unwrap();
+    // All in flight at once (one at a time, the first member would keep
+    // up with the publisher).
+    let publishes = (0..N).map(|i| {
+        bus.publish_with(
+            topic,
+            OutboundMessage::new(i.to_string()).with_key(format!("key-{}", i % 40)),
+        )
+    });
+    for sent in step("publish", futures_util::future::join_all(publishes)).await {
+        sent.unwrap();
+    }
+    eventually("the first member's first records", async || {
+        first.lock().len() >= 50
+    })
+    .await;
+    step("unsubscribe", a.unsubscribe()).await;
+    let (at_return, started_then) = (first.lock().len(), started.load(Ordering::SeqCst));
+    assert_eq!(
+        started_then,
+        finished.load(Ordering::SeqCst),
+        "every call the first member started finished before unsubscribe returned"
+    );
+    assert!(at_return < N, "the first member stopped before the end");
+
+    let _b = bus
+        .subscribe_with(topic, options(), recorder(&second, false))
+        .await
+        .unwrap();
+    eventually(
+        "every record handled by one member or the other",
+        async || {
+            let all: HashSet<String> = first
+                .lock()
+                .iter()
+                .chain(second.lock().iter())
+                .cloned()
+                .collect();
+            all.len() == N
+        },
+    )
+    .await;
+    let after = first.lock().len();
+    let duplicates = first.lock().len() + second.lock().len() - N;
+    println!(
+        "unsubscribe drain: first member {at_return}, second {}, duplicates {duplicates}, lost 0",
+        second.lock().len()
+    );
+    assert_eq!(
+        after, at_return,
+        "nothing was handled by the first member after it let go"
+    );
+    bus.close().await.unwrap();
 }
