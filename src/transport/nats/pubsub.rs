@@ -19,7 +19,9 @@
 //!   key from `lanebus-key`, the other headers; the exact subject when the
 //!   subscription is a wildcard) and awaits the subscription's
 //!   [`deliver`](crate::engine::SubscriptionCore::deliver), so it waits
-//!   while the lanes are full and the client buffers meanwhile.
+//!   while the lanes are full and the client buffers meanwhile. It checks
+//!   the stop signal once per burst of up to 64 buffered messages, not per
+//!   message.
 //! - **Stop** (unsubscribe, close): the task makes a server round trip (a
 //!   marker message through a private inbox: once it is back, the client
 //!   holds every message the server sent this subscription for the
@@ -335,6 +337,10 @@ fn inbound(msg: async_nats::Message, wildcard: bool) -> (Body, Ack) {
     (Body::plain_with(msg.payload, key, headers), ack)
 }
 
+/// Messages the consumer task takes from the client's buffer between two
+/// looks at the stop signal.
+const BURST: usize = 64;
+
 /// The consumer task of one subscription (see the module docs).
 async fn consume(
     mut sub: Subscriber,
@@ -357,6 +363,19 @@ async fn consume(
         let (body, ack) = inbound(msg, core.wildcard);
         if core.deliver(body, ack).await.is_err() {
             return; // the lanes are closed already
+        }
+        // What the client already holds is taken without another `select!`
+        // (which would poll, and re-register on, the stop signal per
+        // message), up to `BURST` messages: the stop is still seen soon
+        // under a steady stream.
+        for _ in 0..BURST {
+            let Some(Some(msg)) = sub.next().now_or_never() else {
+                break;
+            };
+            let (body, ack) = inbound(msg, core.wildcard);
+            if core.deliver(body, ack).await.is_err() {
+                return;
+            }
         }
     }
     // What the server sent before the round trip's marker is in the
