@@ -16,6 +16,8 @@
 //! the adapter commits per partition only the contiguous prefix of finished
 //! offsets, since lanes finish out of order.
 
+#[cfg(all(test, any(feature = "nats", feature = "kafka")))]
+pub(crate) mod handler_scenarios;
 pub(crate) mod kafka;
 pub(crate) mod memory;
 #[cfg(any(feature = "nats", feature = "kafka"))]

@@ -1,0 +1,250 @@
+//! The operations issue's handler options on a broker, written once for
+//! every broker transport: a subscription rate limit keeps per-key order,
+//! a timed-out call is dropped then retried to success, a classifier sends
+//! a custom error to the dead-letter topic with its class, and an envelope
+//! published twice is handled once. Each broker's test module calls these
+//! with a bus on its real server and topics of its own (`prefix.…`), made
+//! beforehand where the broker needs it (`topics`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::tests::collect;
+use crate::{
+    Bus, Dedup, Envelope, ErrorClass, Event, HandlerError, Message, OutboundMessage, RateLimit,
+    RetryPolicy, SubscribeOptions,
+};
+
+/// Longest any one wait here may take on a loaded machine.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The topics each scenario uses, for brokers that need them made first.
+pub(crate) fn topics(prefix: &str) -> Vec<String> {
+    ["limited", "slow", "orders", "orders.dlq", "events"]
+        .iter()
+        .map(|t| format!("{prefix}.{t}"))
+        .collect()
+}
+
+async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("nothing arrived in time")
+        .expect("channel open")
+}
+
+/// Waits until `count` reaches `n`.
+async fn until(what: &str, count: &AtomicU32, n: u32) {
+    tokio::time::timeout(WAIT, async {
+        while count.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: {} of {n}", count.load(Ordering::SeqCst)));
+}
+
+/// The subscription to `topic`'s counts over all its lanes.
+fn totals(bus: &Bus, topic: &str) -> crate::LaneStats {
+    bus.stats()
+        .subscriptions
+        .into_iter()
+        .find(|s| s.topic == topic)
+        .unwrap_or_else(|| panic!("no subscription to {topic}"))
+        .total
+}
+
+fn quick_retries(attempts: u32) -> RetryPolicy {
+    RetryPolicy::attempts(attempts).with_backoff(Duration::from_millis(1), Duration::from_millis(5))
+}
+
+/// 120 keyed records through a subscription limited to 200 calls a second
+/// over 4 lanes: each key's records are handled in publish order.
+pub(crate) async fn a_rate_limit_keeps_per_key_order(bus: &Bus, prefix: &str) {
+    let topic = format!("{prefix}.limited");
+    let seen: Arc<Mutex<BTreeMap<String, Vec<u32>>>> = Arc::default();
+    let count = Arc::new(AtomicU32::new(0));
+    let options = SubscribeOptions::default()
+        .lanes(4)
+        .rate_limit(RateLimit::per_second(200).with_burst(4));
+    let _sub = {
+        let (seen, count) = (seen.clone(), count.clone());
+        bus.subscribe_with(&topic, options, move |m: Message| {
+            let (seen, count) = (seen.clone(), count.clone());
+            async move {
+                let n: u32 = std::str::from_utf8(m.payload())?.parse()?;
+                let key = m.key().unwrap_or_default().to_owned();
+                seen.lock().unwrap().entry(key).or_default().push(n);
+                count.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .await
+        .unwrap()
+    };
+    for n in 0..120u32 {
+        let msg = OutboundMessage::new(n.to_string()).with_key(format!("k{}", n % 7));
+        bus.publish_with(&topic, msg).await.unwrap();
+    }
+    until("limited records", &count, 120).await;
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(seen.len(), 7);
+    for (key, got) in &seen {
+        let k: u32 = key[1..].parse().unwrap();
+        let want: Vec<u32> = (0..120).filter(|n| n % 7 == k).collect();
+        assert_eq!(got, &want, "key {key}");
+    }
+}
+
+/// Sets its flag when dropped: shows that a timed-out call was cancelled.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A first call that never ends is dropped at the handler timeout and
+/// counts as a failed, retried attempt; the second call succeeds.
+pub(crate) async fn a_timed_out_call_is_dropped_then_retried_to_success(bus: &Bus, prefix: &str) {
+    let topic = format!("{prefix}.slow");
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU32::new(0));
+    let done = Arc::new(AtomicU32::new(0));
+    let options = SubscribeOptions::default()
+        .lanes(1)
+        .handler_timeout(Duration::from_millis(200))
+        .retry(quick_retries(3));
+    let _sub = {
+        let (flag, calls, done) = (cancelled.clone(), calls.clone(), done.clone());
+        bus.subscribe_with(&topic, options, move |m: Message| {
+            let (flag, calls, done) = (flag.clone(), calls.clone(), done.clone());
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                if m.attempt() == 1 {
+                    let _guard = DropFlag(flag);
+                    std::future::pending::<()>().await;
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .await
+        .unwrap()
+    };
+    bus.publish(&topic, "job").await.unwrap();
+    until("the retried call", &done, 1).await;
+    assert!(
+        cancelled.load(Ordering::SeqCst),
+        "the first call was dropped"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let t = totals(bus, &topic);
+    assert_eq!(
+        (t.delivered, t.failed, t.retried, t.dead_lettered),
+        (1, 1, 1, 0)
+    );
+}
+
+#[derive(Debug, thiserror::Error)]
+enum OrderError {
+    #[error("unknown product {0}")]
+    UnknownProduct(String),
+}
+
+/// A handler's own error type, classified as permanent, goes to the
+/// dead-letter topic after one attempt with class `permanent`; without the
+/// classifier the same `?` would be retried.
+pub(crate) async fn a_classifier_dead_letters_a_custom_error_with_its_class(
+    bus: &Bus,
+    prefix: &str,
+) {
+    let topic = format!("{prefix}.orders");
+    let (_dlq, mut dead) = collect(bus, &format!("{topic}.dlq"), SubscribeOptions::default()).await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let options = SubscribeOptions::default()
+        .lanes(1)
+        .retry(quick_retries(5))
+        .classify(
+            |err: &HandlerError| match err.source().downcast_ref::<OrderError>() {
+                Some(OrderError::UnknownProduct(_)) => ErrorClass::Permanent,
+                None => err.class(),
+            },
+        );
+    let _sub = {
+        let calls = calls.clone();
+        bus.subscribe_with(&topic, options, move |m: Message| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let product = std::str::from_utf8(m.payload())?.to_owned();
+                Err(OrderError::UnknownProduct(product))?;
+                Ok(())
+            }
+        })
+        .await
+        .unwrap()
+    };
+    bus.publish(&topic, "gizmo").await.unwrap();
+    let letter = recv(&mut dead).await;
+    let info = letter.dead_letter().expect("dead-letter headers");
+    assert_eq!(info.error_class, "permanent");
+    assert_eq!(info.error, "unknown product gizmo");
+    assert_eq!(info.attempts, 1, "a permanent error is not retried");
+    assert_eq!(letter.payload().as_ref(), b"gizmo");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// The same envelope published twice (a publisher's retry, say) is handled
+/// once. The second copy is counted as a duplicate by the subscription,
+/// unless the broker drops it itself (`broker_dedups`: JetStream does, by
+/// the `Nats-Msg-Id` the bus sets to the event ID), in which case it never
+/// arrives.
+pub(crate) async fn an_envelope_published_twice_is_handled_once(
+    bus: &Bus,
+    prefix: &str,
+    broker_dedups: bool,
+) {
+    let topic = format!("{prefix}.events");
+    let calls = Arc::new(AtomicU32::new(0));
+    let options = SubscribeOptions::default().lanes(2).dedup(Dedup::default());
+    let _sub = {
+        let calls = calls.clone();
+        bus.subscribe_envelope_with(&topic, options, move |_ev: Event| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok::<(), HandlerError>(()))
+        })
+        .await
+        .unwrap()
+    };
+    let first = Envelope::new("order-1", "OrderPlaced", 1, "{}");
+    let other = Envelope::new("order-1", "OrderPaid", 2, "{}");
+    bus.publish_envelope(&topic, first.clone()).await.unwrap();
+    bus.publish_envelope(&topic, first).await.unwrap();
+    // Published after the copy, on the same key: once it is handled, the
+    // copy (if the broker let it through) has been settled too.
+    bus.publish_envelope(&topic, other).await.unwrap();
+    let expected = (2, u64::from(!broker_dedups));
+    let settled = tokio::time::timeout(WAIT, async {
+        loop {
+            let t = totals(bus, &topic);
+            if (t.delivered, t.duplicates) == expected {
+                break t;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let t = totals(bus, &topic);
+    assert!(
+        settled.is_ok(),
+        "delivered and duplicates {:?}, expected {expected:?}",
+        (t.delivered, t.duplicates)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
