@@ -51,7 +51,9 @@ use crate::pipeline::dead_letter::{
     closes_cycle, dead_letter_message, FailureKind, Republish, Republished,
 };
 use crate::pipeline::dedup::DedupCache;
+use crate::pipeline::export::HandlerTimings;
 use crate::pipeline::metrics::{LaneCounters, LaneStats};
+use crate::pipeline::trace::{handler_span, CallSite};
 use crate::{ErrorClass, Handler, RetryPolicy};
 
 /// Longest a lane waits for its dead-letter publish (a full dead-letter
@@ -114,6 +116,11 @@ pub(crate) struct Policy {
     pub(crate) sink: Weak<dyn Republish>,
     /// Where a finished lane adds its final counts (the bus totals).
     pub(crate) retired: StdArc<Mutex<LaneStats>>,
+    /// The subscription's name in spans and metrics (consumer, group or
+    /// `#<id>`).
+    pub(crate) name: StdArc<str>,
+    /// Handler-call durations, with metrics on (`pipeline::export`).
+    pub(crate) timings: Option<StdArc<HandlerTimings>>,
 }
 
 /// The worker of one lane.
@@ -131,6 +138,13 @@ pub(crate) struct LaneWorker<M, H> {
 
 /// What the worker needs of its subscription: the lanes, for counters.
 pub(crate) type SubscriptionLanes = super::SubscriptionCore;
+
+/// The topic a record was published to (a wildcard subscription's records
+/// carry theirs).
+#[inline]
+fn record_topic<'a>(d: &'a Delivery, own: &'a StdArc<str>) -> &'a str {
+    d.ack.topic().map_or(&**own, |t| &**t)
+}
 
 fn panic_text(panic: &(dyn Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
@@ -267,14 +281,32 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
                 Box::pin(limit.acquire()).await;
             }
         }
+        // The span exists only when a subscriber wants it (pipeline::trace);
+        // the clock is read only with metrics on (pipeline::export).
+        let site = CallSite {
+            topic: record_topic(d, &self.topic),
+            subscription: &self.policy.name,
+            lane: self.index,
+            attempt,
+        };
+        let span = handler_span(site, d.body.inbound(), msg.envelope());
+        let started = self
+            .policy
+            .timings
+            .as_ref()
+            .map(|_| HandlerTimings::start());
         let call = Attempt::run(|| self.handler.handle(msg), self.policy.classifier.as_ref());
-        match self.policy.handler_timeout {
-            None => call.await,
+        let outcome = match self.policy.handler_timeout {
+            None => tracing::Instrument::instrument(call, span).await,
             // Boxed: the timer stays out of the worker's own future.
-            Some(limit) => Box::pin(within(limit, call))
+            Some(limit) => Box::pin(tracing::Instrument::instrument(within(limit, call), span))
                 .await
                 .unwrap_or_else(|text| Attempt::Failed(FailureKind::Timeout, text)),
+        };
+        if let (Some(timings), Some(started)) = (&self.policy.timings, started) {
+            timings.record(self.index, started);
         }
+        outcome
     }
 
     /// After a failed first attempt: retries with backoff while the policy
