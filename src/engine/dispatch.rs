@@ -53,7 +53,7 @@ use crate::pipeline::dead_letter::{
 use crate::pipeline::dedup::DedupCache;
 use crate::pipeline::export::HandlerTimings;
 use crate::pipeline::metrics::{LaneCounters, LaneStats};
-use crate::pipeline::trace::{handler_span, CallSite};
+use crate::pipeline::trace::{handler_span, spans_wanted, CallSite};
 use crate::{ErrorClass, Handler, RetryPolicy};
 
 /// Longest a lane waits for its dead-letter publish (a full dead-letter
@@ -281,32 +281,43 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
                 Box::pin(limit.acquire()).await;
             }
         }
-        // The span exists only when a subscriber wants it (pipeline::trace);
-        // the clock is read only with metrics on (pipeline::export).
-        let site = CallSite {
-            topic: record_topic(d, &self.topic),
-            subscription: &self.policy.name,
-            lane: self.index,
-            attempt,
-        };
-        let span = handler_span(site, d.body.inbound(), msg.envelope());
+        // The clock is read only with metrics on (pipeline::export); a span
+        // is made only when a subscriber wants it (pipeline::trace), and
+        // that call is boxed so the common path's future stays as it was.
         let started = self
             .policy
             .timings
             .as_ref()
             .map(|_| HandlerTimings::start());
-        let call = Attempt::run(|| self.handler.handle(msg), self.policy.classifier.as_ref());
-        let outcome = match self.policy.handler_timeout {
-            None => tracing::Instrument::instrument(call, span).await,
-            // Boxed: the timer stays out of the worker's own future.
-            Some(limit) => Box::pin(tracing::Instrument::instrument(within(limit, call), span))
-                .await
-                .unwrap_or_else(|text| Attempt::Failed(FailureKind::Timeout, text)),
+        let outcome = if spans_wanted() {
+            let site = CallSite {
+                topic: record_topic(d, &self.topic),
+                subscription: &self.policy.name,
+                lane: self.index,
+                attempt,
+            };
+            let span = handler_span(site, d.body.inbound(), msg.envelope());
+            Box::pin(tracing::Instrument::instrument(self.call(msg), span)).await
+        } else {
+            self.call(msg).await
         };
         if let (Some(timings), Some(started)) = (&self.policy.timings, started) {
             timings.record(self.index, started);
         }
         outcome
+    }
+
+    /// Calls the handler on `msg`, within the handler timeout if any.
+    #[inline]
+    async fn call(&self, msg: M) -> Attempt {
+        let call = Attempt::run(|| self.handler.handle(msg), self.policy.classifier.as_ref());
+        match self.policy.handler_timeout {
+            None => call.await,
+            // Boxed: the timer stays out of the worker's own future.
+            Some(limit) => Box::pin(within(limit, call))
+                .await
+                .unwrap_or_else(|text| Attempt::Failed(FailureKind::Timeout, text)),
+        }
     }
 
     /// After a failed first attempt: retries with backoff while the policy

@@ -186,23 +186,21 @@ pub(crate) struct CallSite<'a> {
     pub(crate) attempt: u32,
 }
 
-/// The span of one handler call, or a disabled span when no subscriber
-/// wants it (the check is inline and costs one atomic load).
+/// True when some subscriber may want INFO spans: one atomic load of
+/// tracing's global max level (false with no subscriber at all).
 #[inline]
+pub(crate) fn spans_wanted() -> bool {
+    tracing::level_enabled!(tracing::Level::INFO)
+}
+
+/// The span of one handler call; a disabled span when no subscriber wants
+/// it (say, a filter on its target). Call it when [`spans_wanted`].
+#[inline(never)]
 pub(crate) fn handler_span(
     site: CallSite<'_>,
     body: InboundBody<'_>,
     envelope: Option<&Envelope>,
 ) -> Span {
-    if tracing::level_enabled!(tracing::Level::INFO) {
-        make_span(site, body, envelope)
-    } else {
-        Span::none()
-    }
-}
-
-#[inline(never)]
-fn make_span(site: CallSite<'_>, body: InboundBody<'_>, envelope: Option<&Envelope>) -> Span {
     let span = tracing::info_span!(
         target: "lanebus::handler",
         "lanebus.handle",
