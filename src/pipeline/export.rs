@@ -551,6 +551,59 @@ mod tests {
         assert_eq!(HANDLER_DURATION_BUCKETS[24], 16.777216);
     }
 
+    /// A broker subscription's figures reach the gauges: pending as the
+    /// backlog, and one lag series per partition under its own topic.
+    #[test]
+    fn broker_figures_become_backlog_and_partition_lag() {
+        let (lanes, _consumers) = crate::engine::lanes::Lanes::new(2, 16);
+        let core = Arc::new(SubscriptionCore {
+            id: 9,
+            topic: Arc::from("orders.*"),
+            group: None,
+            wildcard: true,
+            kind: "plain",
+            lanes,
+        });
+        let exporter = Exporter::new(&MetricsOptions::on("unit").label("service", "s")).unwrap();
+        let timings = exporter.track(&core, "billing");
+        timings.record(1, HandlerTimings::start());
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let broker = crate::BrokerStats {
+            consumer: "billing".into(),
+            pending: 7,
+            ack_pending: 2,
+            partitions: vec![
+                crate::PartitionLag::new("orders.eu", 0, 3, 10),
+                crate::PartitionLag::new("orders.us", 1, 4, 20),
+            ],
+            ..Default::default()
+        };
+        metrics::with_local_recorder(&recorder, || {
+            exporter.export(5, 1, |id| (id == 9).then(|| Some(broker.clone())));
+        });
+        let page = handle.render();
+        let base = r#"bus="unit",service="s",topic="orders.*",subscription="billing""#;
+        for line in [
+            r#"lanebus_published_total{bus="unit",service="s"} 5"#.to_owned(),
+            r#"lanebus_unrouted_total{bus="unit",service="s"} 1"#.to_owned(),
+            format!("lanebus_backlog{{{base}}} 7"),
+            format!("lanebus_consumer_pending{{{base}}} 7"),
+            format!("lanebus_consumer_ack_pending{{{base}}} 2"),
+            format!("lanebus_lane_depth{{{base},lane=\"1\"}} 0"),
+            r#"lanebus_partition_lag{bus="unit",service="s",topic="orders.eu",subscription="billing",partition="0"} 3"#.to_owned(),
+            r#"lanebus_partition_lag{bus="unit",service="s",topic="orders.us",subscription="billing",partition="1"} 4"#.to_owned(),
+            format!("lanebus_handler_duration_seconds_count{{{base}}} 1"),
+        ] {
+            assert!(page.contains(&line), "{line} not in\n{page}");
+        }
+        // Still live (the broker figures were there): tracked on.
+        assert_eq!(exporter.tracked.lock().len(), 1);
+        // Gone from the live set with idle lanes: exported once more, let go.
+        exporter.export(5, 1, |_| None);
+        assert!(exporter.tracked.lock().is_empty());
+    }
+
     #[test]
     fn options_validate_label_names() {
         assert!(MetricsOptions::default().validate("metrics").is_ok());
