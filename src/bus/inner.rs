@@ -3,7 +3,8 @@
 //!
 //! # Algorithm
 //!
-//! - **Publish**: enter the in-flight guard, check the closed flag, match
+//! - **Publish**: stamp the `traceparent` header when the config has a
+//!   trace-context hook (`pipeline::trace`; user publishes only), enter the in-flight guard, check the closed flag, match
 //!   the transport's flavor (memory first). Memory: route through the
 //!   registry snapshot into the lanes; only a publish that meets a full
 //!   lane pays for a boxed wait. A first publish to a name the snapshot

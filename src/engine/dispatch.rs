@@ -8,7 +8,10 @@
 //! the batch's records one by one, in order. For each record it builds the
 //! handler's message type, takes a token of the subscription's rate limit
 //! when it has one (waiting in place, so order is kept), calls the handler
-//! under `catch_unwind`, and settles the outcome:
+//! under `catch_unwind` (inside a `lanebus.handle` span when a tracing
+//! subscriber wants one, see `pipeline::trace`; timed into the lane's
+//! duration buckets when metrics are on, see `pipeline::export`), and
+//! settles the outcome:
 //!
 //! - with duplicate suppression on, an envelope whose event ID was handled
 //!   recently → `duplicates`, ack, no handler call (see `pipeline::dedup`);
