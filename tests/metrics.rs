@@ -148,7 +148,10 @@ fn check_page(page: &Page, stats: &BusStats, labels: &HashMap<u64, String>) {
             assert_eq!(
                 value(page, metric, &l),
                 Some(expected as f64),
-                "{metric} of {name}"
+                "{metric} of {name}; on the page: {:?}",
+                page.iter()
+                    .filter(|((n, _), _)| n == metric)
+                    .collect::<Vec<_>>()
             );
         }
         for (i, lane) in s.lanes.iter().enumerate() {

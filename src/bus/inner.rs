@@ -50,7 +50,7 @@ use crate::engine::{add_wildcard_sub, remove_wildcard_sub, SubscriptionCore, Top
 use crate::handler::sealed::Incoming;
 use crate::pipeline::dead_letter::{Republish, Republished};
 use crate::pipeline::dedup::DedupCache;
-use crate::pipeline::export::{subscription_label, Exporter, Exports};
+use crate::pipeline::export::{subscription_label, Exporter, Exports, HandlerTimings};
 use crate::pipeline::metrics::{LaneStats, ShardedCounter, SubscriptionStats};
 use crate::pipeline::rate_limit::{Limiter, PublishLimits};
 use crate::transport::BoxFuture;
@@ -376,7 +376,7 @@ impl BusInner {
         let name: Arc<str> = Arc::from(subscription_label(id, &options));
         let timings = self.exporter.as_ref().map(|e| {
             e.start(&runtime, self.this.clone());
-            e.track(&core, &name)
+            Arc::new(HandlerTimings::new(core.lanes.len()))
         });
         let policy = Arc::new(Policy {
             rate_limit: options.rate_limit.as_ref().map(Limiter::new),
@@ -388,8 +388,8 @@ impl BusInner {
             drain_batch: options.drain_batch,
             sink,
             retired: self.retired.clone(),
-            name,
-            timings,
+            name: name.clone(),
+            timings: timings.clone(),
         });
         let workers = spawn_workers::<M, H>(&runtime, &core, consumers, Arc::new(handler), policy);
         let feed = match &self.transport {
@@ -430,6 +430,10 @@ impl BusInner {
                 feed,
             },
         );
+        // Tracked once live: an export in between would take it for gone.
+        if let (Some(e), Some(t)) = (&self.exporter, &timings) {
+            e.track(&core, &name, t);
+        }
         if brokered {
             // The broker routes: the registry keeps only topic configs.
         } else if pattern.is_wildcard() {

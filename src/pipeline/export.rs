@@ -315,10 +315,15 @@ impl Exporter {
         })
     }
 
-    /// Follows a new subscription; returns its lanes' duration buckets,
-    /// which its workers fill.
-    pub(crate) fn track(&self, core: &Arc<SubscriptionCore>, name: &str) -> Arc<HandlerTimings> {
-        let timings = Arc::new(HandlerTimings::new(core.lanes.len()));
+    /// Follows a subscription whose workers fill `timings`. Call it once
+    /// the subscription is live (in the bus's live set): one not live
+    /// whose lanes are closed and idle is exported a last time and let go.
+    pub(crate) fn track(
+        &self,
+        core: &Arc<SubscriptionCore>,
+        name: &str,
+        timings: &Arc<HandlerTimings>,
+    ) {
         let mut labels = self.base.clone();
         labels.push(Label::new("topic", core.topic.to_string()));
         labels.push(Label::new("subscription", name.to_owned()));
@@ -328,7 +333,6 @@ impl Exporter {
             labels,
             exported: [0; BUCKETS],
         });
-        timings
     }
 
     /// Starts the periodic export task on `runtime` (once).
@@ -373,8 +377,12 @@ impl Exporter {
                 stats.broker = b.clone();
             }
             export_subscription(t, &stats);
-            // Let go once it left and its lanes processed all they took.
-            live.is_some() || !t.core.is_idle()
+            // Let go once it left, its lanes are closed (no feed pushes
+            // into them any more) and they processed all they took.
+            let done = live.is_none()
+                && t.core.lanes.iter().all(|l| l.ring.is_closed())
+                && t.core.is_idle();
+            !done
         });
     }
 }
@@ -565,7 +573,8 @@ mod tests {
             lanes,
         });
         let exporter = Exporter::new(&MetricsOptions::on("unit").label("service", "s")).unwrap();
-        let timings = exporter.track(&core, "billing");
+        let timings = Arc::new(HandlerTimings::new(2));
+        exporter.track(&core, "billing", &timings);
         timings.record(1, HandlerTimings::start());
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
@@ -599,7 +608,12 @@ mod tests {
         }
         // Still live (the broker figures were there): tracked on.
         assert_eq!(exporter.tracked.lock().len(), 1);
-        // Gone from the live set with idle lanes: exported once more, let go.
+        // Gone from the live set but its lanes still open (a broker feed
+        // may still push into them): kept.
+        exporter.export(5, 1, |_| None);
+        assert_eq!(exporter.tracked.lock().len(), 1);
+        // Closed and idle: exported once more, let go.
+        core.lanes.close();
         exporter.export(5, 1, |_| None);
         assert!(exporter.tracked.lock().is_empty());
     }
