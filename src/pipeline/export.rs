@@ -458,11 +458,12 @@ fn export_subscription(t: &mut Tracked, s: &SubscriptionStats) {
     }
 }
 
-/// Describes the metrics to the recorder (units and help text).
+/// Describes the metrics to the recorder (units and help text). Run on
+/// every export (a few map inserts a second): a recorder installed after
+/// the bus was built still gets them.
 fn describe() {
     use metrics::Unit;
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
+    {
         for (name, help) in [
             (
                 "lanebus_published_total",
@@ -538,7 +539,7 @@ fn describe() {
             Unit::Seconds,
             "Handler call durations (each attempt)."
         );
-    });
+    }
 }
 
 #[cfg(test)]
