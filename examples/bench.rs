@@ -3,7 +3,7 @@
 //! messages, with the same topology, in the same run.
 //!
 //! ```text
-//! cargo run --release --example bench -- --transport memory [--json] [--runs 3] [--scale 1.0] [--scenario NAME]...
+//! cargo run --release --example bench -- --transport memory [--json] [--runs 3] [--scale 1.0] [--metrics] [--scenario NAME]...
 //! cargo run --release --features nats --example bench -- --transport nats [--url nats://HOST:PORT] [--window 256] [...]
 //! cargo run --release --features kafka --example bench -- --transport kafka [--brokers HOST:PORT] [--window 256] [...]
 //! ```
@@ -80,6 +80,17 @@ const RING: usize = 4096;
 /// `--no-latency`: throughput runs only (for profiling).
 static SKIP_LATENCY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// `--metrics`: the memory buses under test export metrics (a Prometheus
+/// recorder installed, no listener), to measure what that costs.
+static METRICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A memory bus, with metrics on under `--metrics`.
+fn memory_bus() -> Bus {
+    let mut config = lanebus::BusConfig::memory();
+    config.metrics.enabled = METRICS.load(Ordering::Relaxed);
+    Bus::from_config(config).expect("memory config")
+}
+
 struct Args {
     transport: String,
     json: bool,
@@ -134,6 +145,12 @@ fn parse_args() -> Result<Args, String> {
             "--transport" => args.transport = it.next().ok_or("--transport needs a value")?,
             "--json" => args.json = true,
             "--no-latency" => SKIP_LATENCY.store(true, Ordering::Relaxed),
+            "--metrics" => {
+                METRICS.store(true, Ordering::Relaxed);
+                metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .install_recorder()
+                    .map_err(|e| format!("--metrics: {e}"))?;
+            }
             "--lanes" => args.lanes = value(&mut it, "--lanes")?,
             "--keyed-lanes" => args.keyed_lanes = value(&mut it, "--keyed-lanes")?,
             "--runs" => args.runs = value::<usize>(&mut it, "--runs")?.max(1),
@@ -146,7 +163,7 @@ fn parse_args() -> Result<Args, String> {
                 .scenarios
                 .push(it.next().ok_or("--scenario needs a value")?),
             "-h" | "--help" => {
-                println!("bench --transport memory [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario plain|keyed|fanout|contention]...");
+                println!("bench --transport memory [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--metrics] [--scenario plain|keyed|fanout|contention]...");
                 println!("bench --transport nats [--url nats://HOST:PORT] [--window N] [--verbose] [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario persistent|keyed|ephemeral]...");
                 println!("bench --transport kafka [--brokers HOST:PORT] [--window N] [--verbose] [--json] [--runs N] [--scale F] [--lanes N] [--keyed-lanes N] [--no-latency] [--scenario persistent|keyed|plain]...");
                 println!("      (nats and kafka need their cargo features: cargo run --release --features nats --example bench -- --transport nats)");
@@ -338,7 +355,7 @@ async fn plain_like(
     base: Instant,
 ) -> Report {
     // Throughput.
-    let bus = Bus::memory();
+    let bus = memory_bus();
     let probe = Probe::new(base);
     let mut subs = Vec::new();
     for _ in 0..subscriptions {
@@ -385,7 +402,7 @@ async fn plain_like(
 }
 
 async fn keyed(lanes: usize, n: u64, base: Instant) -> Report {
-    let bus = Bus::memory();
+    let bus = memory_bus();
     let probe = Probe::new(base);
     let order = Arc::new(OrderCheck::new(AGGREGATES));
     let sub = keyed_subscription(&bus, "keyed", lanes, &probe, order.clone()).await;

@@ -93,6 +93,15 @@ pub struct BusConfig {
     /// `None` (the default): no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_rate_limit: Option<crate::RateLimit>,
+    /// Export through the `metrics` facade (off by default); see
+    /// [`MetricsOptions`](crate::MetricsOptions).
+    #[serde(skip_serializing_if = "crate::MetricsOptions::is_default")]
+    pub metrics: crate::MetricsOptions,
+    /// Returns the publisher's current W3C `traceparent`, stamped on each
+    /// publish that has none (not serialized: set it in code); see
+    /// [`TraceContext`](crate::TraceContext). `None` by default.
+    #[serde(skip)]
+    pub trace_context: Option<crate::TraceContext>,
 }
 
 impl Default for BusConfig {
@@ -105,6 +114,8 @@ impl Default for BusConfig {
             subscribe: SubscribeOptions::default(),
             topics: BTreeMap::new(),
             publish_rate_limit: None,
+            metrics: crate::MetricsOptions::default(),
+            trace_context: None,
         }
     }
 }
@@ -181,6 +192,7 @@ impl BusConfig {
         if let Some(limit) = &self.publish_rate_limit {
             limit.validate("publish_rate_limit")?;
         }
+        self.metrics.validate("metrics")?;
         for (topic, options) in &self.topics {
             crate::topic::validate_topic_name(topic)
                 .map_err(|e| ConfigError::invalid(format!("topics.{topic}"), e.to_string()))?;

@@ -160,6 +160,14 @@ pub(crate) mod sealed {
         #[doc(hidden)]
         #[allow(private_interfaces)]
         fn build(record: Inbound<'_>) -> Result<Self, String>;
+
+        /// The envelope this message carries, for the handler span's
+        /// fields (`None` for plain messages).
+        #[doc(hidden)]
+        #[inline]
+        fn envelope(&self) -> Option<&Envelope> {
+            None
+        }
     }
 
     impl Incoming for Message {
@@ -195,6 +203,11 @@ pub(crate) mod sealed {
                 InboundBody::Plain { payload, .. } => decode(payload).map(Arc::new),
             }
         }
+
+        #[inline]
+        fn envelope(&self) -> Option<&Envelope> {
+            Some(self)
+        }
     }
 
     impl Incoming for Envelope {
@@ -209,6 +222,11 @@ pub(crate) mod sealed {
                 InboundBody::Envelope(e) => Ok((**e).clone()),
                 InboundBody::Plain { payload, .. } => decode(payload),
             }
+        }
+
+        #[inline]
+        fn envelope(&self) -> Option<&Envelope> {
+            Some(self)
         }
     }
 
@@ -225,6 +243,11 @@ pub(crate) mod sealed {
             let context: Context = record.context();
             let envelope = <Arc<Envelope> as Incoming>::build(record)?;
             Ok(Event::new(envelope, context, headers))
+        }
+
+        #[inline]
+        fn envelope(&self) -> Option<&Envelope> {
+            Some(self)
         }
     }
 }

@@ -122,9 +122,11 @@ pub use pipeline::dead_letter::{
     HEADER_ERROR_CLASS, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
 };
 pub use pipeline::dedup::{Dedup, MAX_DEDUP_IDS};
+pub use pipeline::export::{MetricsOptions, HANDLER_DURATION_BUCKETS};
 pub use pipeline::metrics::{BrokerStats, BusStats, LaneStats, PartitionLag, SubscriptionStats};
 pub use pipeline::rate_limit::RateLimit;
 pub use pipeline::retry::RetryPolicy;
+pub use pipeline::trace::{TraceContext, TRACEPARENT};
 pub use subscription::{SubscribeOptions, Subscription, MAX_LANES, MAX_RING_CAPACITY};
 pub use topic::{
     validate_topic_name, Discard, Persistence, Retention, Storage, TopicError, TopicOptions,

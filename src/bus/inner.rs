@@ -3,7 +3,8 @@
 //!
 //! # Algorithm
 //!
-//! - **Publish**: enter the in-flight guard, check the closed flag, match
+//! - **Publish**: stamp the `traceparent` header when the config has a
+//!   trace-context hook (`pipeline::trace`; user publishes only), enter the in-flight guard, check the closed flag, match
 //!   the transport's flavor (memory first). Memory: route through the
 //!   registry snapshot into the lanes; only a publish that meets a full
 //!   lane pays for a boxed wait. A first publish to a name the snapshot
@@ -49,6 +50,7 @@ use crate::engine::{add_wildcard_sub, remove_wildcard_sub, SubscriptionCore, Top
 use crate::handler::sealed::Incoming;
 use crate::pipeline::dead_letter::{Republish, Republished};
 use crate::pipeline::dedup::DedupCache;
+use crate::pipeline::export::{subscription_label, Exporter, Exports, HandlerTimings};
 use crate::pipeline::metrics::{LaneStats, ShardedCounter, SubscriptionStats};
 use crate::pipeline::rate_limit::{Limiter, PublishLimits};
 use crate::transport::BoxFuture;
@@ -95,6 +97,8 @@ pub(crate) struct BusInner {
     pub(super) publish_limits: PublishLimits,
     /// The transport, chosen by `config.transport`.
     pub(crate) transport: Transport,
+    /// The metrics exporter (`None` with metrics off).
+    pub(super) exporter: Option<Exporter>,
     pub(super) this: Weak<BusInner>,
 }
 
@@ -122,6 +126,10 @@ impl BusInner {
         body: Body,
         internal: bool,
     ) -> Result<Routed, Refused> {
+        let body = match &self.config.trace_context {
+            Some(hook) if !internal => crate::pipeline::trace::stamp_body(hook, body),
+            _ => body,
+        };
         // Waits outside the flight guard, so `close` never waits for it.
         if !internal && self.publish_limits.is_active() {
             Box::pin(self.publish_limits.acquire(topic)).await;
@@ -187,6 +195,10 @@ impl BusInner {
     }
 
     pub(super) fn try_route(&self, topic: &str, body: Body) -> Result<(), TryPublishError<Body>> {
+        let body = match &self.config.trace_context {
+            Some(hook) => crate::pipeline::trace::stamp_body(hook, body),
+            None => body,
+        };
         if self.publish_limits.is_active() && !self.publish_limits.try_acquire(topic) {
             return Err(TryPublishError::RateLimited(body));
         }
@@ -361,6 +373,11 @@ impl BusInner {
             lanes,
         });
         let sink: Weak<dyn Republish> = self.this.clone();
+        let name: Arc<str> = Arc::from(subscription_label(id, &options));
+        let timings = self.exporter.as_ref().map(|e| {
+            e.start(&runtime, self.this.clone());
+            Arc::new(HandlerTimings::new(core.lanes.len()))
+        });
         let policy = Arc::new(Policy {
             rate_limit: options.rate_limit.as_ref().map(Limiter::new),
             handler_timeout: options.handler_timeout,
@@ -371,6 +388,8 @@ impl BusInner {
             drain_batch: options.drain_batch,
             sink,
             retired: self.retired.clone(),
+            name: name.clone(),
+            timings: timings.clone(),
         });
         let workers = spawn_workers::<M, H>(&runtime, &core, consumers, Arc::new(handler), policy);
         let feed = match &self.transport {
@@ -411,6 +430,10 @@ impl BusInner {
                 feed,
             },
         );
+        // Tracked once live: an export in between would take it for gone.
+        if let (Some(e), Some(t)) = (&self.exporter, &timings) {
+            e.track(&core, &name, t);
+        }
         if brokered {
             // The broker routes: the registry keeps only topic configs.
         } else if pattern.is_wildcard() {
@@ -555,6 +578,8 @@ impl BusInner {
         if let Transport::Kafka(k) = &self.transport {
             k.close().await;
         }
+        // The final figures, once the lanes are done.
+        self.export_metrics();
         if quiet && pending == 0 {
             Ok(())
         } else {
@@ -581,6 +606,31 @@ impl BusInner {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(10));
         }
+    }
+}
+
+impl BusInner {
+    /// Writes the figures to the `metrics` facade now (metrics on only).
+    pub(super) fn export_metrics(&self) {
+        let Some(exporter) = &self.exporter else {
+            return;
+        };
+        let live = self.live.lock();
+        exporter.export(self.published(), self.unrouted.get(), |id| {
+            live.get(&id)
+                .map(|l| l.feed.as_ref().and_then(|f| f.broker_stats()))
+        });
+    }
+}
+
+impl Exports for BusInner {
+    fn export_tick(&self) -> bool {
+        if self.close_outcome.initialized() {
+            // `close` ran the final export.
+            return false;
+        }
+        self.export_metrics();
+        true
     }
 }
 

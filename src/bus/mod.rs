@@ -264,10 +264,17 @@ impl Bus {
             publish_limits: crate::pipeline::rate_limit::PublishLimits::new(
                 config.publish_rate_limit.as_ref(),
             ),
+            exporter: crate::pipeline::export::Exporter::new(&config.metrics),
             transport,
             config,
             this: this.clone(),
         });
+        if let (Some(exporter), Ok(runtime)) =
+            (&inner.exporter, tokio::runtime::Handle::try_current())
+        {
+            // Otherwise the first `subscribe` (always on a runtime) starts it.
+            exporter.start(&runtime, Arc::downgrade(&inner));
+        }
         for (topic, options) in topics {
             crate::topic::warn_unhonoured(&topic, &options, &inner.config);
             inner.set_topic_config(&topic, Some(options));
@@ -561,6 +568,30 @@ impl Bus {
         // which the retired totals already hold.
         stats.list_closed(&self.inner.closed_subs.lock());
         stats
+    }
+
+    /// Writes the bus's figures to the `metrics` facade now, as the export
+    /// task does every `metrics.interval`; does nothing with metrics off
+    /// (see [`MetricsOptions`](crate::MetricsOptions)). After
+    /// [`flush`](Self::flush), with no publish under way, the exported
+    /// counters equal [`stats`](Self::stats).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lanebus::{Bus, BusConfig, MetricsOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut config = BusConfig::memory();
+    /// config.metrics = MetricsOptions::on("orders");
+    /// let bus = Bus::from_config(config)?;
+    /// bus.publish("nowhere", "x").await?;
+    /// bus.export_metrics(); // lanebus_unrouted_total{bus="orders"} = 1
+    /// # Ok(()) }
+    /// ```
+    pub fn export_metrics(&self) {
+        self.inner.export_metrics();
     }
 
     /// True once [`close`](Self::close) has begun.

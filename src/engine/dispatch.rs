@@ -8,7 +8,10 @@
 //! the batch's records one by one, in order. For each record it builds the
 //! handler's message type, takes a token of the subscription's rate limit
 //! when it has one (waiting in place, so order is kept), calls the handler
-//! under `catch_unwind`, and settles the outcome:
+//! under `catch_unwind` (inside a `lanebus.handle` span when a tracing
+//! subscriber wants one, see `pipeline::trace`; timed into the lane's
+//! duration buckets when metrics are on, see `pipeline::export`), and
+//! settles the outcome:
 //!
 //! - with duplicate suppression on, an envelope whose event ID was handled
 //!   recently → `duplicates`, ack, no handler call (see `pipeline::dedup`);
@@ -51,7 +54,9 @@ use crate::pipeline::dead_letter::{
     closes_cycle, dead_letter_message, FailureKind, Republish, Republished,
 };
 use crate::pipeline::dedup::DedupCache;
+use crate::pipeline::export::HandlerTimings;
 use crate::pipeline::metrics::{LaneCounters, LaneStats};
+use crate::pipeline::trace::{handler_span, spans_wanted, CallSite};
 use crate::{ErrorClass, Handler, RetryPolicy};
 
 /// Longest a lane waits for its dead-letter publish (a full dead-letter
@@ -114,6 +119,11 @@ pub(crate) struct Policy {
     pub(crate) sink: Weak<dyn Republish>,
     /// Where a finished lane adds its final counts (the bus totals).
     pub(crate) retired: StdArc<Mutex<LaneStats>>,
+    /// The subscription's name in spans and metrics (consumer, group or
+    /// `#<id>`).
+    pub(crate) name: StdArc<str>,
+    /// Handler-call durations, with metrics on (`pipeline::export`).
+    pub(crate) timings: Option<StdArc<HandlerTimings>>,
 }
 
 /// The worker of one lane.
@@ -131,6 +141,13 @@ pub(crate) struct LaneWorker<M, H> {
 
 /// What the worker needs of its subscription: the lanes, for counters.
 pub(crate) type SubscriptionLanes = super::SubscriptionCore;
+
+/// The topic a record was published to (a wildcard subscription's records
+/// carry theirs).
+#[inline]
+fn record_topic<'a>(d: &'a Delivery, own: &'a StdArc<str>) -> &'a str {
+    d.ack.topic().map_or(&**own, |t| &**t)
+}
 
 fn panic_text(panic: &(dyn Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
@@ -267,6 +284,35 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
                 Box::pin(limit.acquire()).await;
             }
         }
+        // The clock is read only with metrics on (pipeline::export); a span
+        // is made only when a subscriber wants it (pipeline::trace), and
+        // that call is boxed so the common path's future stays as it was.
+        let started = self
+            .policy
+            .timings
+            .as_ref()
+            .map(|_| HandlerTimings::start());
+        let outcome = if spans_wanted() {
+            let site = CallSite {
+                topic: record_topic(d, &self.topic),
+                subscription: &self.policy.name,
+                lane: self.index,
+                attempt,
+            };
+            let span = handler_span(site, d.body.inbound(), msg.envelope());
+            Box::pin(tracing::Instrument::instrument(self.call(msg), span)).await
+        } else {
+            self.call(msg).await
+        };
+        if let (Some(timings), Some(started)) = (&self.policy.timings, started) {
+            timings.record(self.index, started);
+        }
+        outcome
+    }
+
+    /// Calls the handler on `msg`, within the handler timeout if any.
+    #[inline]
+    async fn call(&self, msg: M) -> Attempt {
         let call = Attempt::run(|| self.handler.handle(msg), self.policy.classifier.as_ref());
         match self.policy.handler_timeout {
             None => call.await,
