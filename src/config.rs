@@ -93,6 +93,13 @@ pub struct BusConfig {
     /// `None` (the default): no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_rate_limit: Option<crate::RateLimit>,
+    /// Publisher-side backlog reporting: publishes waiting (on a full lane,
+    /// or for a broker's ack) above a threshold are sent as
+    /// [`BusEvent::PublisherBacklog`](crate::BusEvent). `None` (the
+    /// default): off (the count is kept either way; see
+    /// [`BusStats::publishes_waiting`](crate::BusStats)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publisher_backlog: Option<crate::PublisherBacklogOptions>,
 }
 
 impl Default for BusConfig {
@@ -105,6 +112,7 @@ impl Default for BusConfig {
             subscribe: SubscribeOptions::default(),
             topics: BTreeMap::new(),
             publish_rate_limit: None,
+            publisher_backlog: None,
         }
     }
 }
@@ -180,6 +188,9 @@ impl BusConfig {
         self.subscribe.validate("subscribe")?;
         if let Some(limit) = &self.publish_rate_limit {
             limit.validate("publish_rate_limit")?;
+        }
+        if let Some(p) = &self.publisher_backlog {
+            p.validate("publisher_backlog")?;
         }
         for (topic, options) in &self.topics {
             crate::topic::validate_topic_name(topic)

@@ -46,10 +46,12 @@ use crate::engine::pattern::{validate_publish_name, Pattern};
 use crate::engine::registry::Registry;
 use crate::engine::route::{RouteNow, Routed, TryRouteError};
 use crate::engine::{add_wildcard_sub, remove_wildcard_sub, SubscriptionCore, TopicEntry};
+use crate::events::EventHub;
 use crate::handler::sealed::Incoming;
 use crate::pipeline::dead_letter::{Republish, Republished};
 use crate::pipeline::dedup::DedupCache;
 use crate::pipeline::metrics::{LaneStats, ShardedCounter, SubscriptionStats};
+use crate::pipeline::monitor::{self, MonitorHost, Source, Watch};
 use crate::pipeline::rate_limit::{Limiter, PublishLimits};
 use crate::transport::BoxFuture;
 use crate::transport::{Feed, Transport};
@@ -69,6 +71,10 @@ pub(super) struct Live {
     /// A broker subscription's consumer task (`None` on memory, and once
     /// `close` has stopped it).
     pub(super) feed: Option<Feed>,
+    /// Recovery mode, stall clocks and the last backlog check.
+    pub(super) watch: Arc<Watch>,
+    /// The backlog monitor task (with `SubscribeOptions::backlog`).
+    pub(super) monitor: Option<JoinHandle<()>>,
 }
 
 pub(crate) struct BusInner {
@@ -95,7 +101,43 @@ pub(crate) struct BusInner {
     pub(super) publish_limits: PublishLimits,
     /// The transport, chosen by `config.transport`.
     pub(crate) transport: Transport,
+    /// State-change events (backlog, recovery, stalls, connection).
+    pub(crate) events: EventHub,
+    /// Publishes waiting now: on a full lane, or for a broker's ack.
+    pub(super) publishes_waiting: AtomicU64,
+    /// True once the publisher-side backlog monitor runs.
+    pub(super) publisher_monitor: AtomicBool,
     pub(super) this: Weak<BusInner>,
+}
+
+/// Counts a publish as waiting while it lives (cancel-safe).
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl MonitorHost for BusInner {
+    fn events(&self) -> &EventHub {
+        &self.events
+    }
+
+    fn closing(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn publishes_waiting(&self) -> u64 {
+        self.publishes_waiting.load(Ordering::Relaxed)
+    }
 }
 
 impl BusInner {
@@ -140,9 +182,10 @@ impl BusInner {
             Transport::Memory(m) => m,
             #[cfg(any(feature = "nats", feature = "kafka"))]
             _ => {
+                let _waiting = Waiting::enter(&self.publishes_waiting);
                 return Box::pin(self.route_broker(topic, body, internal))
                     .await
-                    .map_err(Box::new)
+                    .map_err(Box::new);
             }
         };
         // The body stays in `slot` (scoped here, so never part of the
@@ -178,7 +221,10 @@ impl BusInner {
             Ok(r) => r,
             // Only a publish that meets a full lane pays for a boxed wait,
             // which keeps the common path's future small.
-            Err(w) => Box::pin(w.finish()).await,
+            Err(w) => {
+                let _waiting = Waiting::enter(&self.publishes_waiting);
+                Box::pin(w.finish()).await
+            }
         };
         if !internal {
             self.count_unrouted(routed);
@@ -361,6 +407,7 @@ impl BusInner {
             lanes,
         });
         let sink: Weak<dyn Republish> = self.this.clone();
+        let watch = Arc::new(Watch::new(options.backlog.as_ref(), core.lanes.len()));
         let policy = Arc::new(Policy {
             rate_limit: options.rate_limit.as_ref().map(Limiter::new),
             handler_timeout: options.handler_timeout,
@@ -371,6 +418,7 @@ impl BusInner {
             drain_batch: options.drain_batch,
             sink,
             retired: self.retired.clone(),
+            watch: watch.clone(),
         });
         let workers = spawn_workers::<M, H>(&runtime, &core, consumers, Arc::new(handler), policy);
         let feed = match &self.transport {
@@ -403,12 +451,23 @@ impl BusInner {
             }
         };
         let brokered = feed.is_some();
+        self.start_publisher_monitor(&runtime);
+        let monitor = options.backlog.clone().map(|backlog| {
+            let source = match feed.as_ref().and_then(Feed::gauges) {
+                Some(gauges) => Source::Broker(gauges),
+                None => Source::Lanes,
+            };
+            let host: Weak<dyn MonitorHost> = self.this.clone();
+            monitor::spawn(&runtime, host, core.clone(), watch.clone(), backlog, source)
+        });
         self.live.lock().insert(
             id,
             Live {
                 core: core.clone(),
                 workers,
                 feed,
+                watch: watch.clone(),
+                monitor,
             },
         );
         if brokered {
@@ -424,6 +483,7 @@ impl BusInner {
         let sub = Subscription {
             core,
             bus: self.this.clone(),
+            watch,
             done: false,
         };
         if self.closed.load(Ordering::Acquire) {
@@ -434,11 +494,27 @@ impl BusInner {
         Ok(sub)
     }
 
+    /// Starts the publisher-side backlog monitor once, when configured and
+    /// a runtime is at hand (at build, or at the first subscribe).
+    pub(super) fn start_publisher_monitor(&self, runtime: &tokio::runtime::Handle) {
+        let Some(options) = self.config.publisher_backlog.clone() else {
+            return;
+        };
+        if self.publisher_monitor.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let host: Weak<dyn MonitorHost> = self.this.clone();
+        drop(monitor::spawn_publisher(runtime, host, options));
+    }
+
     /// Removes a subscription from routing and closes its lanes; returns its
     /// workers (empty if close() already took them).
     pub(crate) fn detach(&self, core: &Arc<SubscriptionCore>) -> Vec<JoinHandle<()>> {
         let id = core.id;
         let live = self.live.lock().remove(&id);
+        if let Some(monitor) = live.as_ref().and_then(|l| l.monitor.as_ref()) {
+            monitor.abort();
+        }
         match Pattern::parse(&core.topic) {
             Ok(pattern) if pattern.is_wildcard() => {
                 remove_wildcard_sub(&self.registry, &pattern, id);
@@ -518,6 +594,9 @@ impl BusInner {
             map.drain().map(|(_, l)| l).collect()
         };
         for l in &live {
+            if let Some(monitor) = &l.monitor {
+                monitor.abort();
+            }
             l.core.lanes.close();
         }
         let mut pending = 0;
@@ -537,7 +616,7 @@ impl BusInner {
                 }
             }
             pending += l.core.pending();
-            let mut stats = subscription_stats(&l.core);
+            let mut stats = subscription_stats(&l.core, &l.watch);
             stats.broker = broker.remove(&l.core.id);
             finals.push(stats);
         }

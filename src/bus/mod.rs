@@ -266,13 +266,69 @@ impl Bus {
             ),
             transport,
             config,
+            events: crate::events::EventHub::default(),
+            publishes_waiting: AtomicU64::new(0),
+            publisher_monitor: AtomicBool::new(false),
             this: this.clone(),
         });
         for (topic, options) in topics {
             crate::topic::warn_unhonoured(&topic, &options, &inner.config);
             inner.set_topic_config(&topic, Some(options));
         }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            inner.start_publisher_monitor(&runtime);
+            #[cfg(feature = "nats")]
+            if let Transport::Nats(n) = &inner.transport {
+                // Connection events join the bus's event stream; the task
+                // ends when the connection's sender is dropped with the bus.
+                let mut from = n.events();
+                let to = inner.events.sender();
+                runtime.spawn(async move {
+                    use tokio::sync::broadcast::error::RecvError;
+                    loop {
+                        match from.recv().await {
+                            Ok(e) => drop(to.send(crate::BusEvent::Connection(e))),
+                            Err(RecvError::Lagged(_)) => continue,
+                            Err(RecvError::Closed) => return,
+                        }
+                    }
+                });
+            }
+        }
         Self { inner }
+    }
+
+    /// The bus's state changes from now on ([`BusEvent`](crate::BusEvent)):
+    /// a subscription entering or leaving recovery mode, a lane stalling or
+    /// moving again, publishers backlogged or no longer, and on NATS the
+    /// connection's events (as [`connection_events`](Self::connection_events)
+    /// gives them, wrapped in `BusEvent::Connection`).
+    ///
+    /// The stream is a bounded broadcast channel of
+    /// [`EVENT_CAPACITY`](crate::EVENT_CAPACITY) events: sending never
+    /// waits, so a receiver that falls more than that far behind loses the
+    /// oldest and gets `RecvError::Lagged(n)` telling how many, then goes
+    /// on. Events are sent on changes only.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lanebus::{Bus, BusEvent, Message};
+    ///
+    /// let bus = Bus::memory();
+    /// let mut events = bus.events();
+    /// let sub = bus.subscribe("jobs", |_m: Message| async { Ok::<(), lanebus::HandlerError>(()) }).await?;
+    /// sub.set_recovering(true);
+    /// match events.recv().await? {
+    ///     BusEvent::RecoveryEntered(state) => assert!(state.manual && state.recovering),
+    ///     other => panic!("unexpected {other}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<crate::BusEvent> {
+        self.inner.events.subscribe()
     }
 
     /// The connection's events from now on ([`ConnectionEvent`]:
@@ -550,12 +606,13 @@ impl Bus {
             .lock()
             .values()
             .map(|l| {
-                let mut stats = subscription_stats(&l.core);
+                let mut stats = subscription_stats(&l.core, &l.watch);
                 stats.broker = l.feed.as_ref().and_then(|f| f.broker_stats());
                 stats
             })
             .collect();
         let mut stats = BusStats::new(self.inner.published(), self.inner.unrouted.get(), subs);
+        stats.publishes_waiting = self.inner.publishes_waiting.load(Ordering::Relaxed);
         stats.absorb_retired(&self.inner.retired.lock());
         // Subscriptions `close` stopped: listed with their final counts,
         // which the retired totals already hold.
@@ -668,11 +725,28 @@ impl Bus {
     }
 }
 
-pub(crate) fn subscription_stats(core: &SubscriptionCore) -> SubscriptionStats {
-    SubscriptionStats::new(
+pub(crate) fn subscription_stats(
+    core: &SubscriptionCore,
+    watch: &crate::pipeline::monitor::Watch,
+) -> SubscriptionStats {
+    let mut stats = SubscriptionStats::new(
         core.id,
         core.topic.to_string(),
         core.kind,
         core.lanes.stats(),
-    )
+    );
+    stats.recovering = watch.recovering();
+    let last = watch.snapshot();
+    if last.checked {
+        let mut backlog = crate::BacklogStats::default();
+        backlog.backlog = last.backlog;
+        backlog.oldest_age = last.oldest_age;
+        backlog.stalled = last
+            .stalled
+            .iter()
+            .map(|&(lane, age)| crate::StalledLane::new(lane, age))
+            .collect();
+        stats.backlog = Some(backlog);
+    }
+    stats
 }

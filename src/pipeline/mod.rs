@@ -4,9 +4,11 @@
 //! and duplicate suppression. (Backlog detection joins here in
 //! a later version.)
 
+pub(crate) mod backlog;
 pub(crate) mod classify;
 pub(crate) mod dead_letter;
 pub(crate) mod dedup;
 pub(crate) mod metrics;
+pub(crate) mod monitor;
 pub(crate) mod rate_limit;
 pub(crate) mod retry;

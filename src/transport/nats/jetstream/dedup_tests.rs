@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, Notify};
 
-use super::super::tests::harness::NatsServer;
+use crate::transport::nats::test_support::NatsServer;
 use crate::{Bus, BusConfig, Dedup, Envelope, Event, HandlerError, SubscribeOptions};
 
 const STEP: Duration = Duration::from_secs(30);
