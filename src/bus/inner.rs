@@ -454,7 +454,10 @@ impl BusInner {
         self.start_publisher_monitor(&runtime);
         let monitor = options.backlog.clone().map(|backlog| {
             let source = match feed.as_ref().and_then(Feed::gauges) {
-                Some(gauges) => Source::Broker(gauges),
+                Some(gauges) => Source::Broker {
+                    gauges,
+                    lag: self.config.transport == crate::TransportKind::Kafka,
+                },
                 None => Source::Lanes,
             };
             let host: Weak<dyn MonitorHost> = self.this.clone();

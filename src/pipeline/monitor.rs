@@ -194,9 +194,14 @@ impl StallClock {
 pub(crate) enum Source {
     /// The lanes (memory).
     Lanes,
-    /// A broker consumer's gauges (JetStream: pending + ack pending;
-    /// Kafka: the partitions' lag, in `pending`).
-    Broker(Arc<BrokerGauges>),
+    /// A broker consumer's gauges: JetStream (`lag: false`): pending +
+    /// ack pending; Kafka (`lag: true`): the partitions' summed lag (in
+    /// `pending`), or the records held unsettled here while librdkafka has
+    /// not reported a lag yet, whichever is larger.
+    Broker {
+        gauges: Arc<BrokerGauges>,
+        lag: bool,
+    },
 }
 
 /// The bus side a monitor needs.
@@ -267,12 +272,13 @@ pub(crate) fn spawn(
             let now = Instant::now();
             let (backlog, oldest_age) = match &source {
                 Source::Lanes => (core.pending(), samples.oldest(&core, now)),
-                Source::Broker(g) => {
-                    let stats = g.read();
-                    let backlog = if stats.partitions.is_empty() {
-                        stats.pending + stats.ack_pending
+                Source::Broker { gauges, lag } => {
+                    let pending = gauges.pending.load(Ordering::Relaxed);
+                    let unsettled = gauges.ack_pending.load(Ordering::Relaxed);
+                    let backlog = if *lag {
+                        pending.max(unsettled)
                     } else {
-                        stats.pending
+                        pending + unsettled
                     };
                     (backlog, None)
                 }

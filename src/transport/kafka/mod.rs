@@ -63,6 +63,8 @@ mod client;
 pub(crate) use client::Kafka;
 
 #[cfg(all(test, feature = "kafka"))]
+mod backlog_tests;
+#[cfg(all(test, feature = "kafka"))]
 mod bus_tests;
 #[cfg(all(test, feature = "kafka"))]
 mod fault_tests;
