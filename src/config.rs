@@ -100,6 +100,11 @@ pub struct BusConfig {
     /// [`BusStats::publishes_waiting`](crate::BusStats)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publisher_backlog: Option<crate::PublisherBacklogOptions>,
+    /// The health check's end-to-end probe and background loop; see
+    /// [`HealthOptions`](crate::HealthOptions). `None` (the default):
+    /// neither.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::HealthOptions>,
 }
 
 impl Default for BusConfig {
@@ -113,6 +118,7 @@ impl Default for BusConfig {
             topics: BTreeMap::new(),
             publish_rate_limit: None,
             publisher_backlog: None,
+            health: None,
         }
     }
 }
@@ -191,6 +197,9 @@ impl BusConfig {
         }
         if let Some(p) = &self.publisher_backlog {
             p.validate("publisher_backlog")?;
+        }
+        if let Some(h) = &self.health {
+            h.validate("health")?;
         }
         for (topic, options) in &self.topics {
             crate::topic::validate_topic_name(topic)

@@ -106,6 +106,9 @@ pub enum BusEvent {
     #[cfg(feature = "nats")]
     #[serde(serialize_with = "display")]
     Connection(crate::ConnectionEvent),
+    /// The background health loop saw a status change
+    /// ([`HealthOptions::interval`](crate::HealthOptions)).
+    Health(crate::HealthReport),
 }
 
 /// The publisher side's backlog at a change.
@@ -158,6 +161,7 @@ impl fmt::Display for BusEvent {
             }
             #[cfg(feature = "nats")]
             BusEvent::Connection(c) => write!(f, "connection: {c}"),
+            BusEvent::Health(r) => write!(f, "health: {}", r.status),
         }
     }
 }

@@ -105,7 +105,7 @@ pub mod __bench;
 #[path = "../loom-tests/mod.rs"]
 mod loom_models;
 
-pub use bus::{BuildError, Bus, HealthReport};
+pub use bus::{BuildError, Bus, HealthOptions, HealthPart, HealthReport, HealthStatus};
 pub use bytes::Bytes;
 pub use config::BusConfig;
 pub use context::{Context, Event};

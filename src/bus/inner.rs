@@ -105,8 +105,17 @@ pub(crate) struct BusInner {
     pub(crate) events: EventHub,
     /// Publishes waiting now: on a full lane, or for a broker's ack.
     pub(super) publishes_waiting: AtomicU64,
-    /// True once the publisher-side backlog monitor runs.
-    pub(super) publisher_monitor: AtomicBool,
+    /// True once the background tasks (publisher monitor, health loop)
+    /// were started.
+    pub(super) background: AtomicBool,
+    /// The health probe's subscription, made at the first probe.
+    pub(super) probe: tokio::sync::OnceCell<super::health::Probe>,
+    /// The last nonce the health probe published.
+    pub(super) probe_nonce: AtomicU64,
+    /// A random token naming this bus (the default health topic).
+    pub(super) token: u64,
+    /// Reconnects of the broker connection so far (NATS).
+    pub(super) reconnects: Arc<AtomicU64>,
     pub(super) this: Weak<BusInner>,
 }
 
@@ -451,7 +460,7 @@ impl BusInner {
             }
         };
         let brokered = feed.is_some();
-        self.start_publisher_monitor(&runtime);
+        self.start_background(&runtime);
         let monitor = options.backlog.clone().map(|backlog| {
             let source = match feed.as_ref().and_then(Feed::gauges) {
                 Some(gauges) => Source::Broker {
@@ -497,17 +506,20 @@ impl BusInner {
         Ok(sub)
     }
 
-    /// Starts the publisher-side backlog monitor once, when configured and
-    /// a runtime is at hand (at build, or at the first subscribe).
-    pub(super) fn start_publisher_monitor(&self, runtime: &tokio::runtime::Handle) {
-        let Some(options) = self.config.publisher_backlog.clone() else {
-            return;
-        };
-        if self.publisher_monitor.swap(true, Ordering::AcqRel) {
+    /// Starts the background tasks once, when configured and a runtime is
+    /// at hand (at build, or at the first subscribe): the publisher-side
+    /// backlog monitor and the health loop.
+    pub(super) fn start_background(&self, runtime: &tokio::runtime::Handle) {
+        if self.background.swap(true, Ordering::AcqRel) {
             return;
         }
-        let host: Weak<dyn MonitorHost> = self.this.clone();
-        drop(monitor::spawn_publisher(runtime, host, options));
+        if let Some(options) = self.config.publisher_backlog.clone() {
+            let host: Weak<dyn MonitorHost> = self.this.clone();
+            drop(monitor::spawn_publisher(runtime, host, options));
+        }
+        if let Some(this) = self.this.upgrade() {
+            super::health::spawn_loop(runtime, &this);
+        }
     }
 
     /// Removes a subscription from routing and closes its lanes; returns its

@@ -101,6 +101,8 @@ pub(crate) use pubsub::NatsCore;
 #[cfg(all(test, feature = "nats"))]
 mod bus_tests;
 #[cfg(all(test, feature = "nats"))]
+mod health_tests;
+#[cfg(all(test, feature = "nats"))]
 mod test_support;
 #[cfg(all(test, feature = "nats"))]
 mod tests;
