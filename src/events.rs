@@ -78,11 +78,19 @@ pub struct StallState {
 /// # Examples
 ///
 /// ```
-/// use lanebus::{BusEvent, PublisherBacklogState};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use lanebus::{Bus, BusEvent, Message};
 ///
-/// let e = BusEvent::PublisherBacklog(PublisherBacklogState { waiting: 12, backlogged: true });
-/// assert_eq!(e.to_string(), "publisher backlog: 12 waiting");
-/// assert_eq!(serde_json::to_value(&e).unwrap()["publisher_backlog"]["waiting"], 12);
+/// let bus = Bus::memory();
+/// let mut events = bus.events();
+/// let sub = bus.subscribe("jobs", |_m: Message| async { Ok::<(), lanebus::HandlerError>(()) }).await?;
+/// sub.set_recovering(true);
+/// let event = events.recv().await?;
+/// assert!(matches!(&event, BusEvent::RecoveryEntered(s) if s.manual));
+/// assert_eq!(event.to_string(), format!("jobs#{} recovering: backlog 0", sub.id()));
+/// assert_eq!(serde_json::to_value(&event)?["recovery_entered"]["topic"], "jobs");
+/// # Ok(()) }
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -146,7 +154,7 @@ impl fmt::Display for BusEvent {
                 s.topic,
                 s.subscription,
                 s.lane,
-                crate::options::duration::format(s.age)
+                short(s.age)
             ),
             BusEvent::StallCleared(s) => write!(
                 f,
@@ -164,6 +172,11 @@ impl fmt::Display for BusEvent {
             BusEvent::Health(r) => write!(f, "health: {}", r.status),
         }
     }
+}
+
+/// A duration as short text, to the millisecond (`1s 354ms`).
+pub(crate) fn short(d: Duration) -> String {
+    crate::options::duration::format(Duration::from_millis(d.as_millis() as u64))
 }
 
 /// The sending side of a bus's event stream.

@@ -272,6 +272,15 @@ fn backlog_options_in_a_config_file_are_checked() {
     let yaml = "subscribe:\n  backlog:\n    max_backlog: 100\n    check_interval: 0s\n";
     let e = BusConfig::from_yaml_str(yaml).unwrap_err();
     assert_eq!(e.field(), Some("subscribe.backlog.check_interval"));
+    // The README's example.
+    let yaml = "subscribe:\n  backlog: { max_backlog: 10000, max_age: 30s, check_interval: 1s, hold: 10s, stall_after: 60s }\npublisher_backlog: { max_waiting: 1000 }\nhealth: { interval: 10s, probe_timeout: 5s }\n";
+    let config = BusConfig::from_yaml_str(yaml).unwrap();
+    let backlog = config.subscribe.backlog.unwrap();
+    assert_eq!(backlog.stall_after, Some(Duration::from_secs(60)));
+    assert_eq!(
+        config.health.unwrap().interval,
+        Some(Duration::from_secs(10))
+    );
     let yaml = "publisher_backlog:\n  max_waiting: 10\n  hold: 2s\n";
     let config = BusConfig::from_yaml_str(yaml).unwrap();
     assert_eq!(

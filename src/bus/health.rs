@@ -285,10 +285,15 @@ impl Bus {
             Transport::Kafka(k) => k.health().await,
         };
         match transport {
+            Ok(()) if report.transport == "nats" => p.push(
+                "transport",
+                HealthStatus::Healthy,
+                format!("nats up, {reconnects} reconnects"),
+            ),
             Ok(()) => p.push(
                 "transport",
                 HealthStatus::Healthy,
-                format!("{} up, {reconnects} reconnects", report.transport),
+                format!("{} up", report.transport),
             ),
             Err(e) => p.fail("transport", HealthError::Transport(e)),
         }
@@ -317,7 +322,7 @@ impl Bus {
                     notes.push(format!("recovering, backlog {}", last.backlog));
                 }
                 for (lane, age) in &last.stalled {
-                    let age = crate::options::duration::format(*age);
+                    let age = crate::events::short(*age);
                     notes.push(format!("lane {lane} stalled for {age}"));
                 }
                 if notes.is_empty() {
@@ -348,7 +353,7 @@ impl Bus {
             match self.probe(options).await {
                 Ok(rt) => {
                     report.probe = Some(rt);
-                    let rt = crate::options::duration::format(rt);
+                    let rt = crate::events::short(rt);
                     p.push("probe", HealthStatus::Healthy, format!("came back in {rt}"));
                 }
                 Err(reason) => p.fail("probe", HealthError::Probe(reason)),

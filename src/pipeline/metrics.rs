@@ -440,7 +440,7 @@ impl fmt::Display for BusStats {
 fn backlog_row(f: &mut fmt::Formatter<'_>, recovering: bool, b: &BacklogStats) -> fmt::Result {
     write!(f, "  backlog {}", b.backlog)?;
     if let Some(age) = b.oldest_age {
-        write!(f, "  oldest {}", crate::options::duration::format(age))?;
+        write!(f, "  oldest {}", crate::events::short(age))?;
     }
     if recovering {
         write!(f, "  recovering")?;
@@ -450,7 +450,7 @@ fn backlog_row(f: &mut fmt::Formatter<'_>, recovering: bool, b: &BacklogStats) -
             f,
             "  lane {} stalled {}",
             s.lane,
-            crate::options::duration::format(s.age)
+            crate::events::short(s.age)
         )?;
     }
     writeln!(f)

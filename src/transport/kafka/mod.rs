@@ -69,6 +69,8 @@ mod bus_tests;
 #[cfg(all(test, feature = "kafka"))]
 mod fault_tests;
 #[cfg(all(test, feature = "kafka"))]
+mod health_tests;
+#[cfg(all(test, feature = "kafka"))]
 mod test_support;
 #[cfg(all(test, feature = "kafka"))]
 use consumer::PARK_LIMIT;
