@@ -119,19 +119,28 @@ pub(crate) struct BusInner {
     pub(super) this: Weak<BusInner>,
 }
 
-/// Counts a publish as waiting while it lives (cancel-safe).
-struct Waiting<'a>(&'a AtomicU64);
+/// Counts a publish as waiting while it lives (cancel-safe), when the
+/// publisher backlog is watched (`BusConfig::publisher_backlog`); costs an
+/// `Option` check otherwise.
+struct Waiting<'a>(Option<&'a AtomicU64>);
 
 impl<'a> Waiting<'a> {
-    fn enter(count: &'a AtomicU64) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
+    #[inline]
+    fn enter(bus: &'a BusInner) -> Self {
+        if bus.config.publisher_backlog.is_none() {
+            return Self(None);
+        }
+        bus.publishes_waiting.fetch_add(1, Ordering::Relaxed);
+        Self(Some(&bus.publishes_waiting))
     }
 }
 
 impl Drop for Waiting<'_> {
+    #[inline]
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if let Some(count) = self.0 {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -191,7 +200,7 @@ impl BusInner {
             Transport::Memory(m) => m,
             #[cfg(any(feature = "nats", feature = "kafka"))]
             _ => {
-                let _waiting = Waiting::enter(&self.publishes_waiting);
+                let _waiting = Waiting::enter(self);
                 return Box::pin(self.route_broker(topic, body, internal))
                     .await
                     .map_err(Box::new);
@@ -231,7 +240,7 @@ impl BusInner {
             // Only a publish that meets a full lane pays for a boxed wait,
             // which keeps the common path's future small.
             Err(w) => {
-                let _waiting = Waiting::enter(&self.publishes_waiting);
+                let _waiting = Waiting::enter(self);
                 Box::pin(w.finish()).await
             }
         };

@@ -83,7 +83,9 @@ pub struct BacklogOptions {
     /// A lane whose current record has been in the handler longer than
     /// this is *stalled* (an event on entering and leaving, a gauge in the
     /// stats). `None` (the default): no stall detection, and the lane
-    /// workers do not read the clock for it.
+    /// workers do not read the clock for it. Per lane only: on Kafka the
+    /// stuck handler's lane is reported, not the partitions whose commits
+    /// it holds back.
     #[serde(
         with = "crate::options::duration::option",
         skip_serializing_if = "Option::is_none"

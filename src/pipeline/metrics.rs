@@ -365,8 +365,10 @@ pub struct BusStats {
     /// stopped, with their final counts; sorted by ID.
     pub subscriptions: Vec<SubscriptionStats>,
     /// Publishes waiting now: on a full lane (memory), or for the
-    /// broker's ack (NATS, Kafka); see
-    /// [`PublisherBacklogOptions`](crate::PublisherBacklogOptions).
+    /// broker's ack (NATS, Kafka). Counted only while the publisher
+    /// backlog is watched (`BusConfig::publisher_backlog`, see
+    /// [`PublisherBacklogOptions`](crate::PublisherBacklogOptions)), so
+    /// that the publish path costs nothing extra otherwise; 0 then.
     pub publishes_waiting: u64,
 }
 
