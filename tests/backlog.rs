@@ -171,7 +171,7 @@ async fn a_stalled_lane_is_detected_and_cleared() {
     assert_eq!(cleared.lane, stalled.lane);
     bus.flush().await;
     assert_eq!(sub.stats().total.delivered, 1);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The stats were updated before the event was sent.
     assert!(sub.stats().backlog.unwrap().stalled.is_empty());
     bus.close().await.unwrap();
 }

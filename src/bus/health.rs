@@ -341,7 +341,7 @@ impl Bus {
             Err(e) => p.fail("lanes", e),
         }
         if let Some(options) = &inner.config.publisher_backlog {
-            let waiting = inner.publishes_waiting.load(Ordering::Relaxed);
+            let waiting = inner.waiting_now();
             let status = if waiting > options.max_waiting {
                 HealthStatus::Degraded
             } else {

@@ -154,7 +154,7 @@ impl MonitorHost for BusInner {
     }
 
     fn publishes_waiting(&self) -> u64 {
-        self.publishes_waiting.load(Ordering::Relaxed)
+        self.waiting_now()
     }
 }
 
@@ -165,6 +165,19 @@ impl BusInner {
             .finished()
             .wrapping_sub(self.refused.get())
             .wrapping_sub(self.republished.get())
+    }
+
+    /// Publishes waiting now: the count of publishes waiting on a full
+    /// lane or for a broker's ack; on Kafka at least the producer's
+    /// in-flight count (its queue and unacked records, which includes
+    /// `try_publish`es).
+    pub(crate) fn waiting_now(&self) -> u64 {
+        let counted = self.publishes_waiting.load(Ordering::Relaxed);
+        match &self.transport {
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => counted.max(k.in_flight()),
+            _ => counted,
+        }
     }
 
     /// Routes one record. `internal` marks a dead letter from a lane

@@ -581,7 +581,7 @@ impl Bus {
             })
             .collect();
         let mut stats = BusStats::new(self.inner.published(), self.inner.unrouted.get(), subs);
-        stats.publishes_waiting = self.inner.publishes_waiting.load(Ordering::Relaxed);
+        stats.publishes_waiting = self.inner.waiting_now();
         stats.absorb_retired(&self.inner.retired.lock());
         // Subscriptions `close` stopped: listed with their final counts,
         // which the retired totals already hold.

@@ -368,7 +368,8 @@ pub struct BusStats {
     /// broker's ack (NATS, Kafka). Counted only while the publisher
     /// backlog is watched (`BusConfig::publisher_backlog`, see
     /// [`PublisherBacklogOptions`](crate::PublisherBacklogOptions)), so
-    /// that the publish path costs nothing extra otherwise; 0 then.
+    /// that the publish path costs nothing extra otherwise (0 then); on
+    /// Kafka at least the producer's in-flight count, read here.
     pub publishes_waiting: u64,
 }
 

@@ -286,6 +286,7 @@ pub(crate) fn spawn(
             let transition = machine.observe(thresholds.exceeded(backlog, oldest_age), now);
             watch.set_auto(machine.recovering());
             let mut ages = Vec::new();
+            let mut changes = Vec::new();
             if let (Some(clock), Some(limit)) = (&watch.stall, options.stall_after) {
                 for (lane, was) in stalled.iter_mut().enumerate() {
                     let age = clock.age(lane, now).unwrap_or_default();
@@ -302,7 +303,7 @@ pub(crate) fn spawn(
                             lane,
                             age,
                         };
-                        host.events().emit(if is {
+                        changes.push(if is {
                             BusEvent::StallEntered(state)
                         } else {
                             BusEvent::StallCleared(state)
@@ -310,12 +311,17 @@ pub(crate) fn spawn(
                     }
                 }
             }
+            // The snapshot first: a receiver of an event then finds the
+            // stats agreeing with it.
             *watch.last.lock() = Snapshot {
                 checked: true,
                 backlog,
                 oldest_age,
                 stalled: ages,
             };
+            for event in changes {
+                host.events().emit(event);
+            }
             match transition {
                 Some(Transition::Entered) => {
                     host.events()

@@ -2,7 +2,8 @@
 //! member that starts with a backlog of 10,000 on its topic enters
 //! recovery mode (the partitions' summed lag, as librdkafka reports it),
 //! and leaves it only once the lag stayed below the threshold for the hold
-//! time.
+//! time; bursts of `try_publish` above the producer's in-flight threshold
+//! are a publisher backlog.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -133,5 +134,48 @@ async fn a_member_starting_with_a_backlog_recovers_then_leaves_after_the_hold() 
     );
     assert!(seen > 0, "handlers saw recovery mode");
     drop(sub);
+    bus.close().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producer_in_flight_count_is_a_publisher_backlog() {
+    let topic = "kb2.burst";
+    let mut config = super::test_support::config("");
+    config.publisher_backlog = Some(
+        crate::PublisherBacklogOptions::waiting(100)
+            .check_interval(Duration::from_millis(5))
+            .hold(Duration::from_millis(200)),
+    );
+    let bus = step("connect", crate::Bus::connect(config)).await.unwrap();
+    bus.configure_topic(topic, TopicOptions::persistent())
+        .await
+        .unwrap();
+    let mut events = bus.events();
+    // Bursts of try_publish until the monitor saw more than 100 in flight.
+    let waiting = step("backlogged", async {
+        loop {
+            for i in 0..1_000 {
+                let _ = bus.try_publish(topic, i.to_string());
+            }
+            match events.try_recv() {
+                Ok(BusEvent::PublisherBacklog(p)) if p.backlogged => return p.waiting,
+                _ => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    })
+    .await;
+    assert!(waiting > 100, "{waiting}");
+    let over = step("backlog over", async {
+        loop {
+            if let BusEvent::PublisherBacklog(p) = events.recv().await.unwrap() {
+                if !p.backlogged {
+                    return p.waiting;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(over <= 100);
+    println!("kafka publisher backlog: {waiting} in flight at the event, {over} when over");
     bus.close().await.ok();
 }
