@@ -303,62 +303,15 @@ impl Bus {
             inner.start_background(&runtime);
             #[cfg(feature = "nats")]
             if let Transport::Nats(n) = &inner.transport {
-                // Connection events join the bus's event stream; the task
-                // ends when the connection's sender is dropped with the bus.
-                let mut from = n.events();
-                let to = inner.events.sender();
-                let reconnects = inner.reconnects.clone();
-                runtime.spawn(async move {
-                    use tokio::sync::broadcast::error::RecvError;
-                    loop {
-                        match from.recv().await {
-                            Ok(e) => {
-                                if e == crate::ConnectionEvent::Reconnected {
-                                    reconnects.fetch_add(1, Ordering::Relaxed);
-                                }
-                                drop(to.send(crate::BusEvent::Connection(e)));
-                            }
-                            Err(RecvError::Lagged(_)) => continue,
-                            Err(RecvError::Closed) => return,
-                        }
-                    }
-                });
+                crate::events::forward_connection_events(
+                    &runtime,
+                    n.events(),
+                    inner.events.sender(),
+                    inner.reconnects.clone(),
+                );
             }
         }
         Self { inner }
-    }
-
-    /// The bus's state changes from now on ([`BusEvent`](crate::BusEvent)):
-    /// a subscription entering or leaving recovery mode, a lane stalling or
-    /// moving again, publishers backlogged or no longer, and on NATS the
-    /// connection's events (as [`connection_events`](Self::connection_events)
-    /// gives them, wrapped in `BusEvent::Connection`).
-    ///
-    /// The stream is a bounded broadcast channel of
-    /// [`EVENT_CAPACITY`](crate::EVENT_CAPACITY) events: sending never
-    /// waits, so a receiver that falls more than that far behind loses the
-    /// oldest and gets `RecvError::Lagged(n)` telling how many, then goes
-    /// on. Events are sent on changes only.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use lanebus::{Bus, BusEvent, Message};
-    ///
-    /// let bus = Bus::memory();
-    /// let mut events = bus.events();
-    /// let sub = bus.subscribe("jobs", |_m: Message| async { Ok::<(), lanebus::HandlerError>(()) }).await?;
-    /// sub.set_recovering(true);
-    /// match events.recv().await? {
-    ///     BusEvent::RecoveryEntered(state) => assert!(state.manual && state.recovering),
-    ///     other => panic!("unexpected {other}"),
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn events(&self) -> tokio::sync::broadcast::Receiver<crate::BusEvent> {
-        self.inner.events.subscribe()
     }
 
     /// The connection's events from now on ([`ConnectionEvent`]:
