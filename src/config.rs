@@ -102,6 +102,18 @@ pub struct BusConfig {
     /// [`TraceContext`](crate::TraceContext). `None` by default.
     #[serde(skip)]
     pub trace_context: Option<crate::TraceContext>,
+    /// Publisher-side backlog reporting: publishes waiting (on a full lane,
+    /// or for a broker's ack) above a threshold are sent as
+    /// [`BusEvent::PublisherBacklog`](crate::BusEvent). `None` (the
+    /// default): off (the count is kept either way; see
+    /// [`BusStats::publishes_waiting`](crate::BusStats)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publisher_backlog: Option<crate::PublisherBacklogOptions>,
+    /// The health check's end-to-end probe and background loop; see
+    /// [`HealthOptions`](crate::HealthOptions). `None` (the default):
+    /// neither.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::HealthOptions>,
 }
 
 impl Default for BusConfig {
@@ -116,6 +128,8 @@ impl Default for BusConfig {
             publish_rate_limit: None,
             metrics: crate::MetricsOptions::default(),
             trace_context: None,
+            publisher_backlog: None,
+            health: None,
         }
     }
 }
@@ -193,6 +207,12 @@ impl BusConfig {
             limit.validate("publish_rate_limit")?;
         }
         self.metrics.validate("metrics")?;
+        if let Some(p) = &self.publisher_backlog {
+            p.validate("publisher_backlog")?;
+        }
+        if let Some(h) = &self.health {
+            h.validate("health")?;
+        }
         for (topic, options) in &self.topics {
             crate::topic::validate_topic_name(topic)
                 .map_err(|e| ConfigError::invalid(format!("topics.{topic}"), e.to_string()))?;

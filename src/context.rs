@@ -58,6 +58,7 @@ pub struct Context {
     attempt: u32,
     redelivered: u32,
     position: Option<(i32, i64)>,
+    recovering: bool,
 }
 
 impl Context {
@@ -66,13 +67,25 @@ impl Context {
         attempt: u32,
         redelivered: u32,
         position: Option<(i32, i64)>,
+        recovering: bool,
     ) -> Self {
         Self {
             topic,
             attempt,
             redelivered,
             position,
+            recovering,
         }
+    }
+
+    /// True when the subscription was in recovery mode as this attempt
+    /// began: catching up on a backlog (see
+    /// [`BacklogOptions`](crate::BacklogOptions)), or set so by hand
+    /// ([`Subscription::set_recovering`](crate::Subscription::set_recovering)).
+    /// A handler may, for example, hold back notifications while it
+    /// replays. Always false without either.
+    pub fn recovering(&self) -> bool {
+        self.recovering
     }
 
     /// The topic the record was published to.
@@ -246,6 +259,8 @@ pub(crate) struct Inbound<'a> {
     pub(crate) redelivered: u32,
     /// Partition and offset, from a partitioned broker.
     pub(crate) position: Option<(i32, i64)>,
+    /// The subscription's recovery mode as the attempt began.
+    pub(crate) recovering: bool,
 }
 
 impl Inbound<'_> {
@@ -257,6 +272,7 @@ impl Inbound<'_> {
             self.attempt,
             self.redelivered,
             self.position,
+            self.recovering,
         )
     }
 }

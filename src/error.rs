@@ -234,6 +234,10 @@ pub enum HealthError {
     /// or is not a steady member of its group).
     #[error("transport unhealthy: {0}")]
     Transport(TransportError),
+    /// The end-to-end probe did not come back in time, or could not be
+    /// sent ([`HealthOptions::probe`](crate::HealthOptions)).
+    #[error("health probe failed: {0}")]
+    Probe(String),
 }
 
 #[cfg(test)]

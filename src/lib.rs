@@ -77,6 +77,7 @@ mod context;
 pub(crate) mod engine;
 pub mod envelope;
 mod error;
+mod events;
 mod handler;
 mod headers;
 mod message;
@@ -104,7 +105,7 @@ pub mod __bench;
 #[path = "../loom-tests/mod.rs"]
 mod loom_models;
 
-pub use bus::{BuildError, Bus, HealthReport};
+pub use bus::{BuildError, Bus, HealthOptions, HealthPart, HealthReport, HealthStatus};
 pub use bytes::Bytes;
 pub use config::BusConfig;
 pub use context::{Context, Event};
@@ -112,10 +113,12 @@ pub use envelope::{key_hash, DecodeError, EncodeError, Envelope, EnvelopeError, 
 pub use error::{
     CloseError, HealthError, PublishError, SubscribeError, TopicConfigError, TryPublishError,
 };
+pub use events::{BacklogState, BusEvent, PublisherBacklogState, StallState, EVENT_CAPACITY};
 pub use handler::{ErrorClass, FromEnvelope, Handler, HandlerError};
 pub use headers::Headers;
 pub use message::{Message, OutboundMessage};
 pub use options::{ConfigError, TransportKind};
+pub use pipeline::backlog::{BacklogOptions, PublisherBacklogOptions};
 pub use pipeline::classify::ErrorClassifier;
 pub use pipeline::dead_letter::{
     DeadLetter, DeadLetterInfo, HEADER_ATTEMPTS, HEADER_DEAD_LETTER_TRAIL, HEADER_ERROR,
@@ -123,7 +126,9 @@ pub use pipeline::dead_letter::{
 };
 pub use pipeline::dedup::{Dedup, MAX_DEDUP_IDS};
 pub use pipeline::export::{MetricsOptions, HANDLER_DURATION_BUCKETS};
-pub use pipeline::metrics::{BrokerStats, BusStats, LaneStats, PartitionLag, SubscriptionStats};
+pub use pipeline::metrics::{
+    BacklogStats, BrokerStats, BusStats, LaneStats, PartitionLag, StalledLane, SubscriptionStats,
+};
 pub use pipeline::rate_limit::RateLimit;
 pub use pipeline::retry::RetryPolicy;
 pub use pipeline::trace::{TraceContext, TRACEPARENT};

@@ -108,6 +108,10 @@ pub struct SubscribeOptions {
     /// default): off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dedup: Option<crate::Dedup>,
+    /// Backlog monitoring, recovery mode and stall detection. `None` (the
+    /// default): off, and the lane workers do no work for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<crate::BacklogOptions>,
 }
 
 impl Default for SubscribeOptions {
@@ -127,6 +131,7 @@ impl Default for SubscribeOptions {
             handler_timeout: None,
             classifier: None,
             dedup: None,
+            backlog: None,
         }
     }
 }
@@ -251,6 +256,13 @@ impl SubscribeOptions {
         self
     }
 
+    /// Turns on backlog monitoring and recovery mode; see
+    /// [`BacklogOptions`](crate::BacklogOptions).
+    pub fn backlog(mut self, backlog: crate::BacklogOptions) -> Self {
+        self.backlog = Some(backlog);
+        self
+    }
+
     /// Sets the broker's limit of unacked records.
     pub fn max_ack_pending(mut self, records: u32) -> Self {
         self.max_ack_pending = Some(records);
@@ -307,6 +319,9 @@ impl SubscribeOptions {
         if let Some(dedup) = &self.dedup {
             dedup.validate(&fields.path("dedup"))?;
         }
+        if let Some(backlog) = &self.backlog {
+            backlog.validate(&fields.path("backlog"))?;
+        }
         Ok(())
     }
 }
@@ -328,6 +343,8 @@ fn validate_group(group: Option<&str>, prefix: &str) -> Result<(), ConfigError> 
 pub struct Subscription {
     pub(crate) core: Arc<SubscriptionCore>,
     pub(crate) bus: Weak<BusInner>,
+    /// Recovery mode, stall clocks and the last backlog check.
+    pub(crate) watch: Arc<crate::pipeline::monitor::Watch>,
     pub(crate) done: bool,
 }
 
@@ -346,7 +363,68 @@ impl Subscription {
 
     /// Its counters.
     pub fn stats(&self) -> SubscriptionStats {
-        crate::bus::subscription_stats(&self.core)
+        crate::bus::subscription_stats(&self.core, &self.watch)
+    }
+
+    /// True while the subscription is in recovery mode, as its handlers
+    /// see it ([`Context::recovering`](crate::Context::recovering)): the
+    /// manual setting when one holds, else the backlog monitor's mode
+    /// (always false without [`BacklogOptions`](crate::BacklogOptions)).
+    pub fn recovering(&self) -> bool {
+        self.watch.recovering()
+    }
+
+    /// Sets recovery mode by hand. The setting overrides the backlog
+    /// monitor until [`clear_recovering`](Self::clear_recovering): the
+    /// monitor keeps checking (and reporting its own transitions as
+    /// events, with `manual: true`), but handlers see this value. A change
+    /// of the mode handlers see is sent as
+    /// [`BusEvent::RecoveryEntered`](crate::BusEvent) or `RecoveryLeft`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lanebus::{Bus, Message};
+    ///
+    /// let bus = Bus::memory();
+    /// let sub = bus
+    ///     .subscribe("jobs", |m: Message| async move {
+    ///         assert!(m.context().recovering());
+    ///         Ok::<(), lanebus::HandlerError>(())
+    ///     })
+    ///     .await?;
+    /// sub.set_recovering(true);
+    /// bus.publish("jobs", "replayed").await?;
+    /// bus.flush().await;
+    /// sub.clear_recovering();
+    /// assert!(!sub.recovering());
+    /// # Ok(()) }
+    /// ```
+    pub fn set_recovering(&self, recovering: bool) {
+        self.set_manual(Some(recovering));
+    }
+
+    /// Ends a manual setting: the backlog monitor's mode holds again.
+    pub fn clear_recovering(&self) {
+        self.set_manual(None);
+    }
+
+    fn set_manual(&self, value: Option<bool>) {
+        let (before, after) = self.watch.set_manual(value);
+        if before == after {
+            return;
+        }
+        if let Some(bus) = self.bus.upgrade() {
+            let mut state = self.watch.state(&self.core);
+            state.manual = true;
+            bus.events.emit(if after {
+                crate::BusEvent::RecoveryEntered(state)
+            } else {
+                crate::BusEvent::RecoveryLeft(state)
+            });
+        }
     }
 
     /// Stops delivery of new messages, waits until the lanes have handled

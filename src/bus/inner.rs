@@ -47,11 +47,13 @@ use crate::engine::pattern::{validate_publish_name, Pattern};
 use crate::engine::registry::Registry;
 use crate::engine::route::{RouteNow, Routed, TryRouteError};
 use crate::engine::{add_wildcard_sub, remove_wildcard_sub, SubscriptionCore, TopicEntry};
+use crate::events::EventHub;
 use crate::handler::sealed::Incoming;
 use crate::pipeline::dead_letter::{Republish, Republished};
 use crate::pipeline::dedup::DedupCache;
 use crate::pipeline::export::{subscription_label, Exporter, Exports, HandlerTimings};
 use crate::pipeline::metrics::{LaneStats, ShardedCounter, SubscriptionStats};
+use crate::pipeline::monitor::{self, MonitorHost, Source, Watch};
 use crate::pipeline::rate_limit::{Limiter, PublishLimits};
 use crate::transport::BoxFuture;
 use crate::transport::{Feed, Transport};
@@ -71,6 +73,10 @@ pub(super) struct Live {
     /// A broker subscription's consumer task (`None` on memory, and once
     /// `close` has stopped it).
     pub(super) feed: Option<Feed>,
+    /// Recovery mode, stall clocks and the last backlog check.
+    pub(super) watch: Arc<Watch>,
+    /// The backlog monitor task (with `SubscribeOptions::backlog`).
+    pub(super) monitor: Option<JoinHandle<()>>,
 }
 
 pub(crate) struct BusInner {
@@ -99,7 +105,61 @@ pub(crate) struct BusInner {
     pub(crate) transport: Transport,
     /// The metrics exporter (`None` with metrics off).
     pub(super) exporter: Option<Exporter>,
+    /// State-change events (backlog, recovery, stalls, connection).
+    pub(crate) events: EventHub,
+    /// Publishes waiting now: on a full lane, or for a broker's ack.
+    pub(super) publishes_waiting: AtomicU64,
+    /// True once the background tasks (publisher monitor, health loop)
+    /// were started.
+    pub(super) background: AtomicBool,
+    /// The health probe's subscription, made at the first probe.
+    pub(super) probe: tokio::sync::OnceCell<super::health::Probe>,
+    /// The last nonce the health probe published.
+    pub(super) probe_nonce: AtomicU64,
+    /// A random token naming this bus (the default health topic).
+    pub(super) token: u64,
+    /// Reconnects of the broker connection so far (NATS).
+    pub(super) reconnects: Arc<AtomicU64>,
     pub(super) this: Weak<BusInner>,
+}
+
+/// Counts a publish as waiting while it lives (cancel-safe), when the
+/// publisher backlog is watched (`BusConfig::publisher_backlog`); costs an
+/// `Option` check otherwise.
+struct Waiting<'a>(Option<&'a AtomicU64>);
+
+impl<'a> Waiting<'a> {
+    #[inline]
+    fn enter(bus: &'a BusInner) -> Self {
+        if bus.config.publisher_backlog.is_none() {
+            return Self(None);
+        }
+        bus.publishes_waiting.fetch_add(1, Ordering::Relaxed);
+        Self(Some(&bus.publishes_waiting))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(count) = self.0 {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl MonitorHost for BusInner {
+    fn events(&self) -> &EventHub {
+        &self.events
+    }
+
+    fn closing(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn publishes_waiting(&self) -> u64 {
+        self.waiting_now()
+    }
 }
 
 impl BusInner {
@@ -109,6 +169,19 @@ impl BusInner {
             .finished()
             .wrapping_sub(self.refused.get())
             .wrapping_sub(self.republished.get())
+    }
+
+    /// Publishes waiting now: the count of publishes waiting on a full
+    /// lane or for a broker's ack; on Kafka at least the producer's
+    /// in-flight count (its queue and unacked records, which includes
+    /// `try_publish`es).
+    pub(crate) fn waiting_now(&self) -> u64 {
+        let counted = self.publishes_waiting.load(Ordering::Relaxed);
+        match &self.transport {
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(k) => counted.max(k.in_flight()),
+            _ => counted,
+        }
     }
 
     /// Routes one record. `internal` marks a dead letter from a lane
@@ -148,9 +221,10 @@ impl BusInner {
             Transport::Memory(m) => m,
             #[cfg(any(feature = "nats", feature = "kafka"))]
             _ => {
+                let _waiting = Waiting::enter(self);
                 return Box::pin(self.route_broker(topic, body, internal))
                     .await
-                    .map_err(Box::new)
+                    .map_err(Box::new);
             }
         };
         // The body stays in `slot` (scoped here, so never part of the
@@ -186,7 +260,10 @@ impl BusInner {
             Ok(r) => r,
             // Only a publish that meets a full lane pays for a boxed wait,
             // which keeps the common path's future small.
-            Err(w) => Box::pin(w.finish()).await,
+            Err(w) => {
+                let _waiting = Waiting::enter(self);
+                Box::pin(w.finish()).await
+            }
         };
         if !internal {
             self.count_unrouted(routed);
@@ -378,6 +455,7 @@ impl BusInner {
             e.start(&runtime, self.this.clone());
             Arc::new(HandlerTimings::new(core.lanes.len()))
         });
+        let watch = Arc::new(Watch::new(options.backlog.as_ref(), core.lanes.len()));
         let policy = Arc::new(Policy {
             rate_limit: options.rate_limit.as_ref().map(Limiter::new),
             handler_timeout: options.handler_timeout,
@@ -390,6 +468,7 @@ impl BusInner {
             retired: self.retired.clone(),
             name: name.clone(),
             timings: timings.clone(),
+            watch: watch.clone(),
         });
         let workers = spawn_workers::<M, H>(&runtime, &core, consumers, Arc::new(handler), policy);
         let feed = match &self.transport {
@@ -422,17 +501,31 @@ impl BusInner {
             }
         };
         let brokered = feed.is_some();
+        self.start_background(&runtime);
+        let monitor = options.backlog.clone().map(|backlog| {
+            let source = match feed.as_ref().and_then(Feed::gauges) {
+                Some(gauges) => Source::Broker {
+                    gauges,
+                    lag: self.config.transport == crate::TransportKind::Kafka,
+                },
+                None => Source::Lanes,
+            };
+            let host: Weak<dyn MonitorHost> = self.this.clone();
+            monitor::spawn(&runtime, host, core.clone(), watch.clone(), backlog, source)
+        });
         self.live.lock().insert(
             id,
             Live {
                 core: core.clone(),
                 workers,
                 feed,
+                watch: watch.clone(),
+                monitor,
             },
         );
         // Tracked once live: an export in between would take it for gone.
         if let (Some(e), Some(t)) = (&self.exporter, &timings) {
-            e.track(&core, &name, t);
+            e.track(&core, &watch, &name, t);
         }
         if brokered {
             // The broker routes: the registry keeps only topic configs.
@@ -447,6 +540,7 @@ impl BusInner {
         let sub = Subscription {
             core,
             bus: self.this.clone(),
+            watch,
             done: false,
         };
         if self.closed.load(Ordering::Acquire) {
@@ -457,11 +551,30 @@ impl BusInner {
         Ok(sub)
     }
 
+    /// Starts the background tasks once, when configured and a runtime is
+    /// at hand (at build, or at the first subscribe): the publisher-side
+    /// backlog monitor and the health loop.
+    pub(super) fn start_background(&self, runtime: &tokio::runtime::Handle) {
+        if self.background.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(options) = self.config.publisher_backlog.clone() {
+            let host: Weak<dyn MonitorHost> = self.this.clone();
+            drop(monitor::spawn_publisher(runtime, host, options));
+        }
+        if let Some(this) = self.this.upgrade() {
+            super::health::spawn_loop(runtime, &this);
+        }
+    }
+
     /// Removes a subscription from routing and closes its lanes; returns its
     /// workers (empty if close() already took them).
     pub(crate) fn detach(&self, core: &Arc<SubscriptionCore>) -> Vec<JoinHandle<()>> {
         let id = core.id;
         let live = self.live.lock().remove(&id);
+        if let Some(monitor) = live.as_ref().and_then(|l| l.monitor.as_ref()) {
+            monitor.abort();
+        }
         match Pattern::parse(&core.topic) {
             Ok(pattern) if pattern.is_wildcard() => {
                 remove_wildcard_sub(&self.registry, &pattern, id);
@@ -541,6 +654,9 @@ impl BusInner {
             map.drain().map(|(_, l)| l).collect()
         };
         for l in &live {
+            if let Some(monitor) = &l.monitor {
+                monitor.abort();
+            }
             l.core.lanes.close();
         }
         let mut pending = 0;
@@ -560,7 +676,7 @@ impl BusInner {
                 }
             }
             pending += l.core.pending();
-            let mut stats = subscription_stats(&l.core);
+            let mut stats = subscription_stats(&l.core, &l.watch);
             stats.broker = broker.remove(&l.core.id);
             finals.push(stats);
         }

@@ -19,26 +19,29 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::engine::flight::InFlight;
-use crate::engine::lanes::{Body, Lanes};
+use crate::engine::lanes::Body;
 use crate::engine::registry::Registry;
 use crate::engine::SubscriptionCore;
 use crate::pipeline::metrics::{ShardedCounter, SubscriptionStats};
 use crate::transport::memory::Memory;
 use crate::transport::Transport;
 use crate::{
-    BusConfig, BusStats, CloseError, ConfigError, Envelope, FromEnvelope, Handler, HealthError,
-    Message, OutboundMessage, PublishError, SubscribeError, SubscribeOptions, Subscription,
-    TransportError, TransportKind, TryPublishError,
+    BusConfig, BusStats, CloseError, ConfigError, Envelope, FromEnvelope, Handler, Message,
+    OutboundMessage, PublishError, SubscribeError, SubscribeOptions, Subscription, TransportError,
+    TransportKind, TryPublishError,
 };
 
+mod health;
 mod inner;
 mod topics;
+
+pub use health::{HealthOptions, HealthPart, HealthStatus};
 
 pub(crate) use inner::BusInner;
 
@@ -124,18 +127,35 @@ pub struct Bus {
     pub(crate) inner: Arc<BusInner>,
 }
 
-/// What [`Bus::health_check`] found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What [`Bus::health`] and [`Bus::health_check`] found: an overall
+/// status and one entry per part (see [`HealthPart`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct HealthReport {
     /// The transport's name.
     pub transport: &'static str,
-    /// Live subscriptions.
+    /// Live subscriptions (the health probe's own not counted).
     pub subscriptions: usize,
     /// Their lanes in all.
     pub lanes: usize,
     /// Round trip of a probe record through a lane ring.
+    #[serde(with = "crate::options::duration")]
     pub round_trip: Duration,
+    /// The worst part's status.
+    pub status: HealthStatus,
+    /// Each part checked, in order: bus, transport, subscriptions, lanes,
+    /// publishers, probe.
+    pub parts: Vec<HealthPart>,
+    /// The end-to-end probe's round trip through the transport, when it
+    /// ran and came back ([`HealthOptions::probe`]).
+    #[serde(
+        with = "crate::options::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub probe: Option<Duration>,
+    /// Reconnects of the broker connection since the bus was built (NATS;
+    /// 0 elsewhere).
+    pub reconnects: u64,
 }
 
 impl std::fmt::Debug for Bus {
@@ -267,6 +287,13 @@ impl Bus {
             exporter: crate::pipeline::export::Exporter::new(&config.metrics),
             transport,
             config,
+            events: crate::events::EventHub::default(),
+            publishes_waiting: AtomicU64::new(0),
+            background: AtomicBool::new(false),
+            probe: tokio::sync::OnceCell::new(),
+            probe_nonce: AtomicU64::new(0),
+            token: rand::random(),
+            reconnects: Arc::new(AtomicU64::new(0)),
             this: this.clone(),
         });
         if let (Some(exporter), Ok(runtime)) =
@@ -278,6 +305,18 @@ impl Bus {
         for (topic, options) in topics {
             crate::topic::warn_unhonoured(&topic, &options, &inner.config);
             inner.set_topic_config(&topic, Some(options));
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            inner.start_background(&runtime);
+            #[cfg(feature = "nats")]
+            if let Transport::Nats(n) = &inner.transport {
+                crate::events::forward_connection_events(
+                    &runtime,
+                    n.events(),
+                    inner.events.sender(),
+                    inner.reconnects.clone(),
+                );
+            }
         }
         Self { inner }
     }
@@ -478,67 +517,6 @@ impl Bus {
         self.inner.subscribe::<M, H>(topic, options, handler).await
     }
 
-    /// Checks that the bus is open, its lane workers are alive, and a probe
-    /// record makes a round trip through a lane ring. On NATS, first that
-    /// the connection is up, the server answers a round trip (a flush)
-    /// within the connect timeout, and the stream of each configured
-    /// persistent topic exists. On Kafka, first that the brokers answer a
-    /// metadata request, then that each subscription's consumer is running
-    /// and a member of its group in a steady state (joined, its assignment
-    /// taken; see the Kafka transport's docs); a subscription made a moment
-    /// ago is unhealthy until its member joined, and so is one whose group
-    /// is rebalancing, until the rebalance settles.
-    pub async fn health_check(&self) -> Result<HealthReport, HealthError> {
-        if self.is_closed() {
-            return Err(HealthError::Closed);
-        }
-        #[cfg(feature = "nats")]
-        if let Transport::Nats(n) = &self.inner.transport {
-            let topics = self.inner.configured_topics();
-            n.health(&topics).await.map_err(HealthError::Transport)?;
-        }
-        #[cfg(feature = "kafka")]
-        if let Transport::Kafka(k) = &self.inner.transport {
-            k.health().await.map_err(HealthError::Transport)?;
-        }
-        let (subscriptions, lanes) = {
-            let live = self.inner.live.lock();
-            for l in live.values() {
-                if l.workers.iter().any(|w| w.is_finished()) {
-                    return Err(HealthError::WorkerStopped {
-                        topic: l.core.topic.to_string(),
-                    });
-                }
-                if let Some(feed) = &l.feed {
-                    feed.health().map_err(HealthError::Transport)?;
-                }
-            }
-            (live.len(), live.values().map(|l| l.core.lanes.len()).sum())
-        };
-        let started = Instant::now();
-        let (probe, mut consumers) = Lanes::new(1, 1);
-        probe
-            .get(0)
-            .ring
-            .push(crate::engine::lanes::Delivery::new(Body::plain(
-                Bytes::from_static(b"health"),
-            )))
-            .await
-            .map_err(|_| HealthError::Closed)?;
-        let mut buf = Vec::with_capacity(1);
-        let mut receiver = consumers.pop().expect("one consumer per lane");
-        receiver.drain(&mut buf, 1).await;
-        if buf.len() != 1 {
-            return Err(HealthError::Closed);
-        }
-        Ok(HealthReport {
-            transport: self.inner.transport.name(),
-            subscriptions,
-            lanes,
-            round_trip: started.elapsed(),
-        })
-    }
-
     /// The health of each live subscription's broker consumer, as
     /// [`health_check`](Self::health_check) reads it (for tests).
     #[cfg(all(test, feature = "kafka"))]
@@ -557,12 +535,13 @@ impl Bus {
             .lock()
             .values()
             .map(|l| {
-                let mut stats = subscription_stats(&l.core);
+                let mut stats = subscription_stats(&l.core, &l.watch);
                 stats.broker = l.feed.as_ref().and_then(|f| f.broker_stats());
                 stats
             })
             .collect();
         let mut stats = BusStats::new(self.inner.published(), self.inner.unrouted.get(), subs);
+        stats.publishes_waiting = self.inner.waiting_now();
         stats.absorb_retired(&self.inner.retired.lock());
         // Subscriptions `close` stopped: listed with their final counts,
         // which the retired totals already hold.
@@ -699,11 +678,28 @@ impl Bus {
     }
 }
 
-pub(crate) fn subscription_stats(core: &SubscriptionCore) -> SubscriptionStats {
-    SubscriptionStats::new(
+pub(crate) fn subscription_stats(
+    core: &SubscriptionCore,
+    watch: &crate::pipeline::monitor::Watch,
+) -> SubscriptionStats {
+    let mut stats = SubscriptionStats::new(
         core.id,
         core.topic.to_string(),
         core.kind,
         core.lanes.stats(),
-    )
+    );
+    stats.recovering = watch.recovering();
+    let last = watch.snapshot();
+    if last.checked {
+        let mut backlog = crate::BacklogStats::default();
+        backlog.backlog = last.backlog;
+        backlog.oldest_age = last.oldest_age;
+        backlog.stalled = last
+            .stalled
+            .iter()
+            .map(|&(lane, age)| crate::StalledLane::new(lane, age))
+            .collect();
+        stats.backlog = Some(backlog);
+    }
+    stats
 }

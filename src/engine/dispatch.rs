@@ -124,6 +124,8 @@ pub(crate) struct Policy {
     pub(crate) name: StdArc<str>,
     /// Handler-call durations, with metrics on (`pipeline::export`).
     pub(crate) timings: Option<StdArc<HandlerTimings>>,
+    /// Recovery mode and stall clocks (`pipeline::monitor`).
+    pub(crate) watch: StdArc<crate::pipeline::monitor::Watch>,
 }
 
 /// The worker of one lane.
@@ -211,10 +213,18 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             d.ack.release();
             return;
         }
-        if let Some(dedup) = &self.policy.dedup {
-            return Box::pin(self.process_once(d, dedup)).await;
+        let stall = self.policy.watch.stall.as_ref();
+        if let Some(clock) = stall {
+            clock.begin(self.index);
         }
-        self.handle(d).await;
+        if let Some(dedup) = &self.policy.dedup {
+            Box::pin(self.process_once(d, dedup)).await;
+        } else {
+            self.handle(d).await;
+        }
+        if let Some(clock) = stall {
+            clock.end(self.index);
+        }
     }
 
     /// `process` with duplicate suppression: a record whose event ID was
@@ -273,6 +283,7 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             attempt,
             redelivered: d.ack.redelivered(),
             position: d.ack.position(),
+            recovering: self.policy.watch.recovering(),
         };
         let msg = match M::build(record) {
             Ok(msg) => msg,

@@ -244,32 +244,34 @@ fn bucket_of(us: u64) -> usize {
     k.min(BUCKETS - 1)
 }
 
-/// The backlog figures of a subscription, for the gauges.
-///
-/// SEAM for backlog and recovery mode (`pipeline::backlog`): fill
-/// `recovering` (and `count`, if backlog.rs defines it otherwise) from its
-/// state here; the exporter reads nothing else. Today: the broker's
-/// pending count (JetStream pending, Kafka lag summed over partitions)
-/// when the subscription has a broker consumer, else the records waiting
-/// in its lanes; recovery mode unknown (its gauge is not exported).
+/// The backlog figures of a subscription, for the gauges: the backlog the
+/// monitor measured (`pipeline::monitor`) when the subscription has
+/// backlog options, else the broker's pending count (JetStream pending,
+/// Kafka lag summed over partitions) when it has a broker consumer, else
+/// the records waiting in its lanes; and its recovery mode (automatic or
+/// set by hand).
 pub(crate) struct BacklogFigures {
     pub(crate) count: u64,
     pub(crate) recovering: Option<bool>,
 }
 
 pub(crate) fn backlog_figures(s: &SubscriptionStats) -> BacklogFigures {
+    let count = match (&s.backlog, &s.broker) {
+        (Some(b), _) => b.backlog,
+        (None, Some(b)) => b.pending,
+        (None, None) => s.total.depth as u64,
+    };
     BacklogFigures {
-        count: s
-            .broker
-            .as_ref()
-            .map_or(s.total.depth as u64, |b| b.pending),
-        recovering: None,
+        count,
+        recovering: Some(s.recovering),
     }
 }
 
 /// A subscription the exporter follows.
 struct Tracked {
     core: Arc<SubscriptionCore>,
+    /// Its recovery mode and backlog state.
+    watch: Arc<crate::pipeline::monitor::Watch>,
     timings: Arc<HandlerTimings>,
     labels: Vec<Label>,
     /// Bucket totals at the last export.
@@ -321,6 +323,7 @@ impl Exporter {
     pub(crate) fn track(
         &self,
         core: &Arc<SubscriptionCore>,
+        watch: &Arc<crate::pipeline::monitor::Watch>,
         name: &str,
         timings: &Arc<HandlerTimings>,
     ) {
@@ -329,6 +332,7 @@ impl Exporter {
         labels.push(Label::new("subscription", name.to_owned()));
         self.tracked.lock().push(Tracked {
             core: core.clone(),
+            watch: watch.clone(),
             timings: timings.clone(),
             labels,
             exported: [0; BUCKETS],
@@ -372,7 +376,7 @@ impl Exporter {
         let mut tracked = self.tracked.lock();
         tracked.retain_mut(|t| {
             let live = broker(t.core.id);
-            let mut stats = crate::bus::subscription_stats(&t.core);
+            let mut stats = crate::bus::subscription_stats(&t.core, &t.watch);
             if let Some(b) = &live {
                 stats.broker = b.clone();
             }
@@ -513,7 +517,7 @@ fn describe() {
             ("lanebus_lane_depth", "Records waiting in the lane's ring."),
             (
                 "lanebus_backlog",
-                "Records waiting for the subscription (broker pending or lane depth).",
+                "Records waiting for the subscription (the backlog monitor's figure, else broker pending, else lane depth).",
             ),
             (
                 "lanebus_recovery_mode",
@@ -575,7 +579,9 @@ mod tests {
         });
         let exporter = Exporter::new(&MetricsOptions::on("unit").label("service", "s")).unwrap();
         let timings = Arc::new(HandlerTimings::new(2));
-        exporter.track(&core, "billing", &timings);
+        let watch = Arc::new(crate::pipeline::monitor::Watch::new(None, 2));
+        watch.set_manual(Some(true));
+        exporter.track(&core, &watch, "billing", &timings);
         timings.record(1, HandlerTimings::start());
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
@@ -599,6 +605,7 @@ mod tests {
             r#"lanebus_unrouted_total{bus="unit",service="s"} 1"#.to_owned(),
             format!("lanebus_backlog{{{base}}} 7"),
             format!("lanebus_consumer_pending{{{base}}} 7"),
+            format!("lanebus_recovery_mode{{{base}}} 1"),
             format!("lanebus_consumer_ack_pending{{{base}}} 2"),
             format!("lanebus_lane_depth{{{base},lane=\"1\"}} 0"),
             r#"lanebus_partition_lag{bus="unit",service="s",topic="orders.eu",subscription="billing",partition="0"} 3"#.to_owned(),

@@ -182,6 +182,46 @@ pub struct SubscriptionStats {
     /// `None` on the memory transport and core NATS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker: Option<BrokerStats>,
+    /// True while in recovery mode (automatic or set by hand).
+    pub recovering: bool,
+    /// The last backlog check (`SubscribeOptions::backlog`); `None` when
+    /// monitoring is off or before the first check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<BacklogStats>,
+}
+
+/// What a subscription's last backlog check saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BacklogStats {
+    /// Records waiting (see [`BacklogState`](crate::BacklogState)).
+    pub backlog: u64,
+    /// Age of the oldest waiting record, where known (memory).
+    #[serde(
+        with = "crate::options::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub oldest_age: Option<std::time::Duration>,
+    /// Stalled lanes, each with how long its record has been in the
+    /// handler (the stall-age gauge).
+    pub stalled: Vec<StalledLane>,
+}
+
+/// A stalled lane in [`BacklogStats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct StalledLane {
+    /// The lane.
+    pub lane: usize,
+    /// How long its current record has been in the handler.
+    #[serde(with = "crate::options::duration")]
+    pub age: std::time::Duration,
+}
+
+impl StalledLane {
+    pub(crate) fn new(lane: usize, age: std::time::Duration) -> Self {
+        Self { lane, age }
+    }
 }
 
 /// What a broker reports about a subscription's consumer, as last read
@@ -280,6 +320,8 @@ impl SubscriptionStats {
             total,
             lanes,
             broker: None,
+            recovering: false,
+            backlog: None,
         }
     }
 }
@@ -322,6 +364,13 @@ pub struct BusStats {
     /// Per subscription: the live ones, and after `close` the ones it
     /// stopped, with their final counts; sorted by ID.
     pub subscriptions: Vec<SubscriptionStats>,
+    /// Publishes waiting now: on a full lane (memory), or for the
+    /// broker's ack (NATS, Kafka). Counted only while the publisher
+    /// backlog is watched (`BusConfig::publisher_backlog`, see
+    /// [`PublisherBacklogOptions`](crate::PublisherBacklogOptions)), so
+    /// that the publish path costs nothing extra otherwise (0 then); on
+    /// Kafka at least the producer's in-flight count, read here.
+    pub publishes_waiting: u64,
 }
 
 impl BusStats {
@@ -353,6 +402,7 @@ impl BusStats {
             unrouted,
             total,
             subscriptions,
+            publishes_waiting: 0,
         }
     }
 }
@@ -362,8 +412,8 @@ impl fmt::Display for BusStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "published {}  unrouted {}",
-            self.published, self.unrouted
+            "published {}  unrouted {}  publishes waiting {}",
+            self.published, self.unrouted, self.publishes_waiting
         )?;
         let width = self
             .subscriptions
@@ -379,9 +429,34 @@ impl fmt::Display for BusStats {
         )?;
         for s in &self.subscriptions {
             row(f, &format!("{}#{}", s.topic, s.id), s.kind, &s.total, width)?;
+            if let Some(b) = &s.backlog {
+                backlog_row(f, s.recovering, b)?;
+            } else if s.recovering {
+                writeln!(f, "  recovering")?;
+            }
         }
         row(f, "total", "", &self.total, width)
     }
+}
+
+/// The backlog line under a subscription's row.
+fn backlog_row(f: &mut fmt::Formatter<'_>, recovering: bool, b: &BacklogStats) -> fmt::Result {
+    write!(f, "  backlog {}", b.backlog)?;
+    if let Some(age) = b.oldest_age {
+        write!(f, "  oldest {}", crate::events::short(age))?;
+    }
+    if recovering {
+        write!(f, "  recovering")?;
+    }
+    for s in &b.stalled {
+        write!(
+            f,
+            "  lane {} stalled {}",
+            s.lane,
+            crate::events::short(s.age)
+        )?;
+    }
+    writeln!(f)
 }
 
 fn digits(n: u64) -> usize {

@@ -5,11 +5,13 @@
 //! (`trace`). (Backlog detection joins here in
 //! a later version.)
 
+pub(crate) mod backlog;
 pub(crate) mod classify;
 pub(crate) mod dead_letter;
 pub(crate) mod dedup;
 pub(crate) mod export;
 pub(crate) mod metrics;
+pub(crate) mod monitor;
 pub(crate) mod rate_limit;
 pub(crate) mod retry;
 pub(crate) mod trace;

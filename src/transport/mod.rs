@@ -131,6 +131,12 @@ impl Feed {
         self
     }
 
+    /// The live gauges behind [`broker_stats`](Self::broker_stats) (the
+    /// backlog monitor reads them).
+    pub(crate) fn gauges(&self) -> Option<Arc<crate::pipeline::metrics::BrokerGauges>> {
+        self.gauges.clone()
+    }
+
     /// The broker's figures for its consumer, when it reports any.
     pub(crate) fn broker_stats(&self) -> Option<crate::BrokerStats> {
         self.gauges.as_ref().map(|g| g.read())

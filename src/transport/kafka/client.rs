@@ -199,6 +199,12 @@ impl Kafka {
         record
     }
 
+    /// Records in the producer's queue or awaiting the brokers' ack
+    /// (`try_publish`es included): the publisher-side backlog.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.producer.in_flight_count().max(0) as u64
+    }
+
     /// Produces `body` to `topic` and waits for its delivery report.
     pub(crate) async fn publish(&self, topic: &str, body: &Body) -> Result<(), TransportError> {
         let out = records::outbound(body, self.options.wire_format)?;

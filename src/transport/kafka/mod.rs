@@ -63,11 +63,15 @@ mod client;
 pub(crate) use client::Kafka;
 
 #[cfg(all(test, feature = "kafka"))]
+mod backlog_tests;
+#[cfg(all(test, feature = "kafka"))]
 mod bus_tests;
 #[cfg(all(test, feature = "kafka"))]
 mod fault_tests;
 #[cfg(all(test, feature = "kafka"))]
 mod handler_tests;
+#[cfg(all(test, feature = "kafka"))]
+mod health_tests;
 #[cfg(all(test, feature = "kafka"))]
 mod test_support;
 #[cfg(all(test, feature = "kafka"))]

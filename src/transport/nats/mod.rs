@@ -103,6 +103,8 @@ mod bus_tests;
 #[cfg(all(test, feature = "nats"))]
 mod handler_tests;
 #[cfg(all(test, feature = "nats"))]
+mod health_tests;
+#[cfg(all(test, feature = "nats"))]
 mod test_support;
 #[cfg(all(test, feature = "nats"))]
 mod tests;

@@ -28,6 +28,8 @@ pub use options::{JetStreamOptions, StreamStrategy};
 pub(crate) use transport::JetStream;
 
 #[cfg(all(test, feature = "nats"))]
+mod backlog_tests;
+#[cfg(all(test, feature = "nats"))]
 mod dedup_tests;
 #[cfg(all(test, feature = "nats"))]
 mod fault_tests;

@@ -1,0 +1,181 @@
+//! Recovery mode on Kafka, against a real Apache Kafka broker: a group
+//! member that starts with a backlog of 10,000 on its topic enters
+//! recovery mode (the partitions' summed lag, as librdkafka reports it),
+//! and leaves it only once the lag stayed below the threshold for the hold
+//! time; bursts of `try_publish` above the producer's in-flight threshold
+//! are a publisher backlog.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+
+use super::test_support::{bus, raw_producer, step};
+use crate::{BacklogOptions, BusEvent, HandlerError, Message, SubscribeOptions, TopicOptions};
+
+#[tokio::test]
+async fn a_member_starting_with_a_backlog_recovers_then_leaves_after_the_hold() {
+    const BACKLOG: u64 = 10_000;
+    let topic = "kb1.replay";
+    let hold = Duration::from_millis(500);
+    let bus = bus().await;
+    bus.configure_topic(topic, TopicOptions::persistent().partitions(4))
+        .await
+        .unwrap();
+    let producer = raw_producer();
+    let sends = (0..BACKLOG).map(|i| {
+        let producer = producer.clone();
+        async move {
+            let (key, payload) = ((i % 64).to_string(), i.to_string());
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(&payload),
+                    Timeout::Never,
+                )
+                .await
+                .is_ok()
+        }
+    });
+    let sent = step(
+        "backlog",
+        futures_util::stream::iter(sends)
+            .buffer_unordered(1024)
+            .filter(|ok| std::future::ready(*ok))
+            .count(),
+    )
+    .await;
+    assert_eq!(sent as u64, BACKLOG);
+
+    let mut events = bus.events();
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let (handled, in_recovery) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (h, r) = (handled.clone(), in_recovery.clone());
+    let options = SubscribeOptions::default()
+        .group("kb1-replay")
+        .lanes(4)
+        .ring_capacity(64)
+        .backlog(
+            BacklogOptions::records(1_000)
+                .check_interval(Duration::from_millis(50))
+                .hold(hold),
+        );
+    let sub = bus
+        .subscribe_with(topic, options, move |m: Message| {
+            let (mut gate, h, r) = (gate.clone(), h.clone(), r.clone());
+            async move {
+                let _ = gate.wait_for(|open| *open).await;
+                if m.context().recovering() {
+                    r.fetch_add(1, Ordering::Relaxed);
+                }
+                h.fetch_add(1, Ordering::Relaxed);
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .await
+        .unwrap();
+
+    let entered = step("recovery entered", async {
+        loop {
+            match events.recv().await.unwrap() {
+                BusEvent::RecoveryEntered(s) => return s,
+                BusEvent::RecoveryLeft(s) => panic!("left before entering: {s:?}"),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(entered.backlog > 1_000, "{entered:?}");
+    assert!(sub.recovering());
+    // While the handler waits, librdkafka reports the lag per partition,
+    // and the check reads it.
+    step("lag reported", async {
+        loop {
+            let s = bus.stats().subscriptions[0].clone();
+            let broker = s.broker.unwrap();
+            if !broker.partitions.is_empty()
+                && broker.pending > 1_000
+                && s.backlog.is_some_and(|b| b.backlog >= broker.pending)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(sub.recovering());
+
+    let opened = Instant::now();
+    open.send(true).unwrap();
+    let left = step("recovery left", async {
+        loop {
+            match events.recv().await.unwrap() {
+                BusEvent::RecoveryLeft(s) => return s,
+                BusEvent::RecoveryEntered(s) => panic!("entered twice (flapping): {s:?}"),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(opened.elapsed() >= hold);
+    assert!(left.backlog <= 1_000 && !left.recovering, "{left:?}");
+    step("all handled", async {
+        while handled.load(Ordering::Relaxed) < BACKLOG {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let seen = in_recovery.load(Ordering::Relaxed);
+    println!(
+        "kafka backlog {BACKLOG}: entered at {}, left at {}, {seen} handled in recovery mode",
+        entered.backlog, left.backlog
+    );
+    assert!(seen > 0, "handlers saw recovery mode");
+    drop(sub);
+    bus.close().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producer_in_flight_count_is_a_publisher_backlog() {
+    let topic = "kb2.burst";
+    let mut config = super::test_support::config("");
+    config.publisher_backlog = Some(
+        crate::PublisherBacklogOptions::waiting(100)
+            .check_interval(Duration::from_millis(5))
+            .hold(Duration::from_millis(200)),
+    );
+    let bus = step("connect", crate::Bus::connect(config)).await.unwrap();
+    bus.configure_topic(topic, TopicOptions::persistent())
+        .await
+        .unwrap();
+    let mut events = bus.events();
+    // Bursts of try_publish until the monitor saw more than 100 in flight.
+    let waiting = step("backlogged", async {
+        loop {
+            for i in 0..1_000 {
+                let _ = bus.try_publish(topic, i.to_string());
+            }
+            match events.try_recv() {
+                Ok(BusEvent::PublisherBacklog(p)) if p.backlogged => return p.waiting,
+                _ => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    })
+    .await;
+    assert!(waiting > 100, "{waiting}");
+    let over = step("backlog over", async {
+        loop {
+            if let BusEvent::PublisherBacklog(p) = events.recv().await.unwrap() {
+                if !p.backlogged {
+                    return p.waiting;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(over <= 100);
+    println!("kafka publisher backlog: {waiting} in flight at the event, {over} when over");
+    bus.close().await.ok();
+}
