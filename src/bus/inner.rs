@@ -456,8 +456,10 @@ impl BusInner {
             Arc::new(HandlerTimings::new(core.lanes.len()))
         });
         let watch = Arc::new(Watch::new(options.backlog.as_ref(), core.lanes.len()));
+        let rate_limit = options.rate_limit.as_ref().map(Limiter::new);
+        let plain_calls = Policy::plain_calls(&rate_limit, options.handler_timeout, &timings);
         let policy = Arc::new(Policy {
-            rate_limit: options.rate_limit.as_ref().map(Limiter::new),
+            rate_limit,
             handler_timeout: options.handler_timeout,
             classifier: options.classifier.clone(),
             dedup: options.dedup.as_ref().map(DedupCache::new),
@@ -469,6 +471,7 @@ impl BusInner {
             name: name.clone(),
             timings: timings.clone(),
             watch: watch.clone(),
+            plain_calls,
         });
         let workers = spawn_workers::<M, H>(&runtime, &core, consumers, Arc::new(handler), policy);
         let feed = match &self.transport {

@@ -126,6 +126,21 @@ pub(crate) struct Policy {
     pub(crate) timings: Option<StdArc<HandlerTimings>>,
     /// Recovery mode and stall clocks (`pipeline::monitor`).
     pub(crate) watch: StdArc<crate::pipeline::monitor::Watch>,
+    /// True when none of the rate limit, handler timeout and metrics clock
+    /// is on: handler calls take the direct path (see [`Policy::plain_calls`]).
+    pub(crate) plain_calls: bool,
+}
+
+impl Policy {
+    /// Whether calls can take the direct path: no rate limit, no timeout,
+    /// no metrics clock.
+    pub(crate) fn plain_calls(
+        rate_limit: &Option<crate::pipeline::rate_limit::Limiter>,
+        handler_timeout: Option<Duration>,
+        timings: &Option<StdArc<HandlerTimings>>,
+    ) -> bool {
+        rate_limit.is_none() && handler_timeout.is_none() && timings.is_none()
+    }
 }
 
 /// The worker of one lane.
@@ -220,7 +235,12 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
         if let Some(dedup) = &self.policy.dedup {
             Box::pin(self.process_once(d, dedup)).await;
         } else {
-            self.handle(d).await;
+            // The record stays in this future; the attempts borrow it.
+            let (outcome, attempts) = self.attempts(&d).await;
+            match self.tally(outcome) {
+                Ok(()) => self.settle_ack(d).await,
+                Err((kind, error)) => Box::pin(self.dead_letter(d, kind, &error, attempts)).await,
+            }
         }
         if let Some(clock) = stall {
             clock.end(self.index);
@@ -237,42 +257,41 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             self.settle_ack(d).await;
             return;
         }
-        if self.handle(d).await {
-            if let Some(id) = id {
-                dedup.remember(id);
+        let (outcome, attempts) = self.attempts(&d).await;
+        match self.tally(outcome) {
+            Ok(()) => {
+                self.settle_ack(d).await;
+                if let Some(id) = id {
+                    dedup.remember(id);
+                }
             }
+            Err((kind, error)) => Box::pin(self.dead_letter(d, kind, &error, attempts)).await,
         }
     }
 
-    /// Handles one record: the first attempt inline (the common, fast
-    /// path), retries and dead-lettering in separate boxed futures so that
-    /// the worker's own future stays small and cheap to poll; the outcome
-    /// is settled in one place. True when the handler succeeded or
-    /// skipped it.
+    /// Runs the handler on `d`: the first attempt inline (the common, fast
+    /// path), retries in a separate boxed future so that the worker's own
+    /// future stays small and cheap to poll. Returns how it ended and the
+    /// attempts made.
     #[inline]
-    async fn handle(&self, d: Delivery) -> bool {
-        let first = d.ack.redelivered();
-        let mut attempts = first.saturating_add(1);
-        let mut outcome = self.attempt(&d, attempts).await;
-        if let Attempt::Failed(kind, error) = outcome {
-            (outcome, attempts) = Box::pin(self.recover(&d, kind, error)).await;
+    async fn attempts(&self, d: &Delivery) -> (Attempt, u32) {
+        let attempts = d.ack.redelivered().saturating_add(1);
+        match self.attempt(d, attempts).await {
+            Attempt::Failed(kind, error) => Box::pin(self.recover(d, kind, error)).await,
+            done => (done, attempts),
         }
+    }
+
+    /// Counts how a record ended: `Err` with the failure when it failed
+    /// for good (the caller dead-letters it), `Ok` when it is to be acked.
+    #[inline]
+    fn tally(&self, outcome: Attempt) -> Result<(), (FailureKind, String)> {
         match outcome {
-            Attempt::Handled => {
-                self.counters().delivered.bump(1);
-                self.settle_ack(d).await;
-                true
-            }
-            Attempt::Skipped => {
-                self.counters().skipped.bump(1);
-                self.settle_ack(d).await;
-                true
-            }
-            Attempt::Failed(kind, error) => {
-                Box::pin(self.dead_letter(d, kind, &error, attempts)).await;
-                false
-            }
+            Attempt::Handled => self.counters().delivered.bump(1),
+            Attempt::Skipped => self.counters().skipped.bump(1),
+            Attempt::Failed(kind, error) => return Err((kind, error)),
         }
+        Ok(())
     }
 
     /// Runs the handler once on `d` (catching panics).
@@ -289,15 +308,28 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             Ok(msg) => msg,
             Err(reason) => return Attempt::Failed(FailureKind::Malformed, reason),
         };
+        // The common path (no rate limit, timeout or metrics, no span
+        // wanted) calls the handler here, as directly as it can; anything
+        // optional goes through one boxed call, so none of it adds to this
+        // future's state or moves the message once more.
+        if self.policy.plain_calls && !spans_wanted() {
+            return Attempt::run(|| self.handler.handle(msg), self.policy.classifier.as_ref())
+                .await;
+        }
+        Box::pin(self.attempt_with_options(d, attempt, msg)).await
+    }
+
+    /// [`attempt`](Self::attempt) with the subscription's rate limit, the
+    /// handler timeout, the metrics clock and the tracing span, whichever
+    /// are on.
+    async fn attempt_with_options(&self, d: &Delivery, attempt: u32, msg: M) -> Attempt {
         if let Some(limit) = &self.policy.rate_limit {
             if !limit.try_acquire() {
-                // Boxed: the wait stays out of the worker's own future.
-                Box::pin(limit.acquire()).await;
+                limit.acquire().await;
             }
         }
         // The clock is read only with metrics on (pipeline::export); a span
-        // is made only when a subscriber wants it (pipeline::trace), and
-        // that call is boxed so the common path's future stays as it was.
+        // is made only when a subscriber wants it (pipeline::trace).
         let started = self
             .policy
             .timings
@@ -311,7 +343,7 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
                 attempt,
             };
             let span = handler_span(site, d.body.inbound(), msg.envelope());
-            Box::pin(tracing::Instrument::instrument(self.call(msg), span)).await
+            tracing::Instrument::instrument(self.call(msg), span).await
         } else {
             self.call(msg).await
         };

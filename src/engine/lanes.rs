@@ -289,7 +289,7 @@ impl Lanes {
     }
 
     /// Pushes without waiting.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_push(&self, d: Delivery, route: Route) -> Result<(), TryPushError<Delivery>> {
         match self.try_reserve(route) {
             Ok(r) => {
