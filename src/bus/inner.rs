@@ -457,7 +457,7 @@ impl BusInner {
         });
         let watch = Arc::new(Watch::new(options.backlog.as_ref(), core.lanes.len()));
         let rate_limit = options.rate_limit.as_ref().map(Limiter::new);
-        let plain_calls = Policy::plain_calls(&rate_limit, options.handler_timeout, &timings);
+        let plain_calls = Policy::plain_calls(&rate_limit, options.handler_timeout);
         let policy = Arc::new(Policy {
             rate_limit,
             handler_timeout: options.handler_timeout,

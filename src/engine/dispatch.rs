@@ -126,20 +126,18 @@ pub(crate) struct Policy {
     pub(crate) timings: Option<StdArc<HandlerTimings>>,
     /// Recovery mode and stall clocks (`pipeline::monitor`).
     pub(crate) watch: StdArc<crate::pipeline::monitor::Watch>,
-    /// True when none of the rate limit, handler timeout and metrics clock
-    /// is on: handler calls take the direct path (see [`Policy::plain_calls`]).
+    /// True when neither the rate limit nor the handler timeout is on:
+    /// handler calls take the direct path (see [`Policy::plain_calls`]).
     pub(crate) plain_calls: bool,
 }
 
 impl Policy {
-    /// Whether calls can take the direct path: no rate limit, no timeout,
-    /// no metrics clock.
+    /// Whether calls can take the direct path: no rate limit, no timeout.
     pub(crate) fn plain_calls(
         rate_limit: &Option<crate::pipeline::rate_limit::Limiter>,
         handler_timeout: Option<Duration>,
-        timings: &Option<StdArc<HandlerTimings>>,
     ) -> bool {
-        rate_limit.is_none() && handler_timeout.is_none() && timings.is_none()
+        rate_limit.is_none() && handler_timeout.is_none()
     }
 }
 
@@ -308,20 +306,30 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             Ok(msg) => msg,
             Err(reason) => return Attempt::Failed(FailureKind::Malformed, reason),
         };
-        // The common path (no rate limit, timeout or metrics, no span
-        // wanted) calls the handler here, as directly as it can; anything
-        // optional goes through one boxed call, so none of it adds to this
-        // future's state or moves the message once more.
+        // The common path (no rate limit or timeout, no span wanted) calls
+        // the handler here, as directly as it can, with the metrics clock
+        // read around it when metrics are on; anything else goes through
+        // one boxed call, so none of it adds to this future's state or
+        // moves the message once more.
         if self.policy.plain_calls && !spans_wanted() {
-            return Attempt::run(|| self.handler.handle(msg), self.policy.classifier.as_ref())
-                .await;
+            let started = self
+                .policy
+                .timings
+                .as_ref()
+                .map(|_| HandlerTimings::start());
+            let outcome =
+                Attempt::run(|| self.handler.handle(msg), self.policy.classifier.as_ref()).await;
+            if let (Some(timings), Some(started)) = (&self.policy.timings, started) {
+                timings.record(self.index, started);
+            }
+            return outcome;
         }
         Box::pin(self.attempt_with_options(d, attempt, msg)).await
     }
 
     /// [`attempt`](Self::attempt) with the subscription's rate limit, the
-    /// handler timeout, the metrics clock and the tracing span, whichever
-    /// are on.
+    /// handler timeout and the tracing span, whichever are on (and the
+    /// metrics clock).
     async fn attempt_with_options(&self, d: &Delivery, attempt: u32, msg: M) -> Attempt {
         if let Some(limit) = &self.policy.rate_limit {
             if !limit.try_acquire() {
