@@ -1,8 +1,9 @@
 //! The operations issue's handler options on a broker, written once for
 //! every broker transport: a subscription rate limit keeps per-key order,
 //! a timed-out call is dropped then retried to success, a classifier sends
-//! a custom error to the dead-letter topic with its class, and an envelope
-//! published twice is handled once. Each broker's test module calls these
+//! a custom error to the dead-letter topic with its class, an envelope
+//! published twice is handled once, and a lane stuck in its handler is
+//! reported stalled, then cleared. Each broker's test module calls these
 //! with a bus on its real server and topics of its own (`prefix.…`), made
 //! beforehand where the broker needs it (`topics`).
 
@@ -15,8 +16,8 @@ use tokio::sync::mpsc;
 
 use super::tests::collect;
 use crate::{
-    Bus, Dedup, Envelope, ErrorClass, Event, HandlerError, Message, OutboundMessage, RateLimit,
-    RetryPolicy, SubscribeOptions,
+    BacklogOptions, Bus, BusEvent, Dedup, Envelope, ErrorClass, Event, HandlerError, Message,
+    OutboundMessage, RateLimit, RetryPolicy, SubscribeOptions,
 };
 
 /// Longest any one wait here may take on a loaded machine.
@@ -24,7 +25,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// The topics each scenario uses, for brokers that need them made first.
 pub(crate) fn topics(prefix: &str) -> Vec<String> {
-    ["limited", "slow", "orders", "orders.dlq", "events"]
+    ["limited", "slow", "orders", "orders.dlq", "events", "stuck"]
         .iter()
         .map(|t| format!("{prefix}.{t}"))
         .collect()
@@ -247,4 +248,83 @@ pub(crate) async fn an_envelope_published_twice_is_handled_once(
         (t.delivered, t.duplicates)
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// The next event `pick` accepts, within [`WAIT`].
+async fn next_event<T>(
+    events: &mut tokio::sync::broadcast::Receiver<BusEvent>,
+    mut pick: impl FnMut(&BusEvent) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(e) => {
+                    if let Some(t) = pick(&e) {
+                        return t;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("the event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the event arrived in time")
+}
+
+/// A handler held on a gate makes its lane stalled past `stall_after`
+/// (an event, and the lane in the stats' stall gauge); opening the gate
+/// clears it (another event) and the record is handled.
+pub(crate) async fn a_stalled_lane_is_reported_then_cleared(bus: &Bus, prefix: &str) {
+    let topic = format!("{prefix}.stuck");
+    let mut events = bus.events();
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let options = SubscribeOptions::default().lanes(2).backlog(
+        BacklogOptions::default()
+            .check_interval(Duration::from_millis(20))
+            .stall_after(Duration::from_millis(200)),
+    );
+    let sub = bus
+        .subscribe_with(&topic, options, move |_m: Message| {
+            let mut gate = gate.clone();
+            async move {
+                let _ = gate.wait_for(|open| *open).await;
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .await
+        .unwrap();
+    bus.publish_with(&topic, OutboundMessage::new("x").with_key("order-1"))
+        .await
+        .unwrap();
+    let stalled = next_event(&mut events, |e| match e {
+        BusEvent::StallEntered(s) if s.subscription == sub.id() => Some(s.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(stalled.age >= Duration::from_millis(200), "{stalled:?}");
+    let stats = sub.stats();
+    let gauge = &stats.backlog.as_ref().expect("backlog state").stalled;
+    assert_eq!(gauge.len(), 1, "{stats:?}");
+    assert_eq!(gauge[0].lane, stalled.lane);
+    open.send(true).unwrap();
+    let cleared = next_event(&mut events, |e| match e {
+        BusEvent::StallCleared(s) if s.subscription == sub.id() => Some(s.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(cleared.lane, stalled.lane);
+    tokio::time::timeout(WAIT, async {
+        while sub.stats().total.delivered < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the record was handled once the gate opened");
+    assert!(sub
+        .stats()
+        .backlog
+        .expect("backlog state")
+        .stalled
+        .is_empty());
 }

@@ -3,7 +3,7 @@
 //! [`handler_scenarios`](crate::transport::handler_scenarios), each on its
 //! own topics, made first): rate limit with per-key order, timeout then
 //! retry, classifier to the dead-letter topic, an envelope published twice
-//! handled once.
+//! handled once, a stalled lane reported and cleared.
 
 use super::test_support::bus;
 use crate::transport::handler_scenarios as scenario;
@@ -45,5 +45,12 @@ async fn a_classifier_dead_letters_a_custom_error_with_its_class() {
 async fn an_envelope_published_twice_is_handled_once() {
     let bus = bus_with_topics("kh4").await;
     scenario::an_envelope_published_twice_is_handled_once(&bus, "kh4", false).await;
+    bus.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stalled_lane_is_reported_then_cleared() {
+    let bus = bus_with_topics("kh5").await;
+    scenario::a_stalled_lane_is_reported_then_cleared(&bus, "kh5").await;
     bus.close().await.unwrap();
 }

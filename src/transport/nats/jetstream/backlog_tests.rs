@@ -110,3 +110,47 @@ async fn a_subscription_starting_with_a_backlog_recovers_then_leaves_after_the_h
     drop(sub);
     bus.close().await.ok();
 }
+
+/// Publishes waiting for their JetStream acks are the publisher backlog: a
+/// burst of 2,000 concurrent publishes goes over a threshold of 100
+/// (an event), and once they are acked the backlog is over (another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_awaiting_their_acks_are_a_publisher_backlog() {
+    let topic = "jsb2.burst";
+    let extra = "publisher_backlog: { max_waiting: 100, check_interval: 5ms, hold: 200ms }\n";
+    let bus = bus("js-publisher-backlog", extra).await;
+    bus.configure_topic(topic, crate::TopicOptions::persistent())
+        .await
+        .unwrap();
+    let mut events = bus.events();
+    let publishes = (0..2_000).map(|i| bus.publish(topic, i.to_string()));
+    let (sent, waiting) = step("the burst", async {
+        let burst = futures_util::future::join_all(publishes);
+        let watch = async {
+            loop {
+                match events.recv().await {
+                    Ok(BusEvent::PublisherBacklog(p)) if p.backlogged => return p.waiting,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(e) => panic!("the event stream ended: {e}"),
+                }
+            }
+        };
+        tokio::join!(burst, watch)
+    })
+    .await;
+    assert!(sent.iter().all(Result::is_ok), "every publish was acked");
+    assert!(waiting > 100, "{waiting}");
+    let over = step("backlog over", async {
+        loop {
+            if let Ok(BusEvent::PublisherBacklog(p)) = events.recv().await {
+                if !p.backlogged {
+                    return p.waiting;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(over <= 100, "{over}");
+    println!("jetstream publisher backlog: {waiting} awaiting acks at the event, {over} when over");
+    bus.close().await.unwrap();
+}
