@@ -3,7 +3,9 @@
 //! a timed-out call is dropped then retried to success, a classifier sends
 //! a custom error to the dead-letter topic with its class, an envelope
 //! published twice is handled once, and a lane stuck in its handler is
-//! reported stalled, then cleared. Each broker's test module calls these
+//! reported stalled, then cleared; and the two halves of the recovery-mode
+//! test ([`enter_recovery`], [`leave_recovery`]) around a backlog each
+//! broker test puts on its server its own way. Each broker's test module calls these
 //! with a bus on its real server and topics of its own (`prefix.…`), made
 //! beforehand where the broker needs it (`topics`).
 
@@ -327,4 +329,91 @@ pub(crate) async fn a_stalled_lane_is_reported_then_cleared(bus: &Bus, prefix: &
         .expect("backlog state")
         .stalled
         .is_empty());
+}
+
+/// A subscription gated shut over a backlog already on the broker, in
+/// recovery mode: what [`enter_recovery`] returns, for [`leave_recovery`].
+pub(crate) struct Recovering {
+    pub(crate) sub: crate::Subscription,
+    pub(crate) entered: crate::BacklogState,
+    events: tokio::sync::broadcast::Receiver<BusEvent>,
+    open: tokio::sync::watch::Sender<bool>,
+    handled: Arc<AtomicU32>,
+    in_recovery: Arc<AtomicU32>,
+}
+
+/// Subscribes a gated handler (4 lanes of 64) to `topic`, with a backlog
+/// threshold of 1,000 records checked every 50 ms and `hold`, and waits
+/// for recovery mode: entered (never left first) above the threshold.
+pub(crate) async fn enter_recovery(
+    bus: &Bus,
+    topic: &str,
+    options: SubscribeOptions,
+    hold: Duration,
+) -> Recovering {
+    let mut events = bus.events();
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let (handled, in_recovery) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let (h, r) = (handled.clone(), in_recovery.clone());
+    let options = options.lanes(4).ring_capacity(64).backlog(
+        BacklogOptions::records(1_000)
+            .check_interval(Duration::from_millis(50))
+            .hold(hold),
+    );
+    let sub = bus
+        .subscribe_with(topic, options, move |m: Message| {
+            let (mut gate, h, r) = (gate.clone(), h.clone(), r.clone());
+            async move {
+                let _ = gate.wait_for(|open| *open).await;
+                if m.context().recovering() {
+                    r.fetch_add(1, Ordering::Relaxed);
+                }
+                h.fetch_add(1, Ordering::Relaxed);
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .await
+        .unwrap();
+    let entered = next_event(&mut events, |e| match e {
+        BusEvent::RecoveryEntered(s) => Some(s.clone()),
+        BusEvent::RecoveryLeft(s) => panic!("left before entering: {s:?}"),
+        _ => None,
+    })
+    .await;
+    assert!(entered.backlog > 1_000, "{entered:?}");
+    assert!(sub.recovering());
+    Recovering {
+        sub,
+        entered,
+        events,
+        open,
+        handled,
+        in_recovery,
+    }
+}
+
+/// Opens the gate and waits for recovery mode to end: not before `hold`
+/// (no flapping: never entered again), at or below the threshold, with all
+/// `backlog` records handled, some of them in recovery mode. Returns the
+/// state at leaving and the calls that saw recovery mode.
+pub(crate) async fn leave_recovery(
+    mut run: Recovering,
+    hold: Duration,
+    backlog: u32,
+) -> (crate::BacklogState, u32) {
+    let opened = std::time::Instant::now();
+    run.open.send(true).unwrap();
+    let left = next_event(&mut run.events, |e| match e {
+        BusEvent::RecoveryLeft(s) => Some(s.clone()),
+        BusEvent::RecoveryEntered(s) => panic!("entered twice (flapping): {s:?}"),
+        _ => None,
+    })
+    .await;
+    assert!(opened.elapsed() >= hold);
+    assert!(left.backlog <= 1_000 && !left.recovering, "{left:?}");
+    until("all handled", &run.handled, backlog).await;
+    let seen = run.in_recovery.load(Ordering::Relaxed);
+    assert!(seen > 0, "handlers saw recovery mode");
+    assert!(!run.sub.recovering());
+    (left, seen)
 }

@@ -5,16 +5,15 @@
 //! time; bursts of `try_publish` above the producer's in-flight threshold
 //! are a publisher backlog.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 
 use super::test_support::{bus, raw_producer, step};
-use crate::{BacklogOptions, BusEvent, HandlerError, Message, SubscribeOptions, TopicOptions};
+use crate::transport::handler_scenarios as scenario;
+use crate::{BusEvent, SubscribeOptions, TopicOptions};
 
 #[tokio::test]
 async fn a_member_starting_with_a_backlog_recovers_then_leaves_after_the_hold() {
@@ -49,46 +48,8 @@ async fn a_member_starting_with_a_backlog_recovers_then_leaves_after_the_hold() 
     .await;
     assert_eq!(sent as u64, BACKLOG);
 
-    let mut events = bus.events();
-    let (open, gate) = tokio::sync::watch::channel(false);
-    let (handled, in_recovery) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let (h, r) = (handled.clone(), in_recovery.clone());
-    let options = SubscribeOptions::default()
-        .group("kb1-replay")
-        .lanes(4)
-        .ring_capacity(64)
-        .backlog(
-            BacklogOptions::records(1_000)
-                .check_interval(Duration::from_millis(50))
-                .hold(hold),
-        );
-    let sub = bus
-        .subscribe_with(topic, options, move |m: Message| {
-            let (mut gate, h, r) = (gate.clone(), h.clone(), r.clone());
-            async move {
-                let _ = gate.wait_for(|open| *open).await;
-                if m.context().recovering() {
-                    r.fetch_add(1, Ordering::Relaxed);
-                }
-                h.fetch_add(1, Ordering::Relaxed);
-                Ok::<(), HandlerError>(())
-            }
-        })
-        .await
-        .unwrap();
-
-    let entered = step("recovery entered", async {
-        loop {
-            match events.recv().await.unwrap() {
-                BusEvent::RecoveryEntered(s) => return s,
-                BusEvent::RecoveryLeft(s) => panic!("left before entering: {s:?}"),
-                _ => {}
-            }
-        }
-    })
-    .await;
-    assert!(entered.backlog > 1_000, "{entered:?}");
-    assert!(sub.recovering());
+    let group = SubscribeOptions::default().group("kb1-replay");
+    let run = scenario::enter_recovery(&bus, topic, group, hold).await;
     // While the handler waits, librdkafka reports the lag per partition,
     // and the check reads it.
     step("lag reported", async {
@@ -105,35 +66,13 @@ async fn a_member_starting_with_a_backlog_recovers_then_leaves_after_the_hold() 
         }
     })
     .await;
-    assert!(sub.recovering());
-
-    let opened = Instant::now();
-    open.send(true).unwrap();
-    let left = step("recovery left", async {
-        loop {
-            match events.recv().await.unwrap() {
-                BusEvent::RecoveryLeft(s) => return s,
-                BusEvent::RecoveryEntered(s) => panic!("entered twice (flapping): {s:?}"),
-                _ => {}
-            }
-        }
-    })
-    .await;
-    assert!(opened.elapsed() >= hold);
-    assert!(left.backlog <= 1_000 && !left.recovering, "{left:?}");
-    step("all handled", async {
-        while handled.load(Ordering::Relaxed) < BACKLOG {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    let seen = in_recovery.load(Ordering::Relaxed);
+    assert!(run.sub.recovering());
+    let entered = run.entered.backlog;
+    let (left, seen) = scenario::leave_recovery(run, hold, BACKLOG as u32).await;
     println!(
-        "kafka backlog {BACKLOG}: entered at {}, left at {}, {seen} handled in recovery mode",
-        entered.backlog, left.backlog
+        "kafka backlog {BACKLOG}: entered at {entered}, left at {}, {seen} handled in recovery mode",
+        left.backlog
     );
-    assert!(seen > 0, "handlers saw recovery mode");
-    drop(sub);
     bus.close().await.ok();
 }
 
