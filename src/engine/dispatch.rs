@@ -312,16 +312,10 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
         // one boxed call, so none of it adds to this future's state or
         // moves the message once more.
         if self.policy.plain_calls && !spans_wanted() {
-            let started = self
-                .policy
-                .timings
-                .as_ref()
-                .map(|_| HandlerTimings::start());
+            let started = self.clock_start();
             let outcome =
                 Attempt::run(|| self.handler.handle(msg), self.policy.classifier.as_ref()).await;
-            if let (Some(timings), Some(started)) = (&self.policy.timings, started) {
-                timings.record(self.index, started);
-            }
+            self.clock_stop(started);
             return outcome;
         }
         Box::pin(self.attempt_with_options(d, attempt, msg)).await
@@ -338,11 +332,7 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
         }
         // The clock is read only with metrics on (pipeline::export); a span
         // is made only when a subscriber wants it (pipeline::trace).
-        let started = self
-            .policy
-            .timings
-            .as_ref()
-            .map(|_| HandlerTimings::start());
+        let started = self.clock_start();
         let outcome = if spans_wanted() {
             let site = CallSite {
                 topic: record_topic(d, &self.topic),
@@ -355,10 +345,25 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
         } else {
             self.call(msg).await
         };
+        self.clock_stop(started);
+        outcome
+    }
+
+    /// The metrics clock before a handler call: read only with metrics on.
+    #[inline]
+    fn clock_start(&self) -> Option<quanta::Instant> {
+        self.policy
+            .timings
+            .as_ref()
+            .map(|_| HandlerTimings::start())
+    }
+
+    /// Records the call's duration in this lane's buckets (metrics on).
+    #[inline]
+    fn clock_stop(&self, started: Option<quanta::Instant>) {
         if let (Some(timings), Some(started)) = (&self.policy.timings, started) {
             timings.record(self.index, started);
         }
-        outcome
     }
 
     /// Calls the handler on `msg`, within the handler timeout if any.
