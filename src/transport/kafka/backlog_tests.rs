@@ -7,11 +7,7 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
-
-use super::test_support::{bus, raw_producer, step};
+use super::test_support::{bus, preload, step};
 use crate::transport::handler_scenarios as scenario;
 use crate::{BusEvent, SubscribeOptions, TopicOptions};
 
@@ -24,28 +20,7 @@ async fn a_member_starting_with_a_backlog_recovers_then_leaves_after_the_hold() 
     bus.configure_topic(topic, TopicOptions::persistent().partitions(4))
         .await
         .unwrap();
-    let producer = raw_producer();
-    let sends = (0..BACKLOG).map(|i| {
-        let producer = producer.clone();
-        async move {
-            let (key, payload) = ((i % 64).to_string(), i.to_string());
-            producer
-                .send(
-                    FutureRecord::to(topic).key(&key).payload(&payload),
-                    Timeout::Never,
-                )
-                .await
-                .is_ok()
-        }
-    });
-    let sent = step(
-        "backlog",
-        futures_util::stream::iter(sends)
-            .buffer_unordered(1024)
-            .filter(|ok| std::future::ready(*ok))
-            .count(),
-    )
-    .await;
+    let sent = preload(topic, BACKLOG as usize).await;
     assert_eq!(sent as u64, BACKLOG);
 
     let group = SubscribeOptions::default().group("kb1-replay");

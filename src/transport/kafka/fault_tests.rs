@@ -15,12 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
 
-use super::test_support::{
-    bus, config, config_at, eventually, raw_producer, step, until, KafkaBroker,
-};
+use super::test_support::{bus, config, config_at, eventually, preload, step, until, KafkaBroker};
 use crate::{
     Bus, Envelope, Event, HandlerError, Message, OutboundMessage, SubscribeOptions, TopicOptions,
 };
@@ -204,29 +200,7 @@ async fn a_slow_handler_over_a_backlog_of_100k_pauses_partitions_and_stays_in_th
     bus.configure_topic("k11.backlog", TopicOptions::persistent().partitions(4))
         .await
         .unwrap();
-    let producer = raw_producer();
-    let sends = (0..BACKLOG).map(|i| {
-        let producer = producer.clone();
-        async move {
-            let (key, payload) = ((i % 64).to_string(), i.to_string());
-            producer
-                .send(
-                    FutureRecord::to("k11.backlog").key(&key).payload(&payload),
-                    Timeout::Never,
-                )
-                .await
-                .is_ok()
-        }
-    });
-    use futures_util::StreamExt;
-    let sent = step(
-        "backlog",
-        futures_util::stream::iter(sends)
-            .buffer_unordered(1024)
-            .filter(|ok| std::future::ready(*ok))
-            .count(),
-    )
-    .await;
+    let sent = preload("k11.backlog", BACKLOG).await;
     assert_eq!(sent, BACKLOG);
     let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
     let duplicates = Arc::new(AtomicUsize::new(0));

@@ -74,3 +74,35 @@ pub(super) fn raw_producer() -> FutureProducer {
         .create()
         .unwrap()
 }
+
+/// Produces `count` records to `topic` with the raw client (keys `0`..`63`,
+/// payloads their index, up to 1,024 in flight), so that a test starts
+/// with a backlog on the broker; returns how many the broker acknowledged.
+pub(super) async fn preload(topic: &str, count: usize) -> usize {
+    use futures_util::StreamExt;
+    use rdkafka::producer::FutureRecord;
+    use rdkafka::util::Timeout;
+
+    let producer = raw_producer();
+    let sends = (0..count).map(|i| {
+        let producer = producer.clone();
+        async move {
+            let (key, payload) = ((i % 64).to_string(), i.to_string());
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&key).payload(&payload),
+                    Timeout::Never,
+                )
+                .await
+                .is_ok()
+        }
+    });
+    step(
+        "backlog",
+        futures_util::stream::iter(sends)
+            .buffer_unordered(1024)
+            .filter(|ok| std::future::ready(*ok))
+            .count(),
+    )
+    .await
+}
