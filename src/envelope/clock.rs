@@ -67,13 +67,15 @@ pub(crate) fn now_with_millis() -> (SystemTime, u64) {
         return anchor(SystemTime::now(), None);
     }
     let tick = quanta::Instant::now();
-    ANCHOR.with(|cell| match cell.get() {
-        Some(a) if tick.saturating_duration_since(a.at) < REANCHOR => {
+    ANCHOR.with(|cell| {
+        if let Some(a) = cell.get() {
             let elapsed = tick.saturating_duration_since(a.at);
-            let nanos = u64::from(a.sub_millis_nanos) + u64::from(elapsed.subsec_nanos());
-            (a.wall + elapsed, a.millis + nanos / 1_000_000)
+            if elapsed < REANCHOR {
+                let nanos = u64::from(a.sub_millis_nanos) + u64::from(elapsed.subsec_nanos());
+                return (a.wall + elapsed, a.millis + nanos / 1_000_000);
+            }
         }
-        _ => anchor(SystemTime::now(), Some((cell, tick))),
+        anchor(SystemTime::now(), Some((cell, tick)))
     })
 }
 
