@@ -11,7 +11,9 @@
 //!   `configure_topic`), serialised per topic so that concurrent callers
 //!   make one create call: read the topic (metadata for partitions and
 //!   replicas, configs for retention); missing → create
-//!   (`create_or_update`, `create_only`) or fail (`validate_only`); present
+//!   (`create_or_update`, `create_only`), then wait until the metadata
+//!   shows it (a broker's metadata lags its controller a moment), or fail
+//!   (`validate_only`); present
 //!   and different → alter the configs and add partitions
 //!   (`create_or_update`; Kafka cannot remove partitions or change the
 //!   replica count here, which is an error naming both values), keep
@@ -19,12 +21,14 @@
 //!   first difference); `skip` makes no call.
 //! - **List**: the configured topics that exist on the brokers (Kafka
 //!   keeps no mark of who made a topic). **Remove** deletes the topic and
-//!   its records.
+//!   its records, and returns once the metadata no longer shows it.
 //!
 //! # Invariants
 //!
 //! - Every admin call is bounded by `api_timeout` and its error names the
 //!   topic.
+//! - A topic `ensure` made is readable when it returns; a topic `remove`
+//!   deleted reads as missing when it returns.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,8 +207,17 @@ impl Topics {
         let resource = configs
             .into_iter()
             .next()
-            .ok_or_else(|| error(format!("no configs came back for topic {topic}")))?
-            .map_err(|code| error(format!("cannot read the configs of topic {topic}: {code}")))?;
+            .ok_or_else(|| error(format!("no configs came back for topic {topic}")))?;
+        let resource = match resource {
+            Ok(resource) => resource,
+            // Deleted between the two requests.
+            Err(RDKafkaErrorCode::UnknownTopicOrPartition) => return Ok(None),
+            Err(code) => {
+                return Err(error(format!(
+                    "cannot read the configs of topic {topic}: {code}"
+                )))
+            }
+        };
         let number = |name: &str| {
             resource
                 .get(name)
@@ -218,6 +231,29 @@ impl Topics {
             retention_ms: number("retention.ms"),
             retention_bytes: number("retention.bytes"),
         }))
+    }
+
+    /// Waits until the metadata shows `topic` present (or gone), which a
+    /// broker may not for a moment after the controller made (or deleted)
+    /// it; bounded by `api_timeout`. Returns the topic when present.
+    async fn settled(&self, topic: &str, present: bool) -> Result<Option<Actual>, TransportError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let actual = self.actual(topic).await?;
+            if actual.is_some() == present {
+                return Ok(actual);
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                let what = if present { "created" } else { "deleted" };
+                return Err(error(format!(
+                    "topic {topic} was {what} but the brokers' metadata did not show it within {}",
+                    show(self.timeout)
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
     }
 
     /// Makes `topic` ready per the strategy (see the module docs).
@@ -238,21 +274,34 @@ impl Topics {
         let _serial = lock.lock().await;
         let wanted = Actual::wanted(options);
         let strategy = self.strategy.as_str();
-        match (self.actual(topic).await?, self.strategy) {
-            (None, StreamStrategy::ValidateOnly) => Err(error(format!(
-                "topic {topic} does not exist (topic_strategy: {strategy})"
-            ))),
-            (None, _) => self.create(topic, &wanted).await,
-            (Some(actual), _) if actual == wanted => Ok(()),
-            (Some(actual), StreamStrategy::ValidateOnly) => Err(error(format!(
+        let actual = match self.actual(topic).await? {
+            Some(actual) => actual,
+            None if self.strategy == StreamStrategy::ValidateOnly => {
+                return Err(error(format!(
+                    "topic {topic} does not exist (topic_strategy: {strategy})"
+                )))
+            }
+            None => {
+                let made = self.create(topic, &wanted).await?;
+                let seen = self.settled(topic, true).await?;
+                match seen {
+                    // Another client made it since the read: compare as usual.
+                    Some(seen) if !made => seen,
+                    _ => return Ok(()),
+                }
+            }
+        };
+        match self.strategy {
+            _ if actual == wanted => Ok(()),
+            StreamStrategy::ValidateOnly => Err(error(format!(
                 "topic {topic} differs: {} (topic_strategy: {strategy})",
                 actual.difference(&wanted).unwrap_or_default()
             ))),
-            (Some(actual), StreamStrategy::CreateOnly) => {
+            StreamStrategy::CreateOnly => {
                 tracing::warn!(topic, difference = %actual.difference(&wanted).unwrap_or_default(), "topic kept as it is (topic_strategy: create_only)");
                 Ok(())
             }
-            (Some(actual), _) => self.update(topic, &actual, &wanted).await,
+            _ => self.update(topic, &actual, &wanted).await,
         }
     }
 
@@ -264,7 +313,9 @@ impl Topics {
         ]
     }
 
-    async fn create(&self, topic: &str, wanted: &Actual) -> Result<(), TransportError> {
+    /// Creates `topic`: true when this call made it, false when it was
+    /// there already.
+    async fn create(&self, topic: &str, wanted: &Actual) -> Result<bool, TransportError> {
         self.creates.fetch_add(1, Ordering::Relaxed);
         let configs = Self::configs(wanted);
         let mut new = NewTopic::new(
@@ -281,7 +332,8 @@ impl Topics {
             .await
             .map_err(|e| super::error(format!("cannot create topic {topic}"), e))?;
         match results.into_iter().next() {
-            Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(()),
+            Some(Ok(_)) => Ok(true),
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(false),
             Some(Err((_, code))) => Err(error(format!("cannot create topic {topic}: {code}"))),
             None => Err(error(format!("no answer to creating topic {topic}"))),
         }
@@ -346,7 +398,7 @@ impl Topics {
             .await
             .map_err(|e| super::error(format!("cannot delete topic {topic}"), e))?;
         match results.into_iter().next() {
-            Some(Ok(_)) => Ok(true),
+            Some(Ok(_)) => self.settled(topic, false).await.map(|_| true),
             Some(Err((_, RDKafkaErrorCode::UnknownTopicOrPartition))) => Ok(false),
             Some(Err((_, code))) => Err(error(format!("cannot delete topic {topic}: {code}"))),
             None => Err(error(format!("no answer to deleting topic {topic}"))),
