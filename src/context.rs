@@ -323,3 +323,28 @@ fn envelope_parts(e: &Envelope) -> (Bytes, Option<Arc<str>>, Headers) {
         e.headers.clone(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_reads_back_as_built() {
+        let topic: Arc<str> = Arc::from("orders");
+        for (redelivered, recovering, position) in [
+            (0, false, None),
+            (0, true, None),
+            (7, true, Some((3, 42))),
+            (u32::MAX, false, Some((i32::MAX, i64::MAX))),
+            (u32::MAX, true, Some((-1, i64::MIN))),
+        ] {
+            let c = Context::new(topic.clone(), 9, redelivered, position, recovering);
+            assert_eq!(c.topic(), "orders");
+            assert_eq!(c.attempt(), 9);
+            assert_eq!(c.redelivered(), redelivered);
+            assert_eq!(c.recovering(), recovering);
+            assert_eq!(c.partition(), position.map(|p| p.0));
+            assert_eq!(c.offset(), position.map(|p| p.1));
+        }
+    }
+}
