@@ -82,14 +82,18 @@ enum Attempt {
 impl Attempt {
     /// Runs a handler call, catching a panic in `handle` itself (a handler
     /// that does work before returning its future) as well as in the
-    /// future it returns.
+    /// future it returns. `call` builds the handler's message and calls
+    /// the handler (building the message as the call's argument saves
+    /// moving it through the worker's frame); `Err` is a record the
+    /// message type cannot be built from (malformed).
     #[inline]
     async fn run<F: std::future::Future<Output = Result<(), crate::HandlerError>>>(
-        call: impl FnOnce() -> F,
+        call: impl FnOnce() -> Result<F, String>,
         classifier: Option<&ErrorClassifier>,
     ) -> Attempt {
         let future = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
-            Ok(future) => future,
+            Ok(Ok(future)) => future,
+            Ok(Err(reason)) => return Attempt::Failed(FailureKind::Malformed, reason),
             Err(panic) => return Attempt::Failed(FailureKind::Panic, panic_text(&*panic)),
         };
         match AssertUnwindSafe(future).catch_unwind().await {
@@ -302,22 +306,26 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             position: d.ack.position(),
             recovering: self.policy.watch.recovering(),
         };
+        // The common path (no rate limit or timeout, no span wanted) builds
+        // the message as the handler's argument and calls the handler here,
+        // as directly as it can, with the metrics clock read around it when
+        // metrics are on; anything else goes through one boxed call, so
+        // none of it adds to this future's state or moves the message once
+        // more.
+        if self.policy.plain_calls && !spans_wanted() {
+            let started = self.clock_start();
+            let outcome = Attempt::run(
+                || M::build(record).map(|msg| self.handler.handle(msg)),
+                self.policy.classifier.as_ref(),
+            )
+            .await;
+            self.clock_stop(started);
+            return outcome;
+        }
         let msg = match M::build(record) {
             Ok(msg) => msg,
             Err(reason) => return Attempt::Failed(FailureKind::Malformed, reason),
         };
-        // The common path (no rate limit or timeout, no span wanted) calls
-        // the handler here, as directly as it can, with the metrics clock
-        // read around it when metrics are on; anything else goes through
-        // one boxed call, so none of it adds to this future's state or
-        // moves the message once more.
-        if self.policy.plain_calls && !spans_wanted() {
-            let started = self.clock_start();
-            let outcome =
-                Attempt::run(|| self.handler.handle(msg), self.policy.classifier.as_ref()).await;
-            self.clock_stop(started);
-            return outcome;
-        }
         Box::pin(self.attempt_with_options(d, attempt, msg)).await
     }
 
@@ -369,7 +377,10 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
     /// Calls the handler on `msg`, within the handler timeout if any.
     #[inline]
     async fn call(&self, msg: M) -> Attempt {
-        let call = Attempt::run(|| self.handler.handle(msg), self.policy.classifier.as_ref());
+        let call = Attempt::run(
+            || Ok(self.handler.handle(msg)),
+            self.policy.classifier.as_ref(),
+        );
         match self.policy.handler_timeout {
             None => call.await,
             // Boxed: the timer stays out of the worker's own future.
