@@ -213,43 +213,41 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             if advanced == 0 && !self.consumer.drain(&mut buf, batch).await {
                 break;
             }
+            // Each record is processed here rather than in a `process`
+            // future: awaiting a callee's future moves all of it (its full
+            // size, a `memcpy` call) into this one's state, once per record.
             for d in buf.drain(..) {
-                self.process(d).await;
+                if d.ack.is_stale() {
+                    // Its consumer let go of it; the next owner handles it.
+                    self.counters().released.bump(1);
+                    d.ack.release();
+                    continue;
+                }
+                let stall = self.policy.watch.stall.as_ref();
+                if let Some(clock) = stall {
+                    clock.begin(self.index);
+                }
+                if let Some(dedup) = &self.policy.dedup {
+                    Box::pin(self.process_once(d, dedup)).await;
+                } else {
+                    // The record stays in this future; the attempts borrow it.
+                    let (outcome, attempts) = self.attempts(&d).await;
+                    match self.tally(outcome) {
+                        Ok(()) => self.settle_ack(d).await,
+                        Err((kind, error)) => {
+                            Box::pin(self.dead_letter(d, kind, &error, attempts)).await
+                        }
+                    }
+                }
+                if let Some(clock) = stall {
+                    clock.end(self.index);
+                }
             }
             self.counters().processed.set(self.consumer.position());
         }
     }
 
-    /// Processes one record: a released one is let go, a duplicate (with
-    /// duplicate suppression on) acked unhandled, any other handled.
-    #[inline]
-    async fn process(&self, d: Delivery) {
-        if d.ack.is_stale() {
-            // Its consumer let go of it; the next owner handles it.
-            self.counters().released.bump(1);
-            d.ack.release();
-            return;
-        }
-        let stall = self.policy.watch.stall.as_ref();
-        if let Some(clock) = stall {
-            clock.begin(self.index);
-        }
-        if let Some(dedup) = &self.policy.dedup {
-            Box::pin(self.process_once(d, dedup)).await;
-        } else {
-            // The record stays in this future; the attempts borrow it.
-            let (outcome, attempts) = self.attempts(&d).await;
-            match self.tally(outcome) {
-                Ok(()) => self.settle_ack(d).await,
-                Err((kind, error)) => Box::pin(self.dead_letter(d, kind, &error, attempts)).await,
-            }
-        }
-        if let Some(clock) = stall {
-            clock.end(self.index);
-        }
-    }
-
-    /// `process` with duplicate suppression: a record whose event ID was
+    /// A record's processing with duplicate suppression: a record whose event ID was
     /// handled recently is acked and counted, not handled; one handled (or
     /// skipped) now is remembered.
     async fn process_once(&self, d: Delivery, dedup: &DedupCache) {
