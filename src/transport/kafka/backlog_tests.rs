@@ -58,6 +58,30 @@ async fn a_member_starting_with_a_backlog_recovers_then_leaves_after_the_hold() 
     bus.close().await.ok();
 }
 
+/// Records stored 1.5 s before the member subscribes: the oldest
+/// unsettled record's timestamp makes the oldest age at least that, and
+/// recovery mode is entered by age alone (count threshold 1,000,000);
+/// drained, the age is none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_backlog_enters_recovery_by_its_age() {
+    const COUNT: usize = 500;
+    let topic = "kb4.aged";
+    let old = Duration::from_millis(1500);
+    let bus = bus().await;
+    bus.configure_topic(topic, TopicOptions::persistent().partitions(2))
+        .await
+        .unwrap();
+    assert_eq!(preload(topic, COUNT).await, COUNT);
+    tokio::time::sleep(old).await;
+    let group = SubscribeOptions::default().group("kb4-aged");
+    let seen = scenario::old_backlog_recovers_by_age(&bus, topic, group, COUNT as u32, old).await;
+    println!(
+        "kafka aged backlog of {COUNT}: entered recovery at age {:?} with backlog {}",
+        seen.entered_age, seen.entered_backlog
+    );
+    bus.close().await.ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_producer_in_flight_count_is_a_publisher_backlog() {
     let topic = "kb2.burst";
