@@ -196,7 +196,8 @@ pub struct SubscriptionStats {
 pub struct BacklogStats {
     /// Records waiting (see [`BacklogState`](crate::BacklogState)).
     pub backlog: u64,
-    /// Age of the oldest waiting record, where known (memory).
+    /// Age of the oldest waiting record, where known (see
+    /// [`BacklogState::oldest_age`](crate::BacklogState)).
     #[serde(
         with = "crate::options::duration::option",
         skip_serializing_if = "Option::is_none"

@@ -210,7 +210,8 @@ pub(crate) enum Source {
     /// A broker consumer's gauges: JetStream (`lag: false`): pending +
     /// ack pending; Kafka (`lag: true`): the partitions' summed lag (in
     /// `pending`), or the records held unsettled here while librdkafka has
-    /// not reported a lag yet, whichever is larger.
+    /// not reported a lag yet (as of the last commit, or counted live from
+    /// the partition fronts at the check), whichever is larger.
     Broker {
         gauges: Arc<BrokerGauges>,
         lag: bool,
@@ -226,6 +227,8 @@ pub(crate) struct PartitionFront {
     pub(crate) held_for: Duration,
     /// Its broker timestamp (ms since the Unix epoch), when it has one.
     pub(crate) timestamp: Option<i64>,
+    /// The partition's records held unsettled here.
+    pub(crate) unsettled: u64,
 }
 
 /// A broker consumer that knows its partitions' oldest unsettled records
@@ -417,14 +420,16 @@ pub(crate) fn spawn(
             let (backlog, oldest_age) = match &source {
                 Source::Lanes => (core.pending(), samples.oldest(&core, now)),
                 Source::Broker { gauges, lag } => {
+                    let oldest = broker_oldest(gauges, now, &mut fronts);
                     let pending = gauges.pending.load(Ordering::Relaxed);
                     let unsettled = gauges.ack_pending.load(Ordering::Relaxed);
                     let backlog = if *lag {
-                        pending.max(unsettled)
+                        let held: u64 = fronts.iter().map(|f| f.unsettled).sum();
+                        pending.max(unsettled).max(held)
                     } else {
                         pending + unsettled
                     };
-                    (backlog, broker_oldest(gauges, now, &mut fronts))
+                    (backlog, oldest)
                 }
             };
             let transition = machine.observe(thresholds.exceeded(backlog, oldest_age), now);
@@ -543,6 +548,7 @@ mod tests {
             partition,
             held_for: Duration::from_millis(held_ms),
             timestamp,
+            unsettled: 1,
         }
     }
 

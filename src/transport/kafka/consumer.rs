@@ -201,6 +201,7 @@ impl PartitionFronts for Shared {
                     partition: a.partition,
                     held_for: front.held_for,
                     timestamp: front.timestamp,
+                    unsettled: front.unsettled as u64,
                 });
             }
         }

@@ -83,6 +83,8 @@ pub(crate) struct Front {
     pub(crate) held_for: Duration,
     /// Its Kafka timestamp (ms since the Unix epoch), when it has one.
     pub(crate) timestamp: Option<i64>,
+    /// The partition's unsettled offsets (this one included).
+    pub(crate) unsettled: usize,
 }
 
 #[derive(Debug)]
@@ -197,12 +199,16 @@ impl PartitionOffsets {
     /// The lowest unsettled offset at `now` (the one the commits wait
     /// for), `None` when every handed-out offset settled.
     pub(crate) fn front(&self, now: Instant) -> Option<Front> {
-        let e = *self.inner.lock().window.front()?;
+        let (e, unsettled) = {
+            let inner = self.inner.lock();
+            (*inner.window.front()?, inner.unsettled)
+        };
         let handed = self.base + Duration::from_millis(e.handed_ms);
         Some(Front {
             offset: e.offset,
             held_for: now.saturating_duration_since(handed),
             timestamp: (e.timestamp >= 0).then_some(e.timestamp),
+            unsettled,
         })
     }
 
@@ -297,6 +303,7 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(3);
         let front = t.front(later).unwrap();
         assert_eq!((front.offset, front.timestamp), (5, Some(1_000)));
+        assert_eq!(front.unsettled, 2);
         assert!(front.held_for >= Duration::from_secs(3), "{front:?}");
         t.settled(6);
         assert_eq!(
