@@ -34,8 +34,9 @@
 //!   one raw get (`STREAM.MSG.GET`, next message of the consumer's filter,
 //!   `>` when it has none, from the ack floor's stream sequence + 1: the
 //!   oldest message not acked) reads that message's stored time, which
-//!   the backlog monitor turns into the oldest waiting record's age. Two
-//!   requests a second per subscription at most, never one per record.
+//!   the backlog monitor turns into the oldest waiting record's age (only
+//!   for a subscription with backlog options). Two requests a second per
+//!   subscription at most, never one per record.
 //! - **Stop**: make no new request; take in everything the standing one
 //!   brings (it ends within its 1 s expiry), so no record is left sent to
 //!   this client but untaken; close the lanes, which the workers drain,
@@ -165,6 +166,8 @@ pub(crate) fn spawn(
         options.ack_wait,
     ));
     let Opened { consumer, stream } = opened;
+    // The oldest message's time only serves the backlog monitor.
+    let stream = options.backlog.is_some().then_some(stream);
     runtime.spawn(watch(
         consumer.clone(),
         stream,
@@ -180,11 +183,12 @@ pub(crate) fn spawn(
 }
 
 /// Reads the consumer's figures from the server about once a second,
-/// while the subscription lives, and the oldest unacked message's stored
-/// time when something waits.
+/// while the subscription lives, and with `stream` (the subscription is
+/// monitored) the oldest unacked message's stored time when something
+/// waits.
 async fn watch(
     mut consumer: PullConsumer,
-    stream: Stream<()>,
+    stream: Option<Stream<()>>,
     unsettled: std::sync::Weak<Unsettled>,
     gauges: std::sync::Weak<BrokerGauges>,
 ) {
@@ -208,10 +212,9 @@ async fn watch(
                 .redelivered
                 .store(info.num_redelivered as u64, Ordering::Relaxed);
             let waiting = info.num_pending > 0 || info.num_ack_pending > 0;
-            let oldest = if waiting {
-                oldest_stored(&stream, info).await
-            } else {
-                0
+            let oldest = match &stream {
+                Some(stream) if waiting => oldest_stored(stream, info).await,
+                _ => 0,
             };
             gauges.oldest_unix_ms.store(oldest, Ordering::Relaxed);
         }
