@@ -39,8 +39,12 @@ pub struct BacklogState {
     /// Records waiting (memory: in the lanes; JetStream: the consumer's
     /// pending count plus the lanes; Kafka: the summed partition lag).
     pub backlog: u64,
-    /// Age of the oldest waiting record, where the transport knows it
-    /// (memory only, within one check interval).
+    /// Age of the oldest waiting record, where the transport knows it:
+    /// memory → estimated within one check interval; JetStream → from the
+    /// stored time of the consumer's oldest unacked message; Kafka → from
+    /// the timestamp of the oldest unsettled record among those the
+    /// consumer fetched (records not fetched yet are not seen). `None`
+    /// when nothing waits.
     #[serde(
         with = "crate::options::duration::option",
         skip_serializing_if = "Option::is_none"
@@ -54,21 +58,34 @@ pub struct BacklogState {
     pub manual: bool,
 }
 
-/// A lane stuck on one record.
+/// A lane stuck on one record, or (Kafka) a partition whose commits one
+/// record holds back.
+///
+/// A lane stall has `partition: None`; a partition stall names the
+/// partition (`partition: Some(p)`, `topic` then the partition's topic,
+/// which for a wildcard subscription is one of those it reads, and `lane`
+/// 0: its record may wait in any lane).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct StallState {
     /// The subscription's ID.
     pub subscription: u64,
-    /// Its topic (or pattern).
+    /// Its topic (or pattern); for a partition stall, the partition's
+    /// topic.
     pub topic: String,
     /// Its group, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    /// The lane.
+    /// The lane (0 for a partition stall).
     pub lane: usize,
-    /// How long its current record had been in the handler (0 once the
-    /// stall is over).
+    /// The Kafka partition whose oldest unsettled record has been held
+    /// past `stall_after` (its commits cannot move past that record);
+    /// `None` for a lane stall.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    /// How long the record had been in the handler (lane) or held
+    /// unsettled since it was handed to the lanes (partition); 0 once the
+    /// stall is over.
     #[serde(with = "crate::options::duration")]
     pub age: Duration,
 }
@@ -103,9 +120,11 @@ pub enum BusEvent {
     /// thresholds for the hold time; or by hand).
     RecoveryLeft(BacklogState),
     /// A lane's current record has been in the handler past the stall
-    /// threshold.
+    /// threshold, or (Kafka, `partition` set) a partition's oldest
+    /// unsettled record has been held that long.
     StallEntered(StallState),
-    /// The stalled lane moved on.
+    /// The stalled lane moved on, or the stalled partition's commits can
+    /// move again (age 0).
     StallCleared(StallState),
     /// Publishers are backlogged (`backlogged: true`) or no longer are.
     PublisherBacklog(PublisherBacklogState),
@@ -147,6 +166,21 @@ impl fmt::Display for BusEvent {
                 f,
                 "{}#{} recovered: backlog {}",
                 s.topic, s.subscription, s.backlog
+            ),
+            BusEvent::StallEntered(s) if s.partition.is_some() => write!(
+                f,
+                "{}#{} partition {} stalled for {}",
+                s.topic,
+                s.subscription,
+                s.partition.unwrap_or_default(),
+                short(s.age)
+            ),
+            BusEvent::StallCleared(s) if s.partition.is_some() => write!(
+                f,
+                "{}#{} partition {} moving again",
+                s.topic,
+                s.subscription,
+                s.partition.unwrap_or_default()
             ),
             BusEvent::StallEntered(s) => write!(
                 f,
@@ -214,7 +248,8 @@ impl EventHub {
 
 impl crate::Bus {
     /// The bus's state changes from now on ([`BusEvent`](crate::BusEvent)):
-    /// a subscription entering or leaving recovery mode, a lane stalling or
+    /// a subscription entering or leaving recovery mode, a lane (or a Kafka
+    /// partition) stalling or
     /// moving again, publishers backlogged or no longer, and on NATS the
     /// connection's events (as [`connection_events`](Self::connection_events)
     /// gives them, wrapped in `BusEvent::Connection`).
@@ -305,6 +340,7 @@ mod tests {
             topic: "orders".into(),
             group: None,
             lane: 2,
+            partition: None,
             age: Duration::from_secs(31),
         };
         assert_eq!(
@@ -312,9 +348,27 @@ mod tests {
             "orders#3 lane 2 stalled for 31s"
         );
         assert_eq!(
-            BusEvent::StallCleared(stall).to_string(),
+            BusEvent::StallCleared(stall.clone()).to_string(),
             "orders#3 lane 2 moving again"
         );
+        let v = serde_json::to_value(BusEvent::StallCleared(stall.clone())).unwrap();
+        assert!(v["stall_cleared"].get("partition").is_none(), "{v}");
+        let partition = StallState {
+            lane: 0,
+            partition: Some(4),
+            ..stall
+        };
+        assert_eq!(
+            BusEvent::StallEntered(partition.clone()).to_string(),
+            "orders#3 partition 4 stalled for 31s"
+        );
+        assert_eq!(
+            BusEvent::StallCleared(partition.clone()).to_string(),
+            "orders#3 partition 4 moving again"
+        );
+        let v = serde_json::to_value(BusEvent::StallEntered(partition)).unwrap();
+        assert_eq!(v["stall_entered"]["partition"], 4);
+        assert_eq!(v["stall_entered"]["age"], "31s");
     }
 
     #[test]

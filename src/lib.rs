@@ -127,7 +127,8 @@ pub use pipeline::dead_letter::{
 pub use pipeline::dedup::{Dedup, MAX_DEDUP_IDS};
 pub use pipeline::export::{MetricsOptions, HANDLER_DURATION_BUCKETS};
 pub use pipeline::metrics::{
-    BacklogStats, BrokerStats, BusStats, LaneStats, PartitionLag, StalledLane, SubscriptionStats,
+    BacklogStats, BrokerStats, BusStats, LaneStats, PartitionLag, StalledLane, StalledPartition,
+    SubscriptionStats,
 };
 pub use pipeline::rate_limit::RateLimit;
 pub use pipeline::retry::RetryPolicy;

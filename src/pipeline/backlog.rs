@@ -65,9 +65,15 @@ pub struct BacklogOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_backlog: Option<u64>,
     /// Age of the oldest waiting record above which the subscription is in
-    /// recovery, where the transport knows that age (memory: estimated
-    /// from the monitor's samples, within one `check_interval`; brokers:
-    /// not known, so only `max_backlog` applies there).
+    /// recovery. It applies on every transport: memory → estimated from
+    /// the monitor's samples, within one `check_interval`; JetStream → the
+    /// stored time of the consumer's oldest unacked message (read about
+    /// once a second); Kafka → the timestamp of the oldest unsettled
+    /// record among those the consumer fetched (records librdkafka has
+    /// not fetched yet are not seen, so a backlog still on the broker
+    /// counts only by `max_backlog`). Broker ages are wall-clock ages:
+    /// the producer's (Kafka `CreateTime`) or the server's clock against
+    /// this host's.
     #[serde(
         with = "crate::options::duration::option",
         skip_serializing_if = "Option::is_none"
@@ -83,9 +89,11 @@ pub struct BacklogOptions {
     /// A lane whose current record has been in the handler longer than
     /// this is *stalled* (an event on entering and leaving, a gauge in the
     /// stats). `None` (the default): no stall detection, and the lane
-    /// workers do not read the clock for it. Per lane only: on Kafka the
-    /// stuck handler's lane is reported, not the partitions whose commits
-    /// it holds back.
+    /// workers do not read the clock for it. On Kafka each partition is
+    /// watched too: one whose oldest unsettled record was handed to the
+    /// lanes longer ago than this (its commits wait for it) is stalled,
+    /// with events naming the partition and its age in
+    /// [`BrokerStats::stalled`](crate::BrokerStats).
     #[serde(
         with = "crate::options::duration::option",
         skip_serializing_if = "Option::is_none"

@@ -276,6 +276,9 @@ struct Tracked {
     labels: Vec<Label>,
     /// Bucket totals at the last export.
     exported: [u64; BUCKETS],
+    /// Partitions whose stall gauge was set above 0 at the last export
+    /// (set back to 0 once they are no longer stalled).
+    stalled: Vec<(String, i32)>,
 }
 
 /// The exporter of one bus (present only with metrics on).
@@ -336,6 +339,7 @@ impl Exporter {
             timings: timings.clone(),
             labels,
             exported: [0; BUCKETS],
+            stalled: Vec::new(),
         });
     }
 
@@ -438,13 +442,27 @@ fn export_subscription(t: &mut Tracked, s: &SubscriptionStats) {
         metrics::gauge!("lanebus_consumer_pending", labels.clone()).set(b.pending as f64);
         metrics::gauge!("lanebus_consumer_ack_pending", labels.clone()).set(b.ack_pending as f64);
         for p in &b.partitions {
-            let mut l = labels.clone();
-            // The partition's own topic (a wildcard subscription reads many).
-            if let Some(topic) = l.iter_mut().find(|l| l.key() == "topic") {
-                *topic = Label::new("topic", p.topic.clone());
-            }
-            l.push(Label::new("partition", p.partition.to_string()));
+            let l = partition_labels(labels, &p.topic, p.partition);
             metrics::gauge!("lanebus_partition_lag", l).set(p.lag as f64);
+        }
+    }
+    // Stalled partitions (Kafka): their stall age; those stalled at the
+    // last export and no longer go back to 0.
+    let stalled = s.broker.iter().flat_map(|b| &b.stalled);
+    let mut now: Vec<(String, i32)> = Vec::new();
+    for p in stalled {
+        let l = partition_labels(labels, &p.topic, p.partition);
+        metrics::gauge!("lanebus_partition_stall_seconds", l).set(p.age.as_secs_f64());
+        now.push((p.topic.clone(), p.partition));
+    }
+    for (topic, partition) in std::mem::replace(&mut t.stalled, now) {
+        if !t
+            .stalled
+            .iter()
+            .any(|(t, p)| *p == partition && *t == topic)
+        {
+            let l = partition_labels(labels, &topic, partition);
+            metrics::gauge!("lanebus_partition_stall_seconds", l).set(0.0);
         }
     }
     let totals = t.timings.totals();
@@ -460,6 +478,17 @@ fn export_subscription(t: &mut Tracked, s: &SubscriptionStats) {
             *before = now;
         }
     }
+}
+
+/// A subscription's labels for one of its partitions: the partition's
+/// own topic (a wildcard subscription reads many) and its number.
+fn partition_labels(labels: &[Label], topic: &str, partition: i32) -> Vec<Label> {
+    let mut l = labels.to_vec();
+    if let Some(t) = l.iter_mut().find(|l| l.key() == "topic") {
+        *t = Label::new("topic", topic.to_owned());
+    }
+    l.push(Label::new("partition", partition.to_string()));
+    l
 }
 
 /// Describes the metrics to the recorder (units and help text). Run on
@@ -538,6 +567,11 @@ fn describe() {
         ] {
             metrics::describe_gauge!(name, Unit::Count, help);
         }
+        metrics::describe_gauge!(
+            "lanebus_partition_stall_seconds",
+            Unit::Seconds,
+            "Kafka: how long a stalled partition's oldest unsettled record has held its commits back (0: not stalled)."
+        );
         metrics::describe_histogram!(
             "lanebus_handler_duration_seconds",
             Unit::Seconds,
@@ -593,6 +627,11 @@ mod tests {
                 crate::PartitionLag::new("orders.eu", 0, 3, 10),
                 crate::PartitionLag::new("orders.us", 1, 4, 20),
             ],
+            stalled: vec![crate::StalledPartition::new(
+                "orders.us",
+                1,
+                Duration::from_millis(2500),
+            )],
             ..Default::default()
         };
         metrics::with_local_recorder(&recorder, || {
@@ -611,9 +650,20 @@ mod tests {
             r#"lanebus_partition_lag{bus="unit",service="s",topic="orders.eu",subscription="billing",partition="0"} 3"#.to_owned(),
             r#"lanebus_partition_lag{bus="unit",service="s",topic="orders.us",subscription="billing",partition="1"} 4"#.to_owned(),
             format!("lanebus_handler_duration_seconds_count{{{base}}} 1"),
+            r#"lanebus_partition_stall_seconds{bus="unit",service="s",topic="orders.us",subscription="billing",partition="1"} 2.5"#.to_owned(),
         ] {
             assert!(page.contains(&line), "{line} not in\n{page}");
         }
+        // The stall over: its gauge goes back to 0.
+        let moving = crate::BrokerStats {
+            stalled: Vec::new(),
+            ..broker.clone()
+        };
+        metrics::with_local_recorder(&recorder, || {
+            exporter.export(5, 1, |id| (id == 9).then(|| Some(moving.clone())));
+        });
+        let stall = r#"lanebus_partition_stall_seconds{bus="unit",service="s",topic="orders.us",subscription="billing",partition="1"} 0"#;
+        assert!(handle.render().contains(stall), "{}", handle.render());
         // Still live (the broker figures were there): tracked on.
         assert_eq!(exporter.tracked.lock().len(), 1);
         // Gone from the live set but its lanes still open (a broker feed

@@ -196,7 +196,8 @@ pub struct SubscriptionStats {
 pub struct BacklogStats {
     /// Records waiting (see [`BacklogState`](crate::BacklogState)).
     pub backlog: u64,
-    /// Age of the oldest waiting record, where known (memory).
+    /// Age of the oldest waiting record, where known (see
+    /// [`BacklogState::oldest_age`](crate::BacklogState)).
     #[serde(
         with = "crate::options::duration::option",
         skip_serializing_if = "Option::is_none"
@@ -243,6 +244,36 @@ pub struct BrokerStats {
     /// their lag's sum. Empty on brokers without partitions.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<PartitionLag>,
+    /// Partitions stalled at the last backlog check (Kafka, with
+    /// `BacklogOptions::stall_after`): each with how long its oldest
+    /// unsettled record has held its commits back (the stall-age gauge).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stalled: Vec<StalledPartition>,
+}
+
+/// A Kafka partition whose oldest unsettled record has been held longer
+/// than `BacklogOptions::stall_after`, in [`BrokerStats`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct StalledPartition {
+    /// The partition's topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// How long its oldest unsettled record has been held (handed to the
+    /// lanes and not settled).
+    #[serde(with = "crate::options::duration")]
+    pub age: std::time::Duration,
+}
+
+impl StalledPartition {
+    pub(crate) fn new(topic: &str, partition: i32, age: std::time::Duration) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            partition,
+            age,
+        }
+    }
 }
 
 /// The lag of one partition a subscription consumes (Kafka), as
@@ -282,6 +313,15 @@ pub(crate) struct BrokerGauges {
     pub(crate) redelivered: AtomicU64,
     pub(crate) unsettled_here: AtomicU64,
     pub(crate) partitions: parking_lot::Mutex<Vec<PartitionLag>>,
+    /// The stored time (ms since the Unix epoch) of the oldest message the
+    /// consumer has not acked (JetStream, refreshed with the figures); 0:
+    /// none waiting, or not known.
+    pub(crate) oldest_unix_ms: AtomicU64,
+    /// The consumer's partitions' oldest unsettled records (Kafka), read
+    /// by the backlog monitor at each check.
+    pub(crate) fronts: std::sync::OnceLock<crate::pipeline::monitor::FrontsProbe>,
+    /// Partitions stalled at the monitor's last check.
+    pub(crate) stalled: parking_lot::Mutex<Vec<StalledPartition>>,
 }
 
 impl BrokerGauges {
@@ -303,6 +343,7 @@ impl BrokerGauges {
             redelivered: self.redelivered.load(Ordering::Relaxed),
             unsettled_here: self.unsettled_here.load(Ordering::Relaxed),
             partitions: self.partitions.lock().clone(),
+            stalled: self.stalled.lock().clone(),
         }
     }
 }
@@ -433,6 +474,15 @@ impl fmt::Display for BusStats {
                 backlog_row(f, s.recovering, b)?;
             } else if s.recovering {
                 writeln!(f, "  recovering")?;
+            }
+            for p in s.broker.iter().flat_map(|b| &b.stalled) {
+                writeln!(
+                    f,
+                    "  partition {}/{} stalled {}",
+                    p.topic,
+                    p.partition,
+                    crate::events::short(p.age)
+                )?;
             }
         }
         row(f, "total", "", &self.total, width)

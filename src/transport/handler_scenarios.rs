@@ -5,7 +5,8 @@
 //! published twice is handled once, and a lane stuck in its handler is
 //! reported stalled, then cleared; and the two halves of the recovery-mode
 //! test ([`enter_recovery`], [`leave_recovery`]) around a backlog each
-//! broker test puts on its server its own way. Each broker's test module calls these
+//! broker test puts on its server its own way, and recovery mode entered
+//! by the oldest record's age alone ([`old_backlog_recovers_by_age`]). Each broker's test module calls these
 //! with a bus on its real server and topics of its own (`prefix.…`), made
 //! beforehand where the broker needs it (`topics`).
 
@@ -416,4 +417,82 @@ pub(crate) async fn leave_recovery(
     assert!(seen > 0, "handlers saw recovery mode");
     assert!(!run.sub.recovering());
     (left, seen)
+}
+
+/// What [`old_backlog_recovers_by_age`] saw.
+pub(crate) struct AgedRecovery {
+    /// The oldest age at entering recovery mode.
+    pub(crate) entered_age: Duration,
+    /// The backlog then.
+    pub(crate) entered_backlog: u64,
+}
+
+/// `count` records were stored on the broker at least `old` ago: a
+/// subscription (4 lanes of 64) whose handler waits on a gate, with a
+/// count threshold far above the backlog and an age threshold of 1 s,
+/// enters recovery mode by the age alone, reporting an oldest age of at
+/// least `old` (in the event and in the stats); once the gate opens and
+/// all are handled, the oldest age goes to none and recovery mode ends.
+pub(crate) async fn old_backlog_recovers_by_age(
+    bus: &Bus,
+    topic: &str,
+    options: SubscribeOptions,
+    count: u32,
+    old: Duration,
+) -> AgedRecovery {
+    const NEVER_BY_COUNT: u64 = 1_000_000;
+    let max_age = Duration::from_secs(1);
+    assert!(old > max_age);
+    let mut events = bus.events();
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let handled = Arc::new(AtomicU32::new(0));
+    let h = handled.clone();
+    let options = options.lanes(4).ring_capacity(64).backlog(
+        BacklogOptions::records(NEVER_BY_COUNT)
+            .max_age(max_age)
+            .check_interval(Duration::from_millis(50))
+            .hold(Duration::from_millis(300)),
+    );
+    let sub = bus
+        .subscribe_with(topic, options, move |_m: Message| {
+            let (mut gate, h) = (gate.clone(), h.clone());
+            async move {
+                let _ = gate.wait_for(|open| *open).await;
+                h.fetch_add(1, Ordering::Relaxed);
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .await
+        .unwrap();
+    let entered = next_event(&mut events, |e| match e {
+        BusEvent::RecoveryEntered(s) => Some(s.clone()),
+        _ => None,
+    })
+    .await;
+    let age = entered.oldest_age.expect("an oldest age at entering");
+    assert!(age >= old, "{entered:?}");
+    assert!(entered.backlog <= NEVER_BY_COUNT, "{entered:?}");
+    let stats = sub.stats().backlog.expect("backlog state");
+    assert!(stats.oldest_age.is_some_and(|a| a >= old), "{stats:?}");
+    open.send(true).unwrap();
+    until("all handled", &handled, count).await;
+    let left = next_event(&mut events, |e| match e {
+        BusEvent::RecoveryLeft(s) => Some(s.clone()),
+        BusEvent::RecoveryEntered(s) => panic!("entered twice: {s:?}"),
+        _ => None,
+    })
+    .await;
+    assert!(left.oldest_age.is_none_or(|a| a <= max_age), "{left:?}");
+    tokio::time::timeout(WAIT, async {
+        while sub.stats().backlog.is_none_or(|b| b.oldest_age.is_some()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("no oldest age once everything was handled");
+    assert!(!sub.recovering());
+    AgedRecovery {
+        entered_age: age,
+        entered_backlog: entered.backlog,
+    }
 }

@@ -48,6 +48,12 @@
 //!   and keep polling until the workers drained them (bounded), committing
 //!   as they finish; a last commit, then the consumer closes (leaving the
 //!   group).
+//! - **Oldest records**: each record's timestamp is kept beside its offset
+//!   in the tracker, so the backlog monitor reads, per partition, the
+//!   oldest unsettled record's timestamp and how long it has been held
+//!   (`PartitionFronts`: the oldest age, and partition stalls) without a
+//!   broker request; records librdkafka has not handed out yet are not
+//!   seen.
 //! - **Lag and group state**: librdkafka's statistics (every second) give
 //!   each partition's lag (high watermark − committed), which `stats()`
 //!   shows with their sum, and the member's group state, which the bus's
@@ -83,6 +89,7 @@ use crate::engine::lanes::{Delivery, Lanes, Route};
 use crate::engine::ring::TryPushError;
 use crate::engine::SubscriptionCore;
 use crate::pipeline::metrics::{BrokerGauges, PartitionLag};
+use crate::pipeline::monitor::{FrontsProbe, PartitionFront, PartitionFronts};
 use crate::transport::names::NameLease;
 use crate::transport::{Ack, Feed, FeedHealth};
 use crate::TransportError;
@@ -182,6 +189,22 @@ impl Shared {
                 .iter()
                 .map(|a| (&*a.topic, a.partition, &a.tracker)),
         )
+    }
+}
+
+impl PartitionFronts for Shared {
+    fn fronts(&self, now: Instant, out: &mut Vec<PartitionFront>) {
+        for a in self.assigned.lock().iter() {
+            if let Some(front) = a.tracker.front(now) {
+                out.push(PartitionFront {
+                    topic: a.topic.clone(),
+                    partition: a.partition,
+                    held_for: front.held_for,
+                    timestamp: front.timestamp,
+                    unsettled: front.unsettled as u64,
+                });
+            }
+        }
     }
 }
 
@@ -385,6 +408,8 @@ pub(crate) fn open(
         gauges: Arc::new(BrokerGauges::named(group)),
         group: Arc::new(GroupHealth::new(group, &core.topic)),
     });
+    let weak = Arc::downgrade(&shared);
+    let _ = shared.gauges.fronts.set(FrontsProbe(weak));
     let consumer: BaseConsumer<Context> = config
         .create_with_context(Context {
             shared: shared.clone(),
@@ -438,7 +463,8 @@ fn feed(consumer: &BaseConsumer<Context>, shared: &Shared, msg: &BorrowedMessage
     let ack = Ack::from_broker(Some(handle), 0, core.wildcard.then_some(topic));
     let d = Delivery { body, ack };
     // Unsettled from now on, parked or not: a commit never passes it.
-    a.tracker.handed_out(offset);
+    a.tracker
+        .handed_out(offset, msg.timestamp().to_millis().unwrap_or(-1));
     let q = queue_of(&core.lanes, route);
     let d = if a.parked.get(q).is_none_or(VecDeque::is_empty) {
         match core.lanes.try_push(d, route) {

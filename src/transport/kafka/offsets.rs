@@ -11,12 +11,18 @@
 //!
 //! - `next`: one past the highest offset handed out,
 //! - `window`: the offsets handed out from the lowest unsettled one on, in
-//!   ascending order, each with a settled flag (a deque: handing out
-//!   appends, the settled prefix is popped from the front), and
+//!   ascending order, each with a settled flag, the time it was handed out
+//!   (milliseconds since the tracker was made) and the record's Kafka
+//!   timestamp (a deque: handing out appends, the settled prefix is popped
+//!   from the front), and
 //! - `unsettled`: how many of them are not settled,
 //!
 //! and the position to commit is the front of the window (the lowest
-//! unsettled offset), or `next` when the window is empty. Settling finds
+//! unsettled offset), or `next` when the window is empty. The front is
+//! also what the backlog monitor reads ([`front`](PartitionOffsets::front)):
+//! how long the partition's oldest unsettled record has been held here
+//! (its stall age: the commits cannot pass it) and its timestamp (the
+//! partition's oldest waiting record, for the backlog's oldest age). Settling finds
 //! its offset by binary search and flags it; when it is the front, the
 //! settled prefix is popped. Handing out, settling and reading the count
 //! take one uncontended lock each and allocate nothing once the deque has
@@ -37,28 +43,56 @@
 //! - The position never moves backwards.
 //! - The window is sorted, holds each offset once, and its front (when
 //!   there is one) is unsettled.
+//! - An offset handed out again (a redelivery) takes the new hand-out time
+//!   and timestamp: its stall age counts from its latest hand-out.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 /// The offsets of one partition's assignment (see the module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PartitionOffsets {
     inner: Mutex<Inner>,
     /// Set when the consumer let go of the partition (revoked, or the
     /// subscription stopped): its records still in lanes are stale.
     released: AtomicBool,
+    /// What the hand-out times count from.
+    base: Instant,
 }
 
-#[derive(Debug, Default)]
+/// One handed-out offset in the window.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    offset: i64,
+    settled: bool,
+    /// When it was handed out: milliseconds since `base`.
+    handed_ms: u64,
+    /// The record's timestamp (ms since the Unix epoch); negative: none.
+    timestamp: i64,
+}
+
+/// The oldest unsettled record of a partition, as the monitor sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Front {
+    /// Its offset.
+    pub(crate) offset: i64,
+    /// How long ago it was handed out (to the millisecond).
+    pub(crate) held_for: Duration,
+    /// Its Kafka timestamp (ms since the Unix epoch), when it has one.
+    pub(crate) timestamp: Option<i64>,
+    /// The partition's unsettled offsets (this one included).
+    pub(crate) unsettled: usize,
+}
+
+#[derive(Debug)]
 struct Inner {
     /// One past the highest offset handed out; `None` before the first.
     next: Option<i64>,
-    /// Handed-out offsets from the lowest unsettled one, ascending, with
-    /// their settled flags.
-    window: VecDeque<(i64, bool)>,
+    /// Handed-out offsets from the lowest unsettled one, ascending.
+    window: VecDeque<Entry>,
     /// Unsettled entries of `window`.
     unsettled: usize,
     /// The last position reported as committed.
@@ -68,13 +102,13 @@ struct Inner {
 impl Inner {
     /// Pops the settled prefix, so the front is unsettled.
     fn pop_settled(&mut self) {
-        while self.window.front().is_some_and(|&(_, settled)| settled) {
+        while self.window.front().is_some_and(|e| e.settled) {
             self.window.pop_front();
         }
     }
 
     fn position(&self) -> Option<i64> {
-        self.window.front().map(|&(offset, _)| offset).or(self.next)
+        self.window.front().map(|e| e.offset).or(self.next)
     }
 }
 
@@ -91,6 +125,7 @@ impl PartitionOffsets {
                 committed: start,
             }),
             released: AtomicBool::new(false),
+            base: Instant::now(),
         }
     }
 
@@ -105,24 +140,31 @@ impl PartitionOffsets {
         self.released.load(Ordering::Acquire)
     }
 
-    /// `offset` was handed to a lane. Offsets come in increasing order;
-    /// one at or below an earlier one (a redelivery after a seek) is
-    /// tracked all the same.
-    pub(crate) fn handed_out(&self, offset: i64) {
+    /// `offset` was handed to a lane, now; `timestamp` is the record's
+    /// (ms since the Unix epoch; negative: none). Offsets come in
+    /// increasing order; one at or below an earlier one (a redelivery after
+    /// a seek) is tracked all the same.
+    pub(crate) fn handed_out(&self, offset: i64, timestamp: i64) {
+        let entry = Entry {
+            offset,
+            settled: false,
+            handed_ms: self.base.elapsed().as_millis() as u64,
+            timestamp,
+        };
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
-        if inner.window.back().is_none_or(|&(last, _)| last < offset) {
-            inner.window.push_back((offset, false));
+        if inner.window.back().is_none_or(|e| e.offset < offset) {
+            inner.window.push_back(entry);
             inner.unsettled += 1;
         } else {
-            match inner.window.binary_search_by_key(&offset, |&(o, _)| o) {
+            match inner.window.binary_search_by_key(&offset, |e| e.offset) {
                 Ok(i) => {
-                    if std::mem::replace(&mut inner.window[i].1, false) {
+                    if std::mem::replace(&mut inner.window[i], entry).settled {
                         inner.unsettled += 1;
                     }
                 }
                 Err(i) => {
-                    inner.window.insert(i, (offset, false));
+                    inner.window.insert(i, entry);
                     inner.unsettled += 1;
                 }
             }
@@ -137,10 +179,10 @@ impl PartitionOffsets {
     /// Settling an offset that is not unsettled does nothing.
     pub(crate) fn settled(&self, offset: i64) {
         let mut inner = self.inner.lock();
-        let Ok(i) = inner.window.binary_search_by_key(&offset, |&(o, _)| o) else {
+        let Ok(i) = inner.window.binary_search_by_key(&offset, |e| e.offset) else {
             return;
         };
-        if std::mem::replace(&mut inner.window[i].1, true) {
+        if std::mem::replace(&mut inner.window[i].settled, true) {
             return;
         }
         inner.unsettled -= 1;
@@ -152,6 +194,22 @@ impl PartitionOffsets {
     /// Offsets handed out and not settled.
     pub(crate) fn unsettled(&self) -> usize {
         self.inner.lock().unsettled
+    }
+
+    /// The lowest unsettled offset at `now` (the one the commits wait
+    /// for), `None` when every handed-out offset settled.
+    pub(crate) fn front(&self, now: Instant) -> Option<Front> {
+        let (e, unsettled) = {
+            let inner = self.inner.lock();
+            (*inner.window.front()?, inner.unsettled)
+        };
+        let handed = self.base + Duration::from_millis(e.handed_ms);
+        Some(Front {
+            offset: e.offset,
+            held_for: now.saturating_duration_since(handed),
+            timestamp: (e.timestamp >= 0).then_some(e.timestamp),
+            unsettled,
+        })
     }
 
     /// The position it is safe to commit now: the lowest unsettled offset,
@@ -185,7 +243,7 @@ mod tests {
         let t = PartitionOffsets::starting_at(Some(10));
         assert_eq!(t.take_commit(), None, "nothing new yet");
         for o in 10..15 {
-            t.handed_out(o);
+            t.handed_out(o, -1);
         }
         t.settled(11);
         t.settled(12);
@@ -204,7 +262,7 @@ mod tests {
     fn gaps_in_offsets_are_passed_over() {
         let t = PartitionOffsets::starting_at(None);
         for o in [3, 7, 8, 20] {
-            t.handed_out(o);
+            t.handed_out(o, -1);
         }
         t.settled(3);
         assert_eq!(t.position(), Some(7));
@@ -218,14 +276,14 @@ mod tests {
     fn an_offset_handed_out_again_or_out_of_order_is_tracked() {
         let t = PartitionOffsets::starting_at(None);
         for o in [10, 12] {
-            t.handed_out(o);
+            t.handed_out(o, -1);
         }
-        t.handed_out(11); // below the highest: inserted in order
+        t.handed_out(11, -1); // below the highest: inserted in order
         t.settled(10);
         t.settled(12);
         assert_eq!((t.position(), t.unsettled()), (Some(11), 1));
-        t.handed_out(12); // again, after it settled: unsettled again
-        t.handed_out(12); // twice: counted once
+        t.handed_out(12, -1); // again, after it settled: unsettled again
+        t.handed_out(12, -1); // twice: counted once
         assert_eq!(t.unsettled(), 2);
         t.settled(11);
         assert_eq!(t.position(), Some(12));
@@ -234,6 +292,35 @@ mod tests {
         assert_eq!((t.position(), t.unsettled()), (Some(13), 0));
         t.settled(99); // never handed out: nothing
         assert_eq!(t.take_commit(), Some(13));
+    }
+
+    #[test]
+    fn the_front_is_the_oldest_unsettled_record_with_its_times() {
+        let t = PartitionOffsets::starting_at(None);
+        assert_eq!(t.front(Instant::now()), None);
+        t.handed_out(5, 1_000);
+        t.handed_out(6, -1);
+        let later = Instant::now() + Duration::from_secs(3);
+        let front = t.front(later).unwrap();
+        assert_eq!((front.offset, front.timestamp), (5, Some(1_000)));
+        assert_eq!(front.unsettled, 2);
+        assert!(front.held_for >= Duration::from_secs(3), "{front:?}");
+        t.settled(6);
+        assert_eq!(
+            t.front(later).unwrap().offset,
+            5,
+            "6 settling moves nothing"
+        );
+        t.settled(5);
+        assert_eq!(t.front(later), None, "all settled: no front");
+        // Handed out again: the new hand-out time and timestamp count.
+        t.handed_out(5, 2_000);
+        let front = t.front(Instant::now()).unwrap();
+        assert_eq!(front.timestamp, Some(2_000));
+        assert!(front.held_for < Duration::from_secs(3), "{front:?}");
+        t.handed_out(7, -1);
+        t.settled(5);
+        assert_eq!(t.front(Instant::now()).unwrap().timestamp, None);
     }
 
     /// One step of a random schedule.
@@ -269,7 +356,7 @@ mod tests {
                 match op {
                     Op::HandOut(gap) => {
                         next += i64::from(gap);
-                        t.handed_out(next);
+                        t.handed_out(next, -1);
                         model.push(next);
                         next += 1;
                     }
@@ -286,6 +373,7 @@ mod tests {
                     }
                 }
                 let lowest = model.iter().min().copied();
+                prop_assert_eq!(t.front(Instant::now()).map(|f| f.offset), lowest);
                 if let Some(low) = lowest {
                     prop_assert!(committed <= low, "committed {committed} past unsettled {low}");
                     prop_assert_eq!(t.position(), Some(low));

@@ -49,6 +49,35 @@ async fn a_subscription_starting_with_a_backlog_recovers_then_leaves_after_the_h
     bus.close().await.ok();
 }
 
+/// Messages stored 1.5 s before the subscription: the stored time of the
+/// consumer's oldest unacked message makes the oldest age at least that,
+/// and recovery mode is entered by age alone (count threshold 1,000,000);
+/// drained, the age is none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_backlog_enters_recovery_by_its_age() {
+    const COUNT: u32 = 500;
+    let topic = "jsb3.aged";
+    let old = Duration::from_millis(1500);
+    let bus = bus("js-aged", "").await;
+    bus.configure_topic(topic, crate::TopicOptions::persistent())
+        .await
+        .unwrap();
+    let (_, js) = raw().await;
+    for i in 0..COUNT {
+        let ack = js.publish(topic, i.to_string().into()).await.unwrap();
+        step("a publish ack", ack).await.unwrap();
+    }
+    tokio::time::sleep(old).await;
+    let seen =
+        scenario::old_backlog_recovers_by_age(&bus, topic, SubscribeOptions::default(), COUNT, old)
+            .await;
+    println!(
+        "jetstream aged backlog of {COUNT}: entered recovery at age {:?} with backlog {}",
+        seen.entered_age, seen.entered_backlog
+    );
+    bus.close().await.ok();
+}
+
 /// Publishes waiting for their JetStream acks are the publisher backlog: a
 /// burst of 2,000 concurrent publishes goes over a threshold of 100
 /// (an event), and once they are acked the backlog is over (another).

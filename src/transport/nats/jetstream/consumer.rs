@@ -29,6 +29,14 @@
 //!   decodes the envelope and takes its aggregate ID), the other headers,
 //!   a [`JsAck`] and the server's delivery count. `deliver` waits while the
 //!   lane is full, and while it waits nothing more is pulled.
+//! - **Figures**: about once a second the consumer's info gives its
+//!   pending, ack-pending and redelivered counts; when something waits,
+//!   one raw get (`STREAM.MSG.GET`, next message of the consumer's filter,
+//!   `>` when it has none, from the ack floor's stream sequence + 1: the
+//!   oldest message not acked) reads that message's stored time, which
+//!   the backlog monitor turns into the oldest waiting record's age (only
+//!   for a subscription with backlog options). Two requests a second per
+//!   subscription at most, never one per record.
 //! - **Stop**: make no new request; take in everything the standing one
 //!   brings (it ends within its 1 s expiry), so no record is left sent to
 //!   this client but untaken; close the lanes, which the workers drain,
@@ -47,6 +55,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
 use async_nats::Client;
 use futures_util::StreamExt;
@@ -77,6 +86,13 @@ fn error(
     TransportError::new("nats", message, source)
 }
 
+/// A subscription's durable consumer and its stream.
+pub(crate) struct Opened {
+    consumer: PullConsumer,
+    /// For the raw gets of the oldest unacked message's time.
+    stream: Stream<()>,
+}
+
 /// The durable consumer for a subscription: the existing one, else a new
 /// one.
 pub(crate) async fn open(
@@ -85,7 +101,7 @@ pub(crate) async fn open(
     name: &str,
     topic: &str,
     options: &SubscribeOptions,
-) -> Result<PullConsumer, TransportError> {
+) -> Result<Opened, TransportError> {
     let config = pull::Config {
         durable_name: Some(name.to_owned()),
         description: Some(format!("lanebus subscription to {topic}")),
@@ -115,19 +131,26 @@ pub(crate) async fn open(
                 tracing::warn!(topic, stream, consumer = name, "the existing consumer keeps its own ack_wait, max_deliver and max_ack_pending; delete it (or name another) to change them");
             }
         }
-        return Ok(consumer);
+        return Ok(Opened {
+            consumer,
+            stream: handle,
+        });
     }
-    handle.create_consumer(config).await.map_err(|e| {
+    let consumer = handle.create_consumer(config).await.map_err(|e| {
         error(
             format!("cannot create consumer {name} on stream {stream} of topic {topic}"),
             Some(e.into()),
         )
+    })?;
+    Ok(Opened {
+        consumer,
+        stream: handle,
     })
 }
 
 /// Starts the consumer loop and the pacer of `core` on `runtime`.
 pub(crate) fn spawn(
-    consumer: PullConsumer,
+    opened: Opened,
     name: &str,
     core: Arc<SubscriptionCore>,
     client: Client,
@@ -142,8 +165,12 @@ pub(crate) fn spawn(
         client.clone(),
         options.ack_wait,
     ));
+    let Opened { consumer, stream } = opened;
+    // The oldest message's time only serves the backlog monitor.
+    let stream = options.backlog.is_some().then_some(stream);
     runtime.spawn(watch(
         consumer.clone(),
+        stream,
         Arc::downgrade(&unsettled),
         Arc::downgrade(&gauges),
     ));
@@ -156,9 +183,12 @@ pub(crate) fn spawn(
 }
 
 /// Reads the consumer's figures from the server about once a second,
-/// while the subscription lives.
+/// while the subscription lives, and with `stream` (the subscription is
+/// monitored) the oldest unacked message's stored time when something
+/// waits.
 async fn watch(
     mut consumer: PullConsumer,
+    stream: Option<Stream<()>>,
     unsettled: std::sync::Weak<Unsettled>,
     gauges: std::sync::Weak<BrokerGauges>,
 ) {
@@ -181,6 +211,32 @@ async fn watch(
             gauges
                 .redelivered
                 .store(info.num_redelivered as u64, Ordering::Relaxed);
+            let waiting = info.num_pending > 0 || info.num_ack_pending > 0;
+            let oldest = match &stream {
+                Some(stream) if waiting => oldest_stored(stream, info).await,
+                _ => 0,
+            };
+            gauges.oldest_unix_ms.store(oldest, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The stored time (ms since the Unix epoch) of the consumer's oldest
+/// unacked message: the first of its filter from the ack floor's stream
+/// sequence + 1 (everything up to the floor is acked, and the floor stops
+/// below the first message that is not). 0 when it cannot be read (it
+/// was deleted meanwhile, the server did not answer).
+async fn oldest_stored(stream: &Stream<()>, info: &async_nats::jetstream::consumer::Info) -> u64 {
+    let filter = match info.config.filter_subject.as_str() {
+        "" => ">",
+        subject => subject,
+    };
+    let from = info.ack_floor.stream_sequence + 1;
+    match stream.get_first_raw_message_by_subject(filter, from).await {
+        Ok(msg) => u64::try_from(msg.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+        Err(e) => {
+            tracing::debug!(stream = %info.stream_name, from, error = %e, "cannot read the oldest unacked message's time");
+            0
         }
     }
 }
