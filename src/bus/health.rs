@@ -12,7 +12,8 @@
 //!   streams; Kafka: the brokers answer a metadata request. The broker
 //!   connection's reconnects so far are counted in the report;
 //! - **each subscription**: a stopped lane worker or an unhealthy broker
-//!   consumer → unhealthy; recovery mode or a stalled lane → degraded;
+//!   consumer → unhealthy; recovery mode, a stalled lane or a stalled
+//!   Kafka partition → degraded;
 //! - **lanes**: a probe record makes a round trip through a lane ring;
 //! - **publishers** (with `publisher_backlog`): more publishes waiting
 //!   than its threshold → degraded;
@@ -324,6 +325,14 @@ impl Bus {
                 for (lane, age) in &last.stalled {
                     let age = crate::events::short(*age);
                     notes.push(format!("lane {lane} stalled for {age}"));
+                }
+                let broker = l.feed.as_ref().and_then(|f| f.broker_stats());
+                for stalled in broker.iter().flat_map(|b| &b.stalled) {
+                    let age = crate::events::short(stalled.age);
+                    notes.push(format!(
+                        "partition {} of {} stalled for {age}",
+                        stalled.partition, stalled.topic
+                    ));
                 }
                 if notes.is_empty() {
                     let detail = format!("{} lanes, backlog {}", l.core.lanes.len(), last.backlog);

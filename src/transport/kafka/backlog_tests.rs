@@ -237,6 +237,19 @@ async fn a_partition_held_by_a_stuck_handler_is_stalled_then_cleared() {
             && others.iter().all(|&q| lag(q) == Some(0))
     })
     .await;
+    // Health shows the subscription degraded, naming the partition.
+    let health = step("health", bus.health()).await;
+    let part = health
+        .parts
+        .iter()
+        .find(|part| part.name.contains(&format!("#{}", sub.id())))
+        .expect("the subscription's part");
+    assert_eq!(part.status, crate::HealthStatus::Degraded, "{health:?}");
+    assert!(
+        part.detail.contains(&format!("partition {p} of ")),
+        "{}",
+        part.detail
+    );
     open.send(true).unwrap();
     let (key, partition) = step("the stuck record", handled.recv()).await.unwrap();
     assert_eq!((key.as_str(), partition), ("stuck", p));
