@@ -472,6 +472,11 @@ impl BusInner {
             timings: timings.clone(),
             watch: watch.clone(),
             plain_calls,
+            idle_spins: match &self.transport {
+                Transport::Memory(_) => crate::engine::dispatch::IDLE_SPINS,
+                #[cfg(any(feature = "nats", feature = "kafka"))]
+                _ => 0,
+            },
         });
         let workers = spawn_workers::<M, H>(&runtime, &core, consumers, Arc::new(handler), policy);
         let feed = match &self.transport {

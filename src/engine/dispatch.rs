@@ -66,8 +66,14 @@ use crate::{ErrorClass, Handler, RetryPolicy};
 pub(crate) const DEAD_LETTER_WAIT: Duration = Duration::from_secs(5);
 
 /// Spin iterations (one `spin_loop` hint each, a few to tens of nanoseconds
-/// on current x86) an idle worker waits before yielding.
-const IDLE_SPINS: u32 = 64;
+/// on current x86) an idle worker of an in-process subscription waits
+/// before yielding. Workers fed by a broker's consumer task do not spin
+/// ([`Policy::idle_spins`]): their records come no faster than the
+/// broker's client hands them over, and a spinning worker takes the CPU
+/// that the client and, on a small machine, the broker itself need (the
+/// bench tool's NATS `ephemeral` row: ratio 0.69-0.75 spinning, 0.75-0.79
+/// not).
+pub(crate) const IDLE_SPINS: u32 = 64;
 
 /// Times an idle worker then yields to the runtime before parking.
 const IDLE_YIELDS_BEFORE_PARK: u32 = 1;
@@ -133,6 +139,9 @@ pub(crate) struct Policy {
     /// True when neither the rate limit nor the handler timeout is on:
     /// handler calls take the direct path (see [`Policy::plain_calls`]).
     pub(crate) plain_calls: bool,
+    /// How long an idle worker spins before it yields: [`IDLE_SPINS`] on
+    /// the memory transport, 0 behind a broker.
+    pub(crate) idle_spins: u32,
 }
 
 impl Policy {
@@ -197,7 +206,7 @@ impl<M: Incoming, H: Handler<M>> LaneWorker<M, H> {
             // the yield; fanout, where every lane is busy, loses a little.)
             let mut advanced = self.consumer.try_drain(&mut buf, batch);
             let mut spins = 0;
-            while advanced == 0 && spins < IDLE_SPINS {
+            while advanced == 0 && spins < self.policy.idle_spins {
                 std::hint::spin_loop();
                 spins += 1;
                 if spins % 16 == 0 {
