@@ -343,6 +343,26 @@ pub(crate) struct Recovering {
     in_recovery: Arc<AtomicU32>,
 }
 
+/// A handler that waits until `gate` is open, then counts the message in
+/// `handled`, and in `recovering` when its context says recovery mode.
+fn gated(
+    gate: tokio::sync::watch::Receiver<bool>,
+    handled: Arc<AtomicU32>,
+    recovering: Arc<AtomicU32>,
+) -> impl crate::Handler<Message> {
+    move |m: Message| {
+        let (mut gate, h, r) = (gate.clone(), handled.clone(), recovering.clone());
+        async move {
+            let _ = gate.wait_for(|open| *open).await;
+            if m.context().recovering() {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+            h.fetch_add(1, Ordering::Relaxed);
+            Ok::<(), HandlerError>(())
+        }
+    }
+}
+
 /// Subscribes a gated handler (4 lanes of 64) to `topic`, with a backlog
 /// threshold of 1,000 records checked every 50 ms and `hold`, and waits
 /// for recovery mode: entered (never left first) above the threshold.
@@ -362,17 +382,7 @@ pub(crate) async fn enter_recovery(
             .hold(hold),
     );
     let sub = bus
-        .subscribe_with(topic, options, move |m: Message| {
-            let (mut gate, h, r) = (gate.clone(), h.clone(), r.clone());
-            async move {
-                let _ = gate.wait_for(|open| *open).await;
-                if m.context().recovering() {
-                    r.fetch_add(1, Ordering::Relaxed);
-                }
-                h.fetch_add(1, Ordering::Relaxed);
-                Ok::<(), HandlerError>(())
-            }
-        })
+        .subscribe_with(topic, options, gated(gate, h, r))
         .await
         .unwrap();
     let entered = next_event(&mut events, |e| match e {
@@ -454,14 +464,7 @@ pub(crate) async fn old_backlog_recovers_by_age(
             .hold(Duration::from_millis(300)),
     );
     let sub = bus
-        .subscribe_with(topic, options, move |_m: Message| {
-            let (mut gate, h) = (gate.clone(), h.clone());
-            async move {
-                let _ = gate.wait_for(|open| *open).await;
-                h.fetch_add(1, Ordering::Relaxed);
-                Ok::<(), HandlerError>(())
-            }
-        })
+        .subscribe_with(topic, options, gated(gate, h, Arc::default()))
         .await
         .unwrap();
     let entered = next_event(&mut events, |e| match e {
