@@ -66,6 +66,9 @@ pub(crate) fn has_wildcard(name: &str) -> bool {
 /// gets [`TopicError::Wildcard`], anything else [`validate_topic_name`]'s
 /// error.
 pub(crate) fn validate_publish_name(name: &str) -> Result<(), TopicError> {
+    if crate::topic::is_plain_name(name) {
+        return Ok(());
+    }
     if let Some((index, ch)) = name.char_indices().find(|&(_, c)| c == '*' || c == '>') {
         return Err(TopicError::Wildcard { ch, index });
     }
