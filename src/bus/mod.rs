@@ -355,16 +355,22 @@ impl Bus {
     /// ([`publish_with`](Self::publish_with) and
     /// [`OutboundMessage::with_key`]), or decode them and use
     /// [`publish_envelope`](Self::publish_envelope).
-    pub async fn publish(
-        &self,
-        topic: &str,
+    // Not an `async fn`: its state machine moved the whole result (the
+    // error's room included) through two stack copies on every `Ok`; the
+    // mapped route future writes `Ok(())` once.
+    pub fn publish<'a>(
+        &'a self,
+        topic: &'a str,
         payload: impl Into<Bytes>,
-    ) -> Result<(), PublishError<Bytes>> {
+    ) -> impl Future<Output = Result<(), PublishError<Bytes>>> + Send + 'a {
         let body = Body::plain(payload.into());
-        match self.inner.route(topic, body, false).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err((*e).map_value(Body::into_payload)),
-        }
+        futures_util::FutureExt::map(
+            self.inner.route(topic, body, false),
+            |routed| match routed {
+                Ok(_) => Ok(()),
+                Err(e) => Err((*e).map_value(Body::into_payload)),
+            },
+        )
     }
 
     /// Publishes a plain message with a key and/or headers.
