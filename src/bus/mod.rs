@@ -39,6 +39,7 @@ use crate::{
 
 mod health;
 mod inner;
+mod subscribe;
 mod topics;
 
 pub use health::{HealthOptions, HealthPart, HealthStatus};
