@@ -79,6 +79,25 @@ pub(crate) fn now_with_millis() -> (SystemTime, u64) {
     })
 }
 
+/// The whole milliseconds of `time` since the Unix epoch (0 before 1970),
+/// as a UUIDv7 counts them.
+#[inline]
+pub(crate) fn unix_millis(time: SystemTime) -> u64 {
+    whole_millis(since_epoch(time))
+}
+
+/// `time` since the Unix epoch (zero before 1970).
+#[inline]
+fn since_epoch(time: SystemTime) -> std::time::Duration {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+#[inline]
+fn whole_millis(since: std::time::Duration) -> u64 {
+    since.as_secs() * 1000 + u64::from(since.subsec_millis())
+}
+
 /// `wall` and its Unix milliseconds; stored as the thread's new anchor
 /// taken at `tick` when a cell is given.
 #[cold]
@@ -86,10 +105,8 @@ fn anchor(
     wall: SystemTime,
     store: Option<(&Cell<Option<Anchor>>, quanta::Instant)>,
 ) -> (SystemTime, u64) {
-    let since = wall
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let millis = since.as_secs() * 1000 + u64::from(since.subsec_millis());
+    let since = since_epoch(wall);
+    let millis = whole_millis(since);
     if let Some((cell, at)) = store {
         cell.set(Some(Anchor {
             at,

@@ -133,10 +133,7 @@ impl EventId {
     /// ```
     #[inline]
     pub fn now_v7_at(time: SystemTime) -> EventId {
-        let since = time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        Self::v7_at_millis(since.as_secs() * 1000 + u64::from(since.subsec_millis()))
+        Self::v7_at_millis(super::clock::unix_millis(time))
     }
 
     /// [`now_v7_at`](Self::now_v7_at) for a time given in milliseconds
