@@ -408,14 +408,11 @@ pub(crate) fn spawn(
         let mut stalled = vec![false; core.lanes.len()];
         let mut fronts = Vec::new();
         let mut partition_stalls = PartitionStalls::default();
-        let mut tick = tokio::time::interval(options.check_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = ticks(options.check_interval);
         loop {
-            tick.tick().await;
-            let Some(host) = host.upgrade() else { return };
-            if host.closing() {
+            let Some(host) = next_check(&mut tick, &host).await else {
                 return;
-            }
+            };
             let now = Instant::now();
             let (backlog, oldest_age) = match &source {
                 Source::Lanes => (core.pending(), samples.oldest(&core, now)),
@@ -491,6 +488,23 @@ pub(crate) fn spawn(
     })
 }
 
+/// A monitor's check interval (a late check is delayed, not bunched).
+fn ticks(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Waits for the next check; `None` once the bus is dropped or closing
+/// (the monitor then ends).
+async fn next_check(
+    tick: &mut tokio::time::Interval,
+    host: &Weak<dyn MonitorHost>,
+) -> Option<Arc<dyn MonitorHost>> {
+    tick.tick().await;
+    host.upgrade().filter(|host| !host.closing())
+}
+
 /// Spawns the publisher-side monitor of a bus.
 pub(crate) fn spawn_publisher(
     runtime: &tokio::runtime::Handle,
@@ -499,14 +513,11 @@ pub(crate) fn spawn_publisher(
 ) -> tokio::task::JoinHandle<()> {
     runtime.spawn(async move {
         let mut machine = Hysteresis::new(options.hold);
-        let mut tick = tokio::time::interval(options.check_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = ticks(options.check_interval);
         loop {
-            tick.tick().await;
-            let Some(host) = host.upgrade() else { return };
-            if host.closing() {
+            let Some(host) = next_check(&mut tick, &host).await else {
                 return;
-            }
+            };
             let waiting = host.publishes_waiting();
             let above = waiting > options.max_waiting;
             if let Some(t) = machine.observe(above, Instant::now()) {
