@@ -44,6 +44,17 @@ async fn pass(mut gate: watch::Receiver<bool>) {
     let _ = gate.wait_for(|open| *open).await;
 }
 
+/// A handler that returns once `gate` is open.
+fn held_until_open(gate: watch::Receiver<bool>) -> impl lanebus::Handler<Message> {
+    move |_m: Message| {
+        let gate = gate.clone();
+        async move {
+            pass(gate).await;
+            Ok::<(), HandlerError>(())
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_mode_with_a_backlog_of_10000_at_start_then_left_after_the_hold() {
     const RECORDS: u64 = 10_000;
@@ -137,13 +148,7 @@ async fn a_stalled_lane_is_detected_and_cleared() {
             .stall_after(Duration::from_millis(100)),
     );
     let sub = bus
-        .subscribe_with("stuck", options, move |_m: Message| {
-            let gated = gated.clone();
-            async move {
-                pass(gated).await;
-                Ok::<(), HandlerError>(())
-            }
-        })
+        .subscribe_with("stuck", options, held_until_open(gated))
         .await
         .unwrap();
     let msg = lanebus::OutboundMessage::new("x").with_key("order-1");
@@ -189,13 +194,7 @@ async fn publishers_blocked_on_a_full_lane_are_a_publisher_backlog() {
     let (open, gated) = gate();
     let options = SubscribeOptions::default().lanes(1).ring_capacity(1);
     let _sub = bus
-        .subscribe_with("slow", options, move |_m: Message| {
-            let gated = gated.clone();
-            async move {
-                pass(gated).await;
-                Ok::<(), HandlerError>(())
-            }
-        })
+        .subscribe_with("slow", options, held_until_open(gated))
         .await
         .unwrap();
     let publishers: Vec<_> = (0..10)

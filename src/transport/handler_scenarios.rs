@@ -288,13 +288,7 @@ pub(crate) async fn a_stalled_lane_is_reported_then_cleared(bus: &Bus, prefix: &
             .stall_after(Duration::from_millis(200)),
     );
     let sub = bus
-        .subscribe_with(&topic, options, move |_m: Message| {
-            let mut gate = gate.clone();
-            async move {
-                let _ = gate.wait_for(|open| *open).await;
-                Ok::<(), HandlerError>(())
-            }
-        })
+        .subscribe_with(&topic, options, gated(gate, Arc::default(), Arc::default()))
         .await
         .unwrap();
     bus.publish_with(&topic, OutboundMessage::new("x").with_key("order-1"))
