@@ -44,7 +44,7 @@
 //!   dropped.
 
 mod binary;
-mod clock;
+pub(crate) mod clock;
 mod error;
 pub mod hash;
 mod id;

@@ -251,9 +251,7 @@ impl std::fmt::Debug for FrontsProbe {
 
 /// Milliseconds since the Unix epoch, now.
 fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    crate::envelope::clock::unix_millis(std::time::SystemTime::now()) as i64
 }
 
 /// The age at `now_ms` of a record stored at `at_ms` (0 if in the future).
