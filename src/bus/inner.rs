@@ -213,6 +213,17 @@ impl BusInner {
             Transport::Memory(m) => m,
             #[cfg(any(feature = "nats", feature = "kafka"))]
             _ => {
+                // A task out of cooperative budget yields here (as the
+                // client's await would) rather than take the boxed path.
+                #[cfg(feature = "nats")]
+                if !tokio::task::coop::has_budget_remaining() {
+                    tokio::task::yield_now().await;
+                }
+                #[cfg(feature = "nats")]
+                let body = match self.route_broker_now(topic, body, internal) {
+                    Ok(done) => return done.map_err(Box::new),
+                    Err(body) => body,
+                };
                 let _waiting = Waiting::enter(self);
                 return Box::pin(self.route_broker(topic, body, internal))
                     .await
@@ -375,6 +386,46 @@ impl BusInner {
                     self.refused.add(1);
                 }
                 Err(PublishError::Transport(body, e))
+            }
+        }
+    }
+
+    /// `route` on a broker when it completes without waiting (core NATS
+    /// with room in the client's queue), so that the common case of an
+    /// ephemeral publish needs no boxed future. `Err` hands the body back
+    /// when the publish must wait (a stream's ack, a full queue, Kafka's
+    /// delivery report).
+    #[cfg(feature = "nats")]
+    #[inline]
+    fn route_broker_now(
+        &self,
+        topic: &str,
+        body: Body,
+        internal: bool,
+    ) -> Result<Result<Routed, PublishError<Body>>, Body> {
+        let Transport::Nats(n) = &self.transport else {
+            return Err(body);
+        };
+        let persistence = crate::engine::reader::with_topic(self.id, &self.registry, topic, |e| {
+            e.and_then(|e| e.config.as_ref()).map(|c| c.persistence)
+        });
+        if n.is_stream(persistence) {
+            return Err(body);
+        }
+        if let Err(e) = validate_publish_name(topic) {
+            if !internal {
+                self.refused.add(1);
+            }
+            return Ok(Err(PublishError::InvalidTopic(body, e)));
+        }
+        match n.publish_now(topic, &body) {
+            None => Err(body),
+            Some(Ok(())) => Ok(Ok(Routed::Delivered(1))),
+            Some(Err(e)) => {
+                if !internal {
+                    self.refused.add(1);
+                }
+                Ok(Err(PublishError::Transport(body, e)))
             }
         }
     }

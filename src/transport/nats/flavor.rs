@@ -70,8 +70,7 @@ impl Nats {
 
     /// True when `config` (none: an unconfigured topic) is a stream.
     pub(crate) fn is_persistent(&self, config: Option<&TopicOptions>) -> bool {
-        self.options
-            .is_persistent(config.map_or(crate::Persistence::Auto, |c| c.persistence))
+        self.is_stream(config.map(|c| c.persistence))
     }
 
     /// Publishes `body`: to the topic's stream, waiting for the server's
@@ -90,6 +89,26 @@ impl Nats {
         } else {
             self.core.publish(topic, body).await
         }
+    }
+
+    /// True when a topic configured with `persistence` (none: an
+    /// unconfigured topic) is a stream.
+    #[inline]
+    pub(crate) fn is_stream(&self, persistence: Option<crate::Persistence>) -> bool {
+        self.options
+            .is_persistent(persistence.unwrap_or(crate::Persistence::Auto))
+    }
+
+    /// Publishes `body` on core NATS (the caller checked that the topic is
+    /// not a stream) when that completes on the first poll: `None` when it
+    /// would wait, and the caller awaits [`publish`](Self::publish).
+    #[inline]
+    pub(crate) fn publish_now(
+        &self,
+        topic: &str,
+        body: &Body,
+    ) -> Option<Result<(), TransportError>> {
+        self.core.publish_now(topic, body)
     }
 
     /// Publishes `body` without waiting: `Ok(None)` when it went,

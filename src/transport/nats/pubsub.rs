@@ -118,6 +118,22 @@ impl NatsCore {
 
     /// Publishes `body` if the client's queue has room now; `Ok(false)`
     /// when it has none (nothing was sent).
+    /// [`publish`](Self::publish) when it completes on its first poll:
+    /// `None` when it would wait (the client's queue is full, or the task
+    /// spent its cooperative budget: the caller then awaits `publish`,
+    /// which yields to the runtime as every await on the client does).
+    #[inline]
+    pub(crate) fn publish_now(
+        &self,
+        topic: &str,
+        body: &Body,
+    ) -> Option<Result<(), TransportError>> {
+        match outbound(body, self.format) {
+            Ok((payload, headers)) => send(&self.client, topic, payload, headers).now_or_never(),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     pub(crate) fn try_publish(&self, topic: &str, body: &Body) -> Result<bool, TransportError> {
         let (payload, headers) = outbound(body, self.format)?;
         // One poll, outside tokio's cooperative budget, so that a full

@@ -2,8 +2,8 @@
 //! persistent topics become streams when the bus connects, the topic
 //! methods read, list and remove the server's streams, `validate_only`
 //! refuses a missing or different stream at connect, health names a
-//! missing stream, and ephemeral topics go over core NATS and store
-//! nothing.
+//! missing stream, and ephemeral topics go over core NATS, store nothing,
+//! and lose nothing to a publisher that never yields on its own.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -162,5 +162,42 @@ async fn ephemeral_topics_use_core_nats_and_store_nothing() {
     );
     assert!(js.get_stream("jt4_pings").await.is_err(), "still no stream");
     assert!(bus.stats().subscriptions.iter().all(|s| s.broker.is_none()));
+    bus.close().await.unwrap();
+}
+
+/// An ephemeral publish completes on its first poll when the client has
+/// room, and otherwise waits like the client's own publish: a loop of
+/// publishes on a one-thread runtime that awaits nothing else still lets
+/// the client's connection task and the subscription's lane run (the
+/// publish yields once the task's cooperative budget is spent, and waits
+/// when the client's queue is full), so every message arrives, in order.
+#[tokio::test(flavor = "current_thread")]
+async fn a_tight_ephemeral_publish_loop_on_one_thread_yields_and_loses_nothing() {
+    const N: usize = 20_000;
+    let bus = bus("  jetstream: { default_persistence: ephemeral }\n").await;
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::with_capacity(N)));
+    let s = seen.clone();
+    let _sub = bus
+        .subscribe_with(
+            "jt5.ticks",
+            SubscribeOptions::default().lanes(1),
+            move |m: Message| {
+                let n: usize = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
+                s.lock().push(n);
+                std::future::ready(Ok::<(), HandlerError>(()))
+            },
+        )
+        .await
+        .unwrap();
+    for i in 0..N {
+        bus.publish("jt5.ticks", i.to_string()).await.unwrap();
+    }
+    step("every tick", async {
+        while seen.lock().len() < N {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(*seen.lock(), (0..N).collect::<Vec<_>>(), "all, in order");
     bus.close().await.unwrap();
 }
