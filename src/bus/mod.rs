@@ -365,13 +365,12 @@ impl Bus {
         payload: impl Into<Bytes>,
     ) -> impl Future<Output = Result<(), PublishError<Bytes>>> + Send + 'a {
         let body = Body::plain(payload.into());
-        futures_util::FutureExt::map(
-            self.inner.route(topic, body, false),
-            |routed| match routed {
+        futures_util::FutureExt::map(self.inner.route::<false>(topic, body, false), |routed| {
+            match routed {
                 Ok(_) => Ok(()),
                 Err(e) => Err((*e).map_value(Body::into_payload)),
-            },
-        )
+            }
+        })
     }
 
     /// Publishes a plain message with a key and/or headers.
@@ -382,7 +381,7 @@ impl Bus {
     ) -> Result<(), PublishError<OutboundMessage>> {
         match self
             .inner
-            .route(topic, Body::from_outbound(msg), false)
+            .route::<false>(topic, Body::from_outbound(msg), false)
             .await
         {
             Ok(_) => Ok(()),
@@ -428,24 +427,21 @@ impl Bus {
     /// The envelope moves into a shared allocation when this is called, so
     /// the returned future holds one pointer rather than the envelope;
     /// nothing is validated or published until it is polled.
+    // The error hands the envelope back by value, as every publish error
+    // hands its value back.
+    #[allow(clippy::result_large_err)]
     pub fn publish_envelope<'a>(
         &'a self,
         topic: &'a str,
         envelope: Envelope,
     ) -> impl Future<Output = Result<(), PublishError<Envelope>>> + Send + 'a {
-        let shared = crate::engine::recycle::share(envelope);
-        async move {
-            if let Err(e) = self.inner.check_envelope(&shared) {
-                return Err(PublishError::InvalidEnvelope(
-                    Arc::unwrap_or_clone(shared),
-                    e,
-                ));
-            }
-            match self.inner.route(topic, Body::Envelope(shared), false).await {
+        let body = Body::Envelope(crate::engine::recycle::share(envelope));
+        futures_util::FutureExt::map(self.inner.route::<true>(topic, body, false), |routed| {
+            match routed {
                 Ok(_) => Ok(()),
                 Err(e) => Err((*e).map_value(Body::into_envelope)),
             }
-        }
+        })
     }
 
     /// [`publish_envelope`](Self::publish_envelope) without waiting.

@@ -50,6 +50,7 @@ pub mod hash;
 mod id;
 mod json;
 mod typed;
+mod validate;
 
 use std::time::SystemTime;
 
@@ -325,57 +326,9 @@ impl Envelope {
     ///     Err(EnvelopeError::InvalidVersion { version: 0 })
     /// );
     /// ```
+    #[inline]
     pub fn validate(&self) -> Result<(), EnvelopeError> {
-        // Lengths only: no need to look at the ID's text.
-        match self.event_id.len() {
-            0 => return Err(EnvelopeError::EmptyEventId),
-            len if len > MAX_FIELD_LEN => {
-                return Err(EnvelopeError::FieldTooLong {
-                    field: "event_id",
-                    len,
-                })
-            }
-            _ => {}
-        }
-        validate_aggregate_id(&self.aggregate_id)?;
-        if self.event_type.is_empty() {
-            return Err(EnvelopeError::EmptyEventType);
-        }
-        if self.event_type.len() > MAX_EVENT_TYPE_LEN {
-            return Err(EnvelopeError::EventTypeTooLong {
-                len: self.event_type.len(),
-            });
-        }
-        if self.event_version <= 0 {
-            return Err(EnvelopeError::InvalidVersion {
-                version: self.event_version,
-            });
-        }
-        let optional = [
-            ("trace_id", &self.trace_id),
-            ("correlation_id", &self.correlation_id),
-            ("tenant_id", &self.tenant_id),
-        ];
-        for (field, value) in optional {
-            if let Some(value) = value {
-                check_len(field, value)?;
-            }
-        }
-        if self.headers.len() > MAX_HEADERS {
-            return Err(EnvelopeError::TooManyHeaders {
-                count: self.headers.len(),
-            });
-        }
-        for (key, value) in self.headers.iter() {
-            check_len("header key", key)?;
-            check_len("header value", value)?;
-        }
-        if self.payload.len() > MAX_PAYLOAD {
-            return Err(EnvelopeError::PayloadTooLarge {
-                len: self.payload.len(),
-            });
-        }
-        Ok(())
+        validate::check(self)
     }
 
     /// Encodes the compact binary form. Never fails; an envelope that passes
@@ -553,40 +506,6 @@ impl Envelope {
             .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?;
         (*first == b'{').then_some(WireFormat::Json)
     }
-}
-
-fn check_len(field: &'static str, value: &str) -> Result<(), EnvelopeError> {
-    if value.len() > MAX_FIELD_LEN {
-        return Err(EnvelopeError::FieldTooLong {
-            field,
-            len: value.len(),
-        });
-    }
-    Ok(())
-}
-
-fn validate_aggregate_id(id: &str) -> Result<(), EnvelopeError> {
-    if id.is_empty() {
-        return Err(EnvelopeError::EmptyAggregateId);
-    }
-    // Fast path (every publish): every allowed character is ASCII, so a
-    // short ID of allowed bytes is valid without decoding characters.
-    let allowed =
-        |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-' | b'.' | b'/');
-    if id.len() <= MAX_AGGREGATE_ID_LEN && id.as_bytes().iter().all(allowed) {
-        return Ok(());
-    }
-    // Slow path: find the first problem, counted in characters.
-    let len = id.chars().count();
-    if len > MAX_AGGREGATE_ID_LEN {
-        return Err(EnvelopeError::AggregateIdTooLong { len });
-    }
-    for (index, ch) in id.chars().enumerate() {
-        if !(ch.is_ascii_alphanumeric() || matches!(ch, ':' | '_' | '-' | '.' | '/')) {
-            return Err(EnvelopeError::InvalidAggregateIdChar { ch, index });
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
