@@ -22,6 +22,17 @@
 //! freed. No `unsafe`: `Arc::get_mut` proves the reference is the only
 //! one before the allocation is reused.
 //!
+//! The pooled allocation's cache lines were last written by a lane worker
+//! on another core, so writing the new envelope into it waited for them
+//! (the bench tool's keyed row spent its publisher's time there when the
+//! host's memory was busy). So each publishing thread takes the
+//! allocation for its *next* publish from the pool one publish early and
+//! stages it in thread-local storage, with a prefetch-for-write hint
+//! ([`prefetch_for_write`]): the lines travel while the current publish
+//! goes on. Keyed row, same runs, alternating binaries: 1.93 → 2.27 M
+//! msgs/s (+18%) while the host was slow, no change (4.48 M) while it was
+//! fast.
+//!
 //! # Invariants
 //!
 //! - An allocation is pooled only while nothing else refers to it (strong
@@ -30,11 +41,16 @@
 //!   worker skip the pool.
 //! - A pooled envelope holds no payload or headers (bounded memory: at
 //!   most [`POOL_CAPACITY`] envelope-sized allocations, plus any long IDs
-//!   stored on the heap, which are freed when the slot is reused).
+//!   stored on the heap, which are freed when the slot is reused), and so
+//!   does a staged one: at most one per publishing thread, freed when the
+//!   thread exits.
+
+use std::cell::Cell;
 
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 
+use super::ring::prefetch_for_write;
 use super::sync::{DataArc, DataLazy};
 use crate::Envelope;
 
@@ -47,11 +63,31 @@ pub(crate) const POOL_CAPACITY: usize = 8192;
 static POOL: DataLazy<ArrayQueue<DataArc<Envelope>>> =
     DataLazy::new(|| ArrayQueue::new(POOL_CAPACITY));
 
+thread_local! {
+    /// This thread's next allocation, taken from the pool one publish early
+    /// and prefetched for writing (see the module docs).
+    static STAGED: Cell<Option<DataArc<Envelope>>> = const { Cell::new(None) };
+}
+
 /// `envelope` in a shared allocation, reusing a pooled one when there is
 /// one.
 #[inline]
 pub(crate) fn share(envelope: Envelope) -> DataArc<Envelope> {
-    if let Some(mut spent) = POOL.pop() {
+    let spent = STAGED
+        .try_with(|staged| {
+            let now = staged.take().or_else(|| POOL.pop());
+            if let Some(next) = POOL.pop() {
+                // The allocation and its reference counts, which sit just
+                // before the envelope (one line more is harmless).
+                let start = DataArc::as_ptr(&next).cast::<u8>().wrapping_sub(64);
+                prefetch_for_write(start, 64 + std::mem::size_of::<Envelope>());
+                staged.set(Some(next));
+            }
+            now
+        })
+        // Thread-local storage is gone (thread exit): no staging.
+        .unwrap_or_else(|_| POOL.pop());
+    if let Some(mut spent) = spent {
         if let Some(slot) = DataArc::get_mut(&mut spent) {
             *slot = envelope;
             return spent;
@@ -104,6 +140,23 @@ mod tests {
         let again = share(Envelope::new("b", "U", 2, "x"));
         assert_eq!(again.aggregate_id, "b");
         assert_eq!(again.payload, "x");
+    }
+
+    #[test]
+    fn the_staged_allocation_serves_the_next_publish_of_its_thread() {
+        std::thread::spawn(|| {
+            let mine = DataArc::new(Envelope::new("a", "T", 1, "p"));
+            let ptr = DataArc::as_ptr(&mine);
+            STAGED.with(|s| s.set(Some(mine)));
+            let got = share(Envelope::new("b", "U", 2, "q"));
+            assert_eq!(DataArc::as_ptr(&got), ptr, "the staged allocation first");
+            assert_eq!(
+                (got.aggregate_id.as_str(), &got.payload[..]),
+                ("b", &b"q"[..])
+            );
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

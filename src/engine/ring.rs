@@ -39,6 +39,10 @@
 //!   `Release`).
 //! - After `close`, no claim succeeds; the consumer still drains everything
 //!   claimed before it and then sees the end of the stream.
+//!
+//! This file also holds the crate's one `unsafe` outside the ring:
+//! [`prefetch_for_write`], a cache hint the envelope pool
+//! (`engine::recycle`) gives for the allocation its next publish reuses.
 
 use std::fmt;
 use std::future::Future;
@@ -60,6 +64,28 @@ const TOMB: u64 = 2;
 const CLOSED: u64 = 0b01;
 /// `tail` flag: the consumer is parked and must be woken by the next claim.
 const PARKED: u64 = 0b10;
+
+/// Asks the CPU to bring the cache lines of `len` bytes from `start` into
+/// this core's cache, ready to be written (`prefetchw`). A hint only: it
+/// neither reads nor writes memory as the program sees it, never faults
+/// (any address will do), and is a no-op off x86-64 and under Miri.
+#[inline(always)]
+#[cfg_attr(feature = "loom", allow(dead_code))] // the loom copy has no pool
+pub(crate) fn prefetch_for_write(start: *const u8, len: usize) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+        let mut line = start;
+        let end = start.wrapping_add(len);
+        while line < end {
+            // SAFETY: a prefetch is a hint that cannot fault or change memory.
+            unsafe { _mm_prefetch::<_MM_HINT_ET0>(line.cast()) };
+            line = line.wrapping_add(64);
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = (start, len);
+}
 
 #[inline(always)]
 fn pos_of(tail: u64) -> u64 {
