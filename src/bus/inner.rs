@@ -3,14 +3,19 @@
 //!
 //! # Algorithm
 //!
-//! - **Publish**: stamp the `traceparent` header when the config has a
-//!   trace-context hook (`pipeline::trace`; user publishes only), enter the in-flight guard, check the closed flag, match
-//!   the transport's flavor (memory first). Memory: route through the
-//!   registry snapshot into the lanes; only a publish that meets a full
-//!   lane pays for a boxed wait. A first publish to a name the snapshot
-//!   does not know is checked once, and materialised when wildcard
-//!   subscriptions may match it. NATS: check the name, publish through the
-//!   client (a boxed future, so the memory path's future stays small).
+//! - **Publish**: check the envelope (envelope publishes), stamp the
+//!   `traceparent` header when the config has a trace-context hook
+//!   (`pipeline::trace`; user publishes only), enter the in-flight guard,
+//!   check the closed flag, match the transport's flavor (memory first).
+//!   Memory: route through the registry snapshot into the lanes; only a
+//!   publish that meets a full lane pays for a boxed wait. A first publish
+//!   to a name the snapshot does not know is checked once, and
+//!   materialised when wildcard subscriptions may match it. Brokers: check
+//!   the name, publish through the client in a boxed future (so the memory
+//!   path's future stays small), except that a core NATS publish (an
+//!   ephemeral topic) is first polled once in place and needs no box when
+//!   the client's queue has room; a task out of tokio's cooperative budget
+//!   yields before that poll, as an await on the client would make it.
 //! - **Subscribe** and **detach**: see `bus::subscribe`; this file keeps
 //!   the live subscriptions ([`Live`]) they add and remove.
 //! - **Close**: store the closed flag, stop the broker feeds (each delivers
