@@ -436,7 +436,7 @@ impl BusInner {
             }
             return Ok(Err(PublishError::InvalidTopic(body, e)));
         }
-        match n.publish_now(topic, &body) {
+        match n.core().publish_now(topic, &body) {
             None => Err(body),
             Some(Ok(())) => Ok(Ok(Routed::Delivered(1))),
             Some(Err(e)) => {

@@ -99,16 +99,10 @@ impl Nats {
             .is_persistent(persistence.unwrap_or(crate::Persistence::Auto))
     }
 
-    /// Publishes `body` on core NATS (the caller checked that the topic is
-    /// not a stream) when that completes on the first poll: `None` when it
-    /// would wait, and the caller awaits [`publish`](Self::publish).
+    /// The core NATS side (ephemeral topics).
     #[inline]
-    pub(crate) fn publish_now(
-        &self,
-        topic: &str,
-        body: &Body,
-    ) -> Option<Result<(), TransportError>> {
-        self.core.publish_now(topic, body)
+    pub(crate) fn core(&self) -> &NatsCore {
+        &self.core
     }
 
     /// Publishes `body` without waiting: `Ok(None)` when it went,

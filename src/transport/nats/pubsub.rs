@@ -116,8 +116,6 @@ impl NatsCore {
         send(&self.client, topic, payload, headers).await
     }
 
-    /// Publishes `body` if the client's queue has room now; `Ok(false)`
-    /// when it has none (nothing was sent).
     /// [`publish`](Self::publish) when it completes on its first poll:
     /// `None` when it would wait (the client's queue is full, or the task
     /// spent its cooperative budget: the caller then awaits `publish`,
@@ -134,6 +132,8 @@ impl NatsCore {
         }
     }
 
+    /// Publishes `body` if the client's queue has room now; `Ok(false)`
+    /// when it has none (nothing was sent).
     pub(crate) fn try_publish(&self, topic: &str, body: &Body) -> Result<bool, TransportError> {
         let (payload, headers) = outbound(body, self.format)?;
         // One poll, outside tokio's cooperative budget, so that a full
