@@ -344,6 +344,7 @@ impl BusInner {
 
     /// Checks an envelope before it is published: `validate`, and on a bus
     /// that writes the JSON wire form, that the form can carry it.
+    #[inline]
     pub(super) fn check_envelope(&self, e: &crate::Envelope) -> Result<(), crate::EnvelopeError> {
         e.validate()?;
         let json = match self.config.transport {
