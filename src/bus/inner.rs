@@ -238,12 +238,14 @@ impl BusInner {
                     tokio::task::yield_now().await;
                 }
                 #[cfg(feature = "nats")]
-                let body = match self.route_broker_now(topic, body, internal) {
+                let (body, config) = match self.route_broker_now(topic, body, internal) {
                     Ok(done) => return done.map_err(Box::new),
-                    Err(body) => body,
+                    Err(rest) => rest,
                 };
+                #[cfg(not(feature = "nats"))]
+                let config = None;
                 let _waiting = Waiting::enter(self);
-                return Box::pin(self.route_broker(topic, body, internal))
+                return Box::pin(self.route_broker(topic, config, body, internal))
                     .await
                     .map_err(Box::new);
             }
@@ -374,10 +376,13 @@ impl BusInner {
     /// registry remembers it), then the broker's client publishes and waits
     /// for the broker to have it (NATS: queued for the connection, or the
     /// stream's ack for a persistent topic; Kafka: the delivery report).
+    /// `config` is the topic's options as
+    /// [`route_broker_now`](Self::route_broker_now) read them (NATS only).
     #[cfg(any(feature = "nats", feature = "kafka"))]
     async fn route_broker(
         &self,
         topic: &str,
+        config: Option<Arc<TopicOptions>>,
         body: Body,
         internal: bool,
     ) -> Result<Routed, PublishError<Body>> {
@@ -389,12 +394,12 @@ impl BusInner {
         }
         let sent = match &self.transport {
             #[cfg(feature = "nats")]
-            Transport::Nats(n) => {
-                let config = self.topic_options(topic);
-                n.publish(topic, config.as_deref(), &body).await
-            }
+            Transport::Nats(n) => n.publish(topic, config.as_deref(), &body).await,
             #[cfg(feature = "kafka")]
-            Transport::Kafka(k) => k.publish(topic, &body).await,
+            Transport::Kafka(k) => {
+                drop(config);
+                k.publish(topic, &body).await
+            }
             Transport::Memory(_) => unreachable!("the memory transport routes in place"),
         };
         match sent {
@@ -413,23 +418,29 @@ impl BusInner {
     /// with room in the client's queue), so that the common case of an
     /// ephemeral publish needs no boxed future. `Err` hands the body back
     /// when the publish must wait (a stream's ack, a full queue, Kafka's
-    /// delivery report).
+    /// delivery report), with the topic's options for
+    /// [`route_broker`](Self::route_broker), so a stream publish looks them
+    /// up once.
     #[cfg(feature = "nats")]
     #[inline]
+    #[allow(clippy::type_complexity)]
     fn route_broker_now(
         &self,
         topic: &str,
         body: Body,
         internal: bool,
-    ) -> Result<Result<Routed, PublishError<Body>>, Body> {
+    ) -> Result<Result<Routed, PublishError<Body>>, (Body, Option<Arc<TopicOptions>>)> {
         let Transport::Nats(n) = &self.transport else {
-            return Err(body);
+            return Err((body, None));
         };
-        let persistence = crate::engine::reader::with_topic(self.id, &self.registry, topic, |e| {
-            e.and_then(|e| e.config.as_ref()).map(|c| c.persistence)
-        });
-        if n.is_stream(persistence) {
-            return Err(body);
+        let (stream, config) =
+            crate::engine::reader::with_topic(self.id, &self.registry, topic, |e| {
+                let config = e.and_then(|e| e.config.as_ref());
+                let stream = n.is_persistent(config.map(|c| &**c));
+                (stream, config.filter(|_| stream).cloned())
+            });
+        if stream {
+            return Err((body, config));
         }
         if let Err(e) = validate_publish_name(topic) {
             if !internal {
@@ -438,7 +449,9 @@ impl BusInner {
             return Ok(Err(PublishError::InvalidTopic(body, e)));
         }
         match n.core().publish_now(topic, &body) {
-            None => Err(body),
+            // The client's queue is full: the awaited publish needs the
+            // options too (a second lookup, on this rare path only).
+            None => Err((body, self.topic_options(topic))),
             Some(Ok(())) => Ok(Ok(Routed::Delivered(1))),
             Some(Err(e)) => {
                 if !internal {

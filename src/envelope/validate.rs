@@ -40,7 +40,7 @@ pub(super) fn check(e: &Envelope) -> Result<(), EnvelopeError> {
         & short(&e.tenant_id)
         & e.headers.is_empty()
         & (e.payload.len() <= MAX_PAYLOAD);
-    if common && id.iter().all(|&b| ID_BYTE[usize::from(b)]) {
+    if common && id.iter().all(|&b| id_byte(b)) {
         return Ok(());
     }
     detail(e)
@@ -124,14 +124,19 @@ static ID_BYTE: [bool; 256] = {
     table
 };
 
+/// Whether an aggregate ID may hold `b` (one table load).
+#[inline(always)]
+fn id_byte(b: u8) -> bool {
+    ID_BYTE[usize::from(b)]
+}
+
 fn validate_aggregate_id(id: &str) -> Result<(), EnvelopeError> {
     if id.is_empty() {
         return Err(EnvelopeError::EmptyAggregateId);
     }
-    // Fast path (every publish): every allowed character is ASCII, so a
-    // short ID of allowed bytes is valid without decoding characters; one
-    // table load per byte.
-    if id.len() <= MAX_AGGREGATE_ID_LEN && id.bytes().all(|b| ID_BYTE[usize::from(b)]) {
+    // Fast path: every allowed character is ASCII, so a short ID of
+    // allowed bytes is valid without decoding characters.
+    if id.len() <= MAX_AGGREGATE_ID_LEN && id.bytes().all(id_byte) {
         return Ok(());
     }
     // Slow path: find the first problem, counted in characters.
@@ -140,7 +145,7 @@ fn validate_aggregate_id(id: &str) -> Result<(), EnvelopeError> {
         return Err(EnvelopeError::AggregateIdTooLong { len });
     }
     for (index, ch) in id.chars().enumerate() {
-        if !(ch.is_ascii_alphanumeric() || matches!(ch, ':' | '_' | '-' | '.' | '/')) {
+        if !u8::try_from(ch).is_ok_and(id_byte) {
             return Err(EnvelopeError::InvalidAggregateIdChar { ch, index });
         }
     }

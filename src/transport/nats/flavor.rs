@@ -69,8 +69,10 @@ impl Nats {
     }
 
     /// True when `config` (none: an unconfigured topic) is a stream.
+    #[inline]
     pub(crate) fn is_persistent(&self, config: Option<&TopicOptions>) -> bool {
-        self.is_stream(config.map(|c| c.persistence))
+        self.options
+            .is_persistent(config.map_or(crate::Persistence::Auto, |c| c.persistence))
     }
 
     /// Publishes `body`: to the topic's stream, waiting for the server's
@@ -89,14 +91,6 @@ impl Nats {
         } else {
             self.core.publish(topic, body).await
         }
-    }
-
-    /// True when a topic configured with `persistence` (none: an
-    /// unconfigured topic) is a stream.
-    #[inline]
-    pub(crate) fn is_stream(&self, persistence: Option<crate::Persistence>) -> bool {
-        self.options
-            .is_persistent(persistence.unwrap_or(crate::Persistence::Auto))
     }
 
     /// The core NATS side (ephemeral topics).

@@ -126,24 +126,38 @@ impl NatsCore {
         topic: &str,
         body: &Body,
     ) -> Option<Result<(), TransportError>> {
-        match outbound(body, self.format) {
-            Ok((payload, headers)) => send(&self.client, topic, payload, headers).now_or_never(),
-            Err(e) => Some(Err(e)),
-        }
+        self.publish_once(topic, body, true)
     }
 
     /// Publishes `body` if the client's queue has room now; `Ok(false)`
     /// when it has none (nothing was sent).
     pub(crate) fn try_publish(&self, topic: &str, body: &Body) -> Result<bool, TransportError> {
-        let (payload, headers) = outbound(body, self.format)?;
-        // One poll, outside tokio's cooperative budget, so that a full
-        // queue is the only reason for "not now". A dropped send future
-        // has sent nothing (the queue's send is cancel-safe).
-        let once = tokio::task::unconstrained(send(&self.client, topic, payload, headers));
-        match once.now_or_never() {
-            Some(Ok(())) => Ok(true),
-            Some(Err(e)) => Err(e),
-            None => Ok(false),
+        // Outside tokio's cooperative budget, so that a full queue is the
+        // only reason for "not now".
+        self.publish_once(topic, body, false)
+            .map_or(Ok(false), |sent| sent.map(|()| true))
+    }
+
+    /// One poll of [`publish`](Self::publish), within the task's
+    /// cooperative budget or outside it: `None` when it would wait. A
+    /// dropped send future has sent nothing (the queue's send is
+    /// cancel-safe).
+    #[inline]
+    fn publish_once(
+        &self,
+        topic: &str,
+        body: &Body,
+        budgeted: bool,
+    ) -> Option<Result<(), TransportError>> {
+        let (payload, headers) = match outbound(body, self.format) {
+            Ok(parts) => parts,
+            Err(e) => return Some(Err(e)),
+        };
+        let send = send(&self.client, topic, payload, headers);
+        if budgeted {
+            send.now_or_never()
+        } else {
+            tokio::task::unconstrained(send).now_or_never()
         }
     }
 
