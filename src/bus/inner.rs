@@ -47,7 +47,7 @@ use crate::engine::flight::InFlight;
 use crate::engine::lanes::Body;
 use crate::engine::pattern::validate_publish_name;
 use crate::engine::registry::Registry;
-use crate::engine::route::{RouteNow, Routed, TryRouteError};
+use crate::engine::route::{Routed, TryRouteError};
 use crate::engine::{SubscriptionCore, TopicEntry};
 use crate::events::EventHub;
 use crate::pipeline::dead_letter::{Republish, Republished};
@@ -59,6 +59,7 @@ use crate::transport::BoxFuture;
 use crate::transport::{Feed, Transport};
 use crate::{BusConfig, CloseError, OutboundMessage, PublishError, TopicOptions, TryPublishError};
 
+use super::publish::MemoryNow;
 use super::subscription_stats;
 
 /// A refused publish, boxed (see [`BusInner::route`]).
@@ -123,11 +124,11 @@ pub(crate) struct BusInner {
 /// Counts a publish as waiting while it lives (cancel-safe), when the
 /// publisher backlog is watched (`BusConfig::publisher_backlog`); costs an
 /// `Option` check otherwise.
-struct Waiting<'a>(Option<&'a AtomicU64>);
+pub(super) struct Waiting<'a>(Option<&'a AtomicU64>);
 
 impl<'a> Waiting<'a> {
     #[inline]
-    fn enter(bus: &'a BusInner) -> Self {
+    pub(super) fn enter(bus: &'a BusInner) -> Self {
         if bus.config.publisher_backlog.is_none() {
             return Self(None);
         }
@@ -217,20 +218,15 @@ impl BusInner {
         if !internal && self.publish_limits.is_active() {
             Box::pin(self.publish_limits.acquire(topic)).await;
         }
-        let _flight = self.flight.enter();
-        if internal {
-            self.republished.add(1);
-        }
-        if !internal && self.closed.load(Ordering::SeqCst) {
-            self.refused.add(1);
-            return Err(Box::new(PublishError::Closed(body)));
-        }
         // A single flavor without the `nats` feature.
         #[allow(clippy::infallible_destructuring_match)]
         let memory = match &self.transport {
             Transport::Memory(m) => m,
             #[cfg(any(feature = "nats", feature = "kafka"))]
             _ => {
+                let Some(_flight) = self.enter_route(internal) else {
+                    return Err(Box::new(PublishError::Closed(body)));
+                };
                 // A task out of cooperative budget yields here (as the
                 // client's await would) rather than take the boxed path.
                 #[cfg(feature = "nats")]
@@ -250,48 +246,14 @@ impl BusInner {
                     .map_err(Box::new);
             }
         };
-        // The body stays in `slot` (scoped here, so never part of the
-        // future across the wait) when the topic is unknown.
-        let now = {
-            let mut slot = Some(body);
-            match memory.route_now(self.id, &self.registry, topic, &mut slot) {
-                RouteNow::Routed(r) => Ok(r),
-                RouteNow::Wait(w) => Err(w),
-                // A name seen for the first time: check it, then let the
-                // wildcard subscriptions matching it (if any) have an entry
-                // made for it, and look again.
-                RouteNow::Unknown => match (slot.take(), validate_publish_name(topic)) {
-                    (Some(body), Err(e)) => {
-                        if !internal {
-                            self.refused.add(1);
-                        }
-                        return Err(Box::new(PublishError::InvalidTopic(body, e)));
-                    }
-                    (Some(body), Ok(())) if self.registry.materialise(topic) => {
-                        slot = Some(body);
-                        match memory.route_now(self.id, &self.registry, topic, &mut slot) {
-                            RouteNow::Routed(r) => Ok(r),
-                            RouteNow::Wait(w) => Err(w),
-                            RouteNow::Unknown => Ok(Routed::Unrouted),
-                        }
-                    }
-                    _ => Ok(Routed::Unrouted),
-                },
-            }
-        };
-        let routed = match now {
-            Ok(r) => r,
+        match self.memory_now(memory, topic, body, internal) {
+            MemoryNow::Done(routed) => routed,
             // Only a publish that meets a full lane pays for a boxed wait,
             // which keeps the common path's future small.
-            Err(w) => {
-                let _waiting = Waiting::enter(self);
-                Box::pin(w.finish()).await
+            MemoryNow::Wait(wait, flight) => {
+                Box::pin(self.finish_wait(wait, flight, internal)).await
             }
-        };
-        if !internal {
-            self.count_unrouted(routed);
         }
-        Ok(routed)
     }
 
     pub(super) fn try_route(&self, topic: &str, body: Body) -> Result<(), TryPublishError<Body>> {
@@ -302,11 +264,9 @@ impl BusInner {
         if self.publish_limits.is_active() && !self.publish_limits.try_acquire(topic) {
             return Err(TryPublishError::RateLimited(body));
         }
-        let _flight = self.flight.enter();
-        if self.closed.load(Ordering::SeqCst) {
-            self.refused.add(1);
+        let Some(_flight) = self.enter_route(false) else {
             return Err(TryPublishError::Closed(body));
-        }
+        };
         // A single flavor without the `nats` feature.
         #[allow(clippy::infallible_destructuring_match)]
         let memory = match &self.transport {

@@ -39,6 +39,7 @@ use crate::{
 
 mod health;
 mod inner;
+mod publish;
 mod subscribe;
 mod topics;
 
@@ -435,13 +436,7 @@ impl Bus {
         topic: &'a str,
         envelope: Envelope,
     ) -> impl Future<Output = Result<(), PublishError<Envelope>>> + Send + 'a {
-        let body = Body::Envelope(crate::engine::recycle::share(envelope));
-        futures_util::FutureExt::map(self.inner.route::<true>(topic, body, false), |routed| {
-            match routed {
-                Ok(_) => Ok(()),
-                Err(e) => Err((*e).map_value(Body::into_envelope)),
-            }
-        })
+        publish::PublishEnvelope::new(&self.inner, topic, crate::engine::recycle::share(envelope))
     }
 
     /// [`publish_envelope`](Self::publish_envelope) without waiting.
