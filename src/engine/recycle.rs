@@ -70,8 +70,10 @@ thread_local! {
 }
 
 /// `envelope` in a shared allocation, reusing a pooled one when there is
-/// one.
-#[inline]
+/// one. Out of line: it returns one pointer, in a register, to the
+/// publish it serves (inlined into a caller's future construction, it made
+/// the whole future a call's memory-returned result).
+#[inline(never)]
 pub(crate) fn share(envelope: Envelope) -> DataArc<Envelope> {
     let spent = STAGED
         .try_with(|staged| {
