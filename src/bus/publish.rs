@@ -90,17 +90,24 @@ impl BusInner {
         body: Body,
         internal: bool,
     ) -> MemoryNow<'_> {
+        // The body is moved into its slot before the flight guard's fence,
+        // which drains the stores: the lookup then reads it from the cache.
+        // (Moved after it, the copy's wide loads met its narrow stores still
+        // in the store buffer: a store-forwarding stall that took most of
+        // an envelope publish's own time.)
+        let mut slot = Some(body);
         let Some(flight) = self.enter_route(internal) else {
+            let body = slot.take().expect("the body is in its slot");
             return MemoryNow::Done(Err(Box::new(PublishError::Closed(body))));
         };
-        let mut slot = Some(body);
         let routed = match memory.route_now(self.id, &self.registry, topic, &mut slot) {
-            RouteNow::Routed(r) => r,
+            RouteNow::Delivered(n) => Routed::Delivered(n),
+            RouteNow::Unrouted => Routed::Unrouted,
             RouteNow::Wait(w) => return MemoryNow::Wait(w, flight),
             RouteNow::Unknown => match self.first_publish(memory, topic, slot, internal) {
-                Ok(RouteNow::Routed(r)) => r,
+                Ok(RouteNow::Delivered(n)) => Routed::Delivered(n),
+                Ok(RouteNow::Unrouted | RouteNow::Unknown) => Routed::Unrouted,
                 Ok(RouteNow::Wait(w)) => return MemoryNow::Wait(w, flight),
-                Ok(RouteNow::Unknown) => Routed::Unrouted,
                 Err(refused) => return MemoryNow::Done(Err(refused)),
             },
         };
@@ -176,20 +183,24 @@ impl BusInner {
 
 /// The future of [`Bus::publish_envelope`](super::Bus::publish_envelope)
 /// (see the module docs).
+///
+/// Its state is two word-sized options rather than one enum: the first
+/// poll, right after the caller built the future, then reads the envelope
+/// with a load as wide as the store that wrote it (an enum's tag and
+/// pointer were written as two words and read back as one 16-byte load,
+/// a store-forwarding stall on every publish).
 pub(super) struct PublishEnvelope<'a> {
     bus: &'a BusInner,
     topic: &'a str,
-    state: State<'a>,
+    /// The envelope, until the first poll.
+    envelope: Option<DataArc<Envelope>>,
+    /// The rest of the publish, while it waits (a full lane, or the
+    /// general route).
+    rest: Option<BoxFuture<'a, Result<Routed, Refused>>>,
 }
 
-enum State<'a> {
-    /// Not polled yet.
-    Start(DataArc<Envelope>),
-    /// Waiting (a full lane, or the general route).
-    Rest(BoxFuture<'a, Result<Routed, Refused>>),
-    /// Completed.
-    Done,
-}
+/// The first poll's outcome: finished, or the rest of the publish.
+type Started<'a> = Result<Result<Routed, Refused>, BoxFuture<'a, Result<Routed, Refused>>>;
 
 impl<'a> PublishEnvelope<'a> {
     #[inline]
@@ -197,17 +208,18 @@ impl<'a> PublishEnvelope<'a> {
         Self {
             bus,
             topic,
-            state: State::Start(envelope),
+            envelope: Some(envelope),
+            rest: None,
         }
     }
 
     /// The first poll: the whole publish in place, or the rest of it.
     #[inline(always)]
-    fn start(&self, envelope: DataArc<Envelope>) -> Result<Result<Routed, Refused>, State<'a>> {
+    fn start(&self, envelope: DataArc<Envelope>) -> Started<'a> {
         let (bus, topic) = (self.bus, self.topic);
         let Some(memory) = bus.plain_memory() else {
             let body = Body::Envelope(envelope);
-            return Err(State::Rest(Box::pin(bus.route::<true>(topic, body, false))));
+            return Err(Box::pin(bus.route::<true>(topic, body, false)));
         };
         if let Err(e) = bus.check_envelope(&envelope) {
             let body = Body::Envelope(envelope);
@@ -215,9 +227,7 @@ impl<'a> PublishEnvelope<'a> {
         }
         match bus.memory_now(memory, topic, Body::Envelope(envelope), false) {
             MemoryNow::Done(routed) => Ok(routed),
-            MemoryNow::Wait(wait, flight) => {
-                Err(State::Rest(Box::pin(bus.finish_wait(wait, flight, false))))
-            }
+            MemoryNow::Wait(wait, flight) => Err(Box::pin(bus.finish_wait(wait, flight, false))),
         }
     }
 }
@@ -229,28 +239,25 @@ impl Future for PublishEnvelope<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every field is `Unpin` (the rest of the publish is boxed).
         let this = self.get_mut();
-        let mut rest = match std::mem::replace(&mut this.state, State::Done) {
-            State::Start(envelope) => match this.start(envelope) {
+        if let Some(envelope) = this.envelope.take() {
+            match this.start(envelope) {
                 // Apart from the refusal: written in place, the success
                 // is the output's tag alone (merged with it, the whole
                 // output was copied).
                 Ok(Ok(_)) => return Poll::Ready(Ok(())),
                 Ok(Err(refused)) => return Poll::Ready(Err(hand_back(refused))),
-                Err(rest) => rest,
-            },
-            rest => rest,
-        };
-        let State::Rest(future) = &mut rest else {
-            panic!("`publish_envelope` polled after completion");
-        };
-        match future.as_mut().poll(cx) {
-            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(refused)) => Poll::Ready(Err(hand_back(refused))),
-            Poll::Pending => {
-                this.state = rest;
-                Poll::Pending
+                Err(rest) => this.rest = Some(rest),
             }
         }
+        let Some(rest) = &mut this.rest else {
+            panic!("`publish_envelope` polled after completion");
+        };
+        let routed = std::task::ready!(rest.as_mut().poll(cx));
+        this.rest = None;
+        Poll::Ready(match routed {
+            Ok(_) => Ok(()),
+            Err(refused) => Err(hand_back(refused)),
+        })
     }
 }
 

@@ -100,16 +100,31 @@ pub(crate) struct Waiting {
     rest: Vec<Pending>,
 }
 
-/// What [`route_now`] did. Two words: the common result is cheap to return
-/// through the layers of a publish.
+/// What [`route_now`] did. Flat, each variant at most one word: the
+/// result then comes back from the snapshot lookup's closure in two
+/// registers (nested, as `Routed(Routed)`, it was returned through memory
+/// and read back with wider loads than its stores, a store-forwarding
+/// stall on every publish).
 pub(crate) enum RouteNow {
-    /// Done without waiting.
-    Routed(Routed),
+    /// Done without waiting: no live subscription (see [`Routed`]).
+    Unrouted,
+    /// Done without waiting: delivered to this many targets.
+    Delivered(usize),
     /// Some lanes were full: finish with [`Waiting::finish`]. Boxed: the
     /// rare case should not make the common result larger to move.
     Wait(Box<Waiting>),
     /// The topic is not registered; the body was left in place.
     Unknown,
+}
+
+impl From<Routed> for RouteNow {
+    #[inline(always)]
+    fn from(routed: Routed) -> Self {
+        match routed {
+            Routed::Unrouted => RouteNow::Unrouted,
+            Routed::Delivered(n) => RouteNow::Delivered(n),
+        }
+    }
 }
 
 /// Unkeyed records a thread sends to one lane before moving to the next.
@@ -156,18 +171,18 @@ pub(crate) fn route_now(
             Some(entry) if !entry.subs.is_empty() => &entry.subs,
             Some(_) => {
                 *slot = None;
-                return RouteNow::Routed(Routed::Unrouted);
+                return RouteNow::Unrouted;
             }
             None => return RouteNow::Unknown,
         };
         let Some(body) = slot.take() else {
-            return RouteNow::Routed(Routed::Unrouted);
+            return RouteNow::Unrouted;
         };
         let route = Route::of(&body);
         if let [Target::Solo(sub)] = &subs[..] {
             return match sub.lanes.try_push(record(body, sub.wildcard, topic), route) {
-                Ok(()) => RouteNow::Routed(Routed::Delivered(1)),
-                Err(TryPushError::Closed(_)) => RouteNow::Routed(Routed::Unrouted),
+                Ok(()) => RouteNow::Delivered(1),
+                Err(TryPushError::Closed(_)) => RouteNow::Unrouted,
                 Err(TryPushError::Full(delivery)) => RouteNow::Wait(Box::new(Waiting {
                     delivered: 0,
                     first: Pending {
@@ -194,7 +209,7 @@ pub(crate) fn route_now(
         }
         let mut pending = pending.into_iter();
         match pending.next() {
-            None => RouteNow::Routed(Routed::of(delivered)),
+            None => Routed::of(delivered).into(),
             Some(first) => RouteNow::Wait(Box::new(Waiting {
                 delivered,
                 first,
@@ -479,7 +494,7 @@ mod tests {
         reg.update("t", |_| (Some(entry.clone()), ()));
         let mut slot = Some(keyed_to(0, 2));
         let now = route_now(BUS, &reg, "t", &mut slot);
-        assert!(matches!(now, RouteNow::Routed(Routed::Delivered(1))));
+        assert!(matches!(now, RouteNow::Delivered(1)));
         assert_eq!((a.taken(), b.taken()), (0, 2));
         // Every member gone: the group is not routed to.
         b.core.lanes.close();
@@ -530,7 +545,7 @@ mod tests {
             route_now(BUS + 1, &reg, "t", &mut slot)
         };
         for _ in 0..2 {
-            assert!(matches!(route(keyed_to(0, 2)), RouteNow::Routed(_)));
+            assert!(matches!(route(keyed_to(0, 2)), RouteNow::Delivered(_)));
         }
         let RouteNow::Wait(waiting) = route(keyed_to(0, 2)) else {
             panic!("member 0 is full: the key waits for it");
