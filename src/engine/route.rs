@@ -166,7 +166,13 @@ pub(crate) fn route_now(
     topic: &str,
     slot: &mut Option<Body>,
 ) -> RouteNow {
-    with_topic(bus, registry, topic, |entry| {
+    // The closure captures one pointer: `with_topic` moves it, and a
+    // capture of several words was read back with wider loads than the
+    // caller's stores (a store-forwarding stall on every publish).
+    let mut args = (slot, topic);
+    let args = &mut args;
+    with_topic(bus, registry, topic, move |entry| {
+        let (slot, topic) = (&mut *args.0, args.1);
         let subs = match entry {
             Some(entry) if !entry.subs.is_empty() => &entry.subs,
             Some(_) => {
