@@ -66,25 +66,56 @@ const CLOSED: u64 = 0b01;
 const PARKED: u64 = 0b10;
 
 /// Asks the CPU to bring the cache lines of `len` bytes from `start` into
-/// this core's cache, ready to be written (`prefetchw`). A hint only: it
-/// neither reads nor writes memory as the program sees it, never faults
-/// (any address will do), and is a no-op off x86-64 and under Miri.
+/// this core's cache, ready to be written (`prefetchw`, where the CPU has
+/// it: a line fetched for reading must then be fetched again for
+/// ownership). A hint only: it neither reads nor writes memory as the
+/// program sees it, never faults (any address will do), and is a no-op
+/// off x86-64 and under Miri.
+///
+/// Inline assembly rather than `_mm_prefetch::<_MM_HINT_ET0>`: without the
+/// `prfchw` target feature at compile time (not in the default x86-64
+/// target) the intrinsic compiles to a plain read prefetch.
 #[inline(always)]
 #[cfg_attr(feature = "loom", allow(dead_code))] // the loom copy has no pool
 pub(crate) fn prefetch_for_write(start: *const u8, len: usize) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+        let write = has_prefetchw();
         let mut line = start;
         let end = start.wrapping_add(len);
         while line < end {
-            // SAFETY: a prefetch is a hint that cannot fault or change memory.
-            unsafe { _mm_prefetch::<_MM_HINT_ET0>(line.cast()) };
+            if write {
+                // SAFETY: a prefetch is a hint that cannot fault or change
+                // memory, and the CPU was checked to have the instruction.
+                unsafe {
+                    std::arch::asm!(
+                        "prefetchw [{0}]",
+                        in(reg) line,
+                        options(nostack, preserves_flags, readonly)
+                    )
+                };
+            } else {
+                // SAFETY: as above (SSE prefetches are in every x86-64).
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        line.cast(),
+                    )
+                };
+            }
             line = line.wrapping_add(64);
         }
     }
     #[cfg(not(all(target_arch = "x86_64", not(miri))))]
     let _ = (start, len);
+}
+
+/// Whether the CPU has `prefetchw` (CPUID `80000001h`, ECX bit 8), asked
+/// once.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[cfg_attr(feature = "loom", allow(dead_code))]
+fn has_prefetchw() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| std::arch::x86_64::__cpuid(0x8000_0001).ecx & (1 << 8) != 0)
 }
 
 #[inline(always)]
