@@ -48,7 +48,7 @@ pub(crate) mod std_impl {
     /// docs); the same type in both shims.
     pub(crate) use std::sync::Arc as DataArc;
     /// `std`'s `LazyLock`, for process-wide data loom need not model (the
-    /// envelope pool).
+    /// envelope pool, the ring's CPU feature check).
     pub(crate) use std::sync::LazyLock as DataLazy;
     /// `std`'s `Weak`, the companion of [`DataArc`] (the dead-letter sink).
     #[allow(unused_imports)] // until `dispatch.rs` switches over from `std`
@@ -218,6 +218,10 @@ pub(crate) mod loom_impl {
     /// no such data yet, hence the `allow`s.
     #[allow(unused_imports)]
     pub(crate) use std::sync::Arc as DataArc;
+    /// `std`'s `LazyLock`, as in the `std` shim (the ring's CPU feature
+    /// check, which the loom copy compiles but never calls).
+    #[allow(unused_imports)]
+    pub(crate) use std::sync::LazyLock as DataLazy;
     /// `std`'s `Weak`, the companion of [`DataArc`].
     #[allow(unused_imports)]
     pub(crate) use std::sync::Weak as DataWeak;

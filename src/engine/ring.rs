@@ -53,7 +53,8 @@ use std::task::{Context, Poll, Waker};
 use crossbeam_utils::CachePadded;
 
 use super::sync::{
-    fence, spin_hint, Arc, AtomicBool, AtomicU64, AtomicWaker, Backoff, Mutex, Ordering, UnsafeCell,
+    fence, spin_hint, Arc, AtomicBool, AtomicU64, AtomicWaker, Backoff, DataLazy, Mutex, Ordering,
+    UnsafeCell,
 };
 
 const FREE: u64 = 0;
@@ -114,8 +115,9 @@ pub(crate) fn prefetch_for_write(start: *const u8, len: usize) {
 #[cfg(all(target_arch = "x86_64", not(miri)))]
 #[cfg_attr(feature = "loom", allow(dead_code))]
 fn has_prefetchw() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| std::arch::x86_64::__cpuid(0x8000_0001).ecx & (1 << 8) != 0)
+    static HAS: DataLazy<bool> =
+        DataLazy::new(|| std::arch::x86_64::__cpuid(0x8000_0001).ecx & (1 << 8) != 0);
+    *HAS
 }
 
 #[inline(always)]
