@@ -59,6 +59,8 @@ use crate::transport::BoxFuture;
 use crate::transport::{Feed, Transport};
 use crate::{BusConfig, CloseError, OutboundMessage, PublishError, TopicOptions, TryPublishError};
 
+#[cfg(any(feature = "nats", feature = "kafka"))]
+use super::publish::BrokerNow;
 use super::publish::MemoryNow;
 use super::subscription_stats;
 
@@ -224,26 +226,18 @@ impl BusInner {
             Transport::Memory(m) => m,
             #[cfg(any(feature = "nats", feature = "kafka"))]
             _ => {
-                let Some(_flight) = self.enter_route(internal) else {
-                    return Err(Box::new(PublishError::Closed(body)));
-                };
                 // A task out of cooperative budget yields here (as the
                 // client's await would) rather than take the boxed path.
                 #[cfg(feature = "nats")]
                 if !tokio::task::coop::has_budget_remaining() {
                     tokio::task::yield_now().await;
                 }
-                #[cfg(feature = "nats")]
-                let (body, config) = match self.route_broker_now(topic, body, internal) {
-                    Ok(done) => return done.map_err(Box::new),
-                    Err(rest) => rest,
+                return match self.broker_now(topic, body, internal) {
+                    BrokerNow::Done(routed) => routed,
+                    BrokerNow::Rest(body, config, flight) => {
+                        Box::pin(self.broker_rest(topic, config, body, flight, internal)).await
+                    }
                 };
-                #[cfg(not(feature = "nats"))]
-                let config = None;
-                let _waiting = Waiting::enter(self);
-                return Box::pin(self.route_broker(topic, config, body, internal))
-                    .await
-                    .map_err(Box::new);
             }
         };
         match self.memory_now(memory, topic, body, internal) {
@@ -339,7 +333,7 @@ impl BusInner {
     /// `config` is the topic's options as
     /// [`route_broker_now`](Self::route_broker_now) read them (NATS only).
     #[cfg(any(feature = "nats", feature = "kafka"))]
-    async fn route_broker(
+    pub(super) async fn route_broker(
         &self,
         topic: &str,
         config: Option<Arc<TopicOptions>>,
@@ -384,7 +378,7 @@ impl BusInner {
     #[cfg(feature = "nats")]
     #[inline]
     #[allow(clippy::type_complexity)]
-    fn route_broker_now(
+    pub(super) fn route_broker_now(
         &self,
         topic: &str,
         body: Body,

@@ -1,5 +1,6 @@
-//! The memory transport's publish up to its only wait, and the envelope
-//! publish future built on it.
+//! The publish steps that never wait (the memory transport's up to a
+//! full lane, a broker's up to its client), and the envelope publish
+//! future built on them.
 //!
 //! # Algorithm
 //!
@@ -11,14 +12,21 @@
 //! publish. A full lane hands back its pending records with the guard, and
 //! [`BusInner::finish_wait`] completes them.
 //!
-//! Both publish paths use these two steps: the `async` route of
-//! [`BusInner`] (plain messages, and envelopes on a broker or with a trace
-//! hook or rate limit), and [`PublishEnvelope`], a hand-written future for
-//! an envelope on the memory transport. Its envelope already sits in its
+//! A broker publish, likewise ([`BusInner::broker_now`]): enter the
+//! in-flight guard, check the closed flag, and on NATS complete a core
+//! NATS publish in place when the client's queue has room; anything that
+//! waits (a stream's ack, a full client queue, Kafka's delivery report)
+//! continues in [`BusInner::broker_rest`] with the guard.
+//!
+//! Both publish paths use these steps: the `async` route of
+//! [`BusInner`] (plain messages, and envelopes with a trace hook or rate
+//! limit), and [`PublishEnvelope`], a hand-written future for an envelope
+//! publish. Its envelope already sits in its
 //! shared allocation, so the future is the bus, the topic, one pointer and
 //! its state (48 bytes, moved cheaply by the caller's `.await`), and its
-//! first poll runs the whole publish in place; only a publish that meets a
-//! full lane (or needs the general route) boxes the rest. Before, the
+//! first poll runs the whole publish in place; only a publish that waits
+//! (a full lane, a broker's answer, or the general route) boxes the rest,
+//! once. Before, the
 //! `async` route's state machine inside a map to the public error was
 //! several times that size, copied with `memcpy` when the caller awaited
 //! it, and the success was written as a whole `Result` (its error variant
@@ -47,7 +55,11 @@ use crate::engine::route::{RouteNow, Routed, Waiting as LaneWait};
 use crate::engine::sync::DataArc;
 use crate::transport::memory::Memory;
 use crate::transport::{BoxFuture, Transport};
+#[cfg(any(feature = "nats", feature = "kafka"))]
+use crate::TopicOptions;
 use crate::{Envelope, PublishError};
+#[cfg(any(feature = "nats", feature = "kafka"))]
+use std::sync::Arc;
 
 use super::inner::{BusInner, Refused, Waiting};
 
@@ -164,21 +176,59 @@ impl BusInner {
         Ok(routed)
     }
 
-    /// The memory transport, when an envelope publish can take the
-    /// in-place path: no trace hook to stamp and no publish rate limit to
-    /// wait for.
-    #[inline]
-    fn plain_memory(&self) -> Option<&Memory> {
-        match &self.transport {
-            Transport::Memory(m)
-                if self.config.trace_context.is_none() && !self.publish_limits.is_active() =>
-            {
-                Some(m)
-            }
-            #[allow(unreachable_patterns)]
-            _ => None,
-        }
+    /// A broker's publish up to its first wait (see the module docs).
+    #[cfg(any(feature = "nats", feature = "kafka"))]
+    pub(super) fn broker_now(&self, topic: &str, body: Body, internal: bool) -> BrokerNow<'_> {
+        let Some(flight) = self.enter_route(internal) else {
+            return BrokerNow::Done(Err(Box::new(PublishError::Closed(body))));
+        };
+        #[cfg(feature = "nats")]
+        let (body, config) = match self.route_broker_now(topic, body, internal) {
+            Ok(done) => return BrokerNow::Done(done.map_err(Box::new)),
+            Err(rest) => rest,
+        };
+        #[cfg(not(feature = "nats"))]
+        let config = {
+            let _ = topic;
+            None
+        };
+        BrokerNow::Rest(body, config, flight)
     }
+
+    /// Finishes a broker publish that waits, holding its flight guard until
+    /// the broker has it.
+    #[cfg(any(feature = "nats", feature = "kafka"))]
+    pub(super) async fn broker_rest(
+        &self,
+        topic: &str,
+        config: Option<Arc<TopicOptions>>,
+        body: Body,
+        flight: FlightGuard<'_>,
+        internal: bool,
+    ) -> Result<Routed, Refused> {
+        let _waiting = Waiting::enter(self);
+        let routed = self.route_broker(topic, config, body, internal).await;
+        drop(flight);
+        routed.map_err(Box::new)
+    }
+
+    /// True when a publish has nothing to do before routing: no trace hook
+    /// to stamp and no publish rate limit to wait for.
+    #[inline]
+    fn nothing_first(&self) -> bool {
+        self.config.trace_context.is_none() && !self.publish_limits.is_active()
+    }
+}
+
+/// The outcome of [`BusInner::broker_now`].
+#[cfg(any(feature = "nats", feature = "kafka"))]
+pub(super) enum BrokerNow<'a> {
+    /// Finished: sent (core NATS), or refused.
+    Done(Result<Routed, Refused>),
+    /// The publish waits for the broker: finish with
+    /// [`BusInner::broker_rest`], with the topic's options (NATS) and the
+    /// flight guard.
+    Rest(Body, Option<Arc<TopicOptions>>, FlightGuard<'a>),
 }
 
 /// The future of [`Bus::publish_envelope`](super::Bus::publish_envelope)
@@ -217,17 +267,49 @@ impl<'a> PublishEnvelope<'a> {
     #[inline(always)]
     fn start(&self, envelope: DataArc<Envelope>) -> Started<'a> {
         let (bus, topic) = (self.bus, self.topic);
-        let Some(memory) = bus.plain_memory() else {
+        if !bus.nothing_first() {
             let body = Body::Envelope(envelope);
             return Err(Box::pin(bus.route::<true>(topic, body, false)));
-        };
+        }
         if let Err(e) = bus.check_envelope(&envelope) {
             let body = Body::Envelope(envelope);
             return Ok(Err(Box::new(PublishError::InvalidEnvelope(body, e))));
         }
-        match bus.memory_now(memory, topic, Body::Envelope(envelope), false) {
+        let body = Body::Envelope(envelope);
+        // A single flavor without a broker feature.
+        #[allow(clippy::infallible_destructuring_match)]
+        let memory = match &bus.transport {
+            Transport::Memory(m) => m,
+            #[cfg(any(feature = "nats", feature = "kafka"))]
+            _ => return Self::start_broker(bus, topic, body),
+        };
+        match bus.memory_now(memory, topic, body, false) {
             MemoryNow::Done(routed) => Ok(routed),
             MemoryNow::Wait(wait, flight) => Err(Box::pin(bus.finish_wait(wait, flight, false))),
+        }
+    }
+
+    /// [`start`](Self::start) on a broker, the envelope checked.
+    #[cfg(any(feature = "nats", feature = "kafka"))]
+    fn start_broker(bus: &'a BusInner, topic: &'a str, body: Body) -> Started<'a> {
+        // A task out of cooperative budget yields first, as the route does.
+        #[cfg(feature = "nats")]
+        if !tokio::task::coop::has_budget_remaining() {
+            return Err(Box::pin(async move {
+                tokio::task::yield_now().await;
+                match bus.broker_now(topic, body, false) {
+                    BrokerNow::Done(routed) => routed,
+                    BrokerNow::Rest(body, config, flight) => {
+                        bus.broker_rest(topic, config, body, flight, false).await
+                    }
+                }
+            }));
+        }
+        match bus.broker_now(topic, body, false) {
+            BrokerNow::Done(routed) => Ok(routed),
+            BrokerNow::Rest(body, config, flight) => Err(Box::pin(
+                bus.broker_rest(topic, config, body, flight, false),
+            )),
         }
     }
 }

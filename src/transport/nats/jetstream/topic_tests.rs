@@ -201,3 +201,38 @@ async fn a_tight_ephemeral_publish_loop_on_one_thread_yields_and_loses_nothing()
     assert_eq!(*seen.lock(), (0..N).collect::<Vec<_>>(), "all, in order");
     bus.close().await.unwrap();
 }
+
+/// The same for envelopes: `publish_envelope`'s future takes the same
+/// in-place step on core NATS (and yields the same way out of budget), so
+/// a tight loop of envelope publishes on one thread loses nothing and
+/// keeps each aggregate's order.
+#[tokio::test(flavor = "current_thread")]
+async fn a_tight_ephemeral_envelope_loop_on_one_thread_yields_and_loses_nothing() {
+    const N: i64 = 20_000;
+    let bus = bus("  jetstream: { default_persistence: ephemeral }\n").await;
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::with_capacity(N as usize)));
+    let s = seen.clone();
+    let _sub = bus
+        .subscribe_envelope_with(
+            "jt6.events",
+            SubscribeOptions::default().lanes(1),
+            move |ev: Arc<crate::Envelope>| {
+                s.lock().push(ev.event_version);
+                std::future::ready(Ok::<(), HandlerError>(()))
+            },
+        )
+        .await
+        .unwrap();
+    for version in 1..=N {
+        let ev = crate::Envelope::new("agg-1", "Ticked", version, "{}");
+        bus.publish_envelope("jt6.events", ev).await.unwrap();
+    }
+    step("every event", async {
+        while (seen.lock().len() as i64) < N {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(*seen.lock(), (1..=N).collect::<Vec<_>>(), "all, in order");
+    bus.close().await.unwrap();
+}
