@@ -186,32 +186,20 @@ impl BusInner {
 
     /// Routes one record. `internal` marks a dead letter from a lane
     /// worker: it still flows while `close` drains the lanes, and it is
-    /// counted apart from user publishes. `CHECK` runs
-    /// [`check_envelope`](Self::check_envelope) on an envelope first (an
-    /// envelope publish), here rather than in a future around this one,
-    /// which cost a second state machine per publish. A const parameter
-    /// rather than an argument: the plain publish's route is compiled
-    /// without the check, small enough to be inlined into its caller (as
-    /// an argument it was not, and cost 22 instructions per publish).
+    /// counted apart from user publishes. An envelope publish checks its
+    /// envelope before it comes here (see `bus::publish`).
     ///
     /// The refusal is boxed: the result then fits in two registers, so the
     /// common outcome is not written to memory and read back by the caller
     /// with loads of other widths than the stores (a store-forwarding
     /// stall that `perf` showed as the publish loop's hottest instruction
     /// with the refusal inline). Refusals are rare and pay an allocation.
-    pub(super) async fn route<const CHECK: bool>(
+    pub(super) async fn route(
         &self,
         topic: &str,
         body: Body,
         internal: bool,
     ) -> Result<Routed, Refused> {
-        if CHECK {
-            if let Body::Envelope(e) = &body {
-                if let Err(e) = self.check_envelope(e) {
-                    return Err(Box::new(PublishError::InvalidEnvelope(body, e)));
-                }
-            }
-        }
         let body = match &self.config.trace_context {
             Some(hook) if !internal => crate::pipeline::trace::stamp_body(hook, body),
             _ => body,
@@ -608,10 +596,7 @@ impl Republish for BusInner {
         msg: OutboundMessage,
     ) -> BoxFuture<'a, Result<Republished, String>> {
         Box::pin(async move {
-            match self
-                .route::<false>(topic, Body::from_outbound(msg), true)
-                .await
-            {
+            match self.route(topic, Body::from_outbound(msg), true).await {
                 Ok(Routed::Unrouted) => Ok(Republished::NoSubscriber),
                 Ok(Routed::Delivered(_)) => Ok(Republished::Delivered),
                 Err(e) => Err(e.to_string()),

@@ -366,12 +366,13 @@ impl Bus {
         payload: impl Into<Bytes>,
     ) -> impl Future<Output = Result<(), PublishError<Bytes>>> + Send + 'a {
         let body = Body::plain(payload.into());
-        futures_util::FutureExt::map(self.inner.route::<false>(topic, body, false), |routed| {
-            match routed {
+        futures_util::FutureExt::map(
+            self.inner.route(topic, body, false),
+            |routed| match routed {
                 Ok(_) => Ok(()),
                 Err(e) => Err((*e).map_value(Body::into_payload)),
-            }
-        })
+            },
+        )
     }
 
     /// Publishes a plain message with a key and/or headers.
@@ -382,7 +383,7 @@ impl Bus {
     ) -> Result<(), PublishError<OutboundMessage>> {
         match self
             .inner
-            .route::<false>(topic, Body::from_outbound(msg), false)
+            .route(topic, Body::from_outbound(msg), false)
             .await
         {
             Ok(_) => Ok(()),
