@@ -39,10 +39,13 @@
 //! measured throughput, each message carrying its send time. The baseline
 //! moves the same messages through bounded crossbeam channels to consumer
 //! threads (one per lane or subscription) running the same trivial handler.
-//! Each scenario runs `--runs` times (bus, then baseline, each time) and
-//! every figure reported is the median over the runs: this machine is
-//! shared and noisy, and the median of interleaved runs keeps one bad
-//! moment from deciding a ratio.
+//! Each scenario runs `--runs` times. A run measures the bus's throughput
+//! and the baseline's back to back (the bus first in even runs, the
+//! baseline first in odd ones), then the bus's latency. Every figure
+//! reported is the median over the runs, and the ratio is the median of
+//! the runs' own ratios: this machine is shared and noisy, its speed
+//! changes within seconds, and a ratio of two measurements taken side by
+//! side is steadier than a ratio of two medians taken apart.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -353,7 +356,27 @@ async fn plain_like(
     lanes: usize,
     n: u64,
     base: Instant,
+    run: usize,
 ) -> Report {
+    let fanout = subscriptions > 1;
+    let measure_baseline = move || {
+        tokio::task::spawn_blocking(move || {
+            baseline(
+                publishers,
+                if fanout { subscriptions } else { lanes },
+                fanout,
+                n,
+            )
+        })
+    };
+    // The baseline's throughput right before or after the bus's (see the
+    // module docs); none with `--no-latency`.
+    let with_baseline = !SKIP_LATENCY.load(Ordering::Relaxed);
+    let baseline_first = with_baseline && run % 2 == 1;
+    let mut baseline_rate = f64::NAN;
+    if baseline_first {
+        baseline_rate = measure_baseline().await.expect("baseline");
+    }
     // Throughput.
     let bus = memory_bus();
     let probe = Probe::new(base);
@@ -363,8 +386,11 @@ async fn plain_like(
     }
     let expect = n / publishers * publishers * subscriptions as u64;
     let rate = run_plain(&bus, "bench", publishers, n, &probe, expect).await;
+    if with_baseline && !baseline_first {
+        baseline_rate = measure_baseline().await.expect("baseline");
+    }
     // Latency at half that rate.
-    if SKIP_LATENCY.load(Ordering::Relaxed) {
+    if !with_baseline {
         bus.close().await.expect("close");
         drop(subs);
         return Report::throughput_only(scenario, n, rate, None);
@@ -378,17 +404,6 @@ async fn plain_like(
         .await;
     bus.close().await.expect("close");
     drop(subs);
-    let fanout = subscriptions > 1;
-    let baseline_rate = tokio::task::spawn_blocking(move || {
-        baseline(
-            publishers,
-            if fanout { subscriptions } else { lanes },
-            fanout,
-            n,
-        )
-    })
-    .await
-    .expect("baseline");
     Report {
         scenario,
         messages: n,
@@ -401,69 +416,29 @@ async fn plain_like(
     }
 }
 
-async fn keyed(lanes: usize, n: u64, base: Instant) -> Report {
-    let bus = memory_bus();
-    let probe = Probe::new(base);
-    let order = Arc::new(OrderCheck::new(AGGREGATES));
-    let sub = keyed_subscription(&bus, "keyed", lanes, &probe, order.clone()).await;
-    let ids: Vec<String> = (0..AGGREGATES).map(|i| format!("agg-{i}")).collect();
-    let per_key = (n as usize / AGGREGATES).max(1);
-    // Versions 1..=per_key of every aggregate, interleaved across aggregates.
-    let build = || -> Vec<Envelope> {
-        let mut v = Vec::with_capacity(per_key * AGGREGATES);
-        for version in 1..=per_key as i64 {
-            for id in &ids {
-                v.push(Envelope::new(
-                    id.as_str(),
-                    "Updated",
-                    version,
-                    Bytes::from_static(&[0u8; 8]),
-                ));
-            }
+/// Versions `1..=per_key` of every aggregate in `ids`, interleaved across
+/// the aggregates: the keyed row's messages.
+fn keyed_events(ids: &[String], per_key: usize) -> Vec<Envelope> {
+    let mut v = Vec::with_capacity(per_key * ids.len());
+    for version in 1..=per_key as i64 {
+        for id in ids {
+            v.push(Envelope::new(
+                id.as_str(),
+                "Updated",
+                version,
+                Bytes::from_static(&[0u8; 8]),
+            ));
         }
-        v
-    };
-    let events = build();
-    let total = events.len() as u64;
-    let start = Instant::now();
-    for ev in events {
-        bus.publish_envelope("keyed", ev).await.expect("publish");
     }
-    probe.wait(total).await;
-    let rate = total as f64 / start.elapsed().as_secs_f64();
-    // No aggregate was seen out of order, and each one's versions arrived
-    // up to the last one published.
-    let order_held = |published: &[i64]| order.held(published);
-    if SKIP_LATENCY.load(Ordering::Relaxed) {
-        bus.close().await.expect("close");
-        drop(sub);
-        let published = vec![per_key as i64; AGGREGATES];
-        return Report::throughput_only("keyed", total, rate, Some(order_held(&published)));
-    }
+    v
+}
 
-    // Latency run, paced at half the rate; the send stamp rides in the payload.
-    probe.timing.store(true, Ordering::Relaxed);
-    let lat_keys = ((rate * 0.5 * 0.4) as usize / AGGREGATES).clamp(10, per_key.max(10));
-    let mut sent = 0usize;
-    let mut published = vec![per_key as i64; AGGREGATES];
-    let mut key = 0usize;
-    let paced_from = Instant::now();
-    while sent < lat_keys * AGGREGATES {
-        pace(paced_from, sent as u64, rate * 0.5).await;
-        published[key] += 1;
-        let ev = Envelope::new(ids[key].as_str(), "Updated", published[key], stamp(base));
-        bus.publish_envelope("keyed", ev).await.expect("publish");
-        sent += 1;
-        key = (key + 1) % AGGREGATES;
-    }
-    probe.wait(total + sent as u64).await;
-    bus.close().await.expect("close");
-    drop(sub);
-    let order_ok = order_held(&published);
-
-    // Baseline: the same envelopes through 8 crossbeam channels by key hash.
-    let events = build();
-    let baseline_rate = tokio::task::spawn_blocking(move || {
+/// The keyed row's baseline: the same envelopes through `lanes` crossbeam
+/// channels by key hash, each consumer thread checking per-key order.
+async fn keyed_baseline(lanes: usize, n: u64) -> f64 {
+    let ids: Vec<String> = (0..AGGREGATES).map(|i| format!("agg-{i}")).collect();
+    let events = keyed_events(&ids, (n as usize / AGGREGATES).max(1));
+    tokio::task::spawn_blocking(move || {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..lanes)
             .map(|_| crossbeam_channel::bounded::<Envelope>(4096))
             .unzip();
@@ -499,7 +474,65 @@ async fn keyed(lanes: usize, n: u64, base: Instant) -> Report {
         n / start.elapsed().as_secs_f64()
     })
     .await
-    .expect("baseline");
+    .expect("baseline")
+}
+
+async fn keyed(lanes: usize, n: u64, base: Instant, run: usize) -> Report {
+    // The baseline's throughput right before or after the bus's (see the
+    // module docs); none with `--no-latency`.
+    let with_baseline = !SKIP_LATENCY.load(Ordering::Relaxed);
+    let baseline_first = with_baseline && run % 2 == 1;
+    let mut baseline_rate = f64::NAN;
+    if baseline_first {
+        baseline_rate = keyed_baseline(lanes, n).await;
+    }
+    let bus = memory_bus();
+    let probe = Probe::new(base);
+    let order = Arc::new(OrderCheck::new(AGGREGATES));
+    let sub = keyed_subscription(&bus, "keyed", lanes, &probe, order.clone()).await;
+    let ids: Vec<String> = (0..AGGREGATES).map(|i| format!("agg-{i}")).collect();
+    let per_key = (n as usize / AGGREGATES).max(1);
+    let events = keyed_events(&ids, per_key);
+    let total = events.len() as u64;
+    let start = Instant::now();
+    for ev in events {
+        bus.publish_envelope("keyed", ev).await.expect("publish");
+    }
+    probe.wait(total).await;
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    if with_baseline && !baseline_first {
+        baseline_rate = keyed_baseline(lanes, n).await;
+    }
+    // No aggregate was seen out of order, and each one's versions arrived
+    // up to the last one published.
+    let order_held = |published: &[i64]| order.held(published);
+    if !with_baseline {
+        bus.close().await.expect("close");
+        drop(sub);
+        let published = vec![per_key as i64; AGGREGATES];
+        return Report::throughput_only("keyed", total, rate, Some(order_held(&published)));
+    }
+
+    // Latency run, paced at half the rate; the send stamp rides in the payload.
+    probe.timing.store(true, Ordering::Relaxed);
+    let lat_keys = ((rate * 0.5 * 0.4) as usize / AGGREGATES).clamp(10, per_key.max(10));
+    let mut sent = 0usize;
+    let mut published = vec![per_key as i64; AGGREGATES];
+    let mut key = 0usize;
+    let paced_from = Instant::now();
+    while sent < lat_keys * AGGREGATES {
+        pace(paced_from, sent as u64, rate * 0.5).await;
+        published[key] += 1;
+        let ev = Envelope::new(ids[key].as_str(), "Updated", published[key], stamp(base));
+        bus.publish_envelope("keyed", ev).await.expect("publish");
+        sent += 1;
+        key = (key + 1) % AGGREGATES;
+    }
+    probe.wait(total + sent as u64).await;
+    bus.close().await.expect("close");
+    drop(sub);
+    let order_ok = order_held(&published);
+
     Report {
         scenario: "keyed",
         messages: total,
@@ -567,17 +600,22 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
         // not on this thread.
         let (lanes, keyed_lanes) = (args.lanes, args.keyed_lanes);
         let mut runs = Vec::with_capacity(args.runs);
-        for _ in 0..args.runs {
+        for run in 0..args.runs {
             let name = s.clone();
             runs.push(rt.block_on(rt.spawn(async move {
                 match name.as_str() {
                     "plain" => {
-                        Ok(plain_like("plain", 1, 1, lanes, scaled(4_000_000.0), base).await)
+                        Ok(plain_like("plain", 1, 1, lanes, scaled(4_000_000.0), base, run).await)
                     }
-                    "keyed" => Ok(keyed(keyed_lanes, scaled(1_000_000.0), base).await),
-                    "fanout" => Ok(plain_like("fanout", 1, 4, 1, scaled(1_000_000.0), base).await),
+                    "keyed" => Ok(keyed(keyed_lanes, scaled(1_000_000.0), base, run).await),
+                    "fanout" => {
+                        Ok(plain_like("fanout", 1, 4, 1, scaled(1_000_000.0), base, run).await)
+                    }
                     "contention" => {
-                        Ok(plain_like("contention", 2, 1, lanes, scaled(4_000_000.0), base).await)
+                        Ok(
+                            plain_like("contention", 2, 1, lanes, scaled(4_000_000.0), base, run)
+                                .await,
+                        )
                     }
                     other => Err(format!("unknown scenario `{other}`")),
                 }

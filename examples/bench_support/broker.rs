@@ -24,7 +24,8 @@
 //!   then their latency at half the throughput lanebus reached in that run;
 //!   lanebus goes first in even runs and the baseline in odd ones (so that
 //!   neither side always meets a broker the other one warmed up). The
-//!   report gives the medians over the runs.
+//!   report gives the medians over the runs, and the median of the runs'
+//!   own ratios.
 //!
 //! # Invariants
 //!

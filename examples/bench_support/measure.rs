@@ -90,12 +90,21 @@ pub(crate) struct Report {
     pub(crate) lost: u64,
     /// Per-key order violations, by either side (summed over the runs).
     pub(crate) disorder: u64,
+    /// Folded reports ([`median`](Self::median)): the median of the runs'
+    /// own ratios. NaN in one run's report.
+    pub(crate) median_ratio: f64,
 }
 
 impl Report {
-    /// Our rate over the baseline's, in the same runs.
+    /// Our rate over the baseline's: one run's, or the median of the runs'
+    /// ratios (each run measures both sides back to back, so its ratio
+    /// holds even when the host's speed changes between runs).
     pub(crate) fn ratio(&self) -> f64 {
-        self.msgs_per_sec / self.baseline_msgs_per_sec
+        if self.median_ratio.is_nan() {
+            self.msgs_per_sec / self.baseline_msgs_per_sec
+        } else {
+            self.median_ratio
+        }
     }
 
     /// A throughput-only report (`--no-latency`): no latency, no baseline.
@@ -117,13 +126,15 @@ impl Report {
             baseline_p99_us: f64::NAN,
             lost: 0,
             disorder: 0,
+            median_ratio: f64::NAN,
         }
     }
 
-    /// Folds repeated runs of one scenario (each measuring the bus, then
-    /// the baseline) into one report: the median of each figure, so that a
-    /// noisy neighbour in one run moves neither side; order must hold in
-    /// every run; lost messages and order violations add up.
+    /// Folds repeated runs of one scenario (each measuring both sides,
+    /// the bus first in even runs and the baseline first in odd ones) into
+    /// one report: the median of each figure, and of the runs' ratios, so
+    /// that a noisy neighbour in one run moves neither side; order must
+    /// hold in every run; lost messages and order violations add up.
     pub(crate) fn median(runs: Vec<Report>) -> Report {
         fn med(mut v: Vec<f64>) -> f64 {
             v.sort_by(f64::total_cmp);
@@ -143,6 +154,7 @@ impl Report {
             baseline_p99_us: pick(|r| r.baseline_p99_us),
             lost: runs.iter().map(|r| r.lost).sum(),
             disorder: runs.iter().map(|r| r.disorder).sum(),
+            median_ratio: pick(Report::ratio),
         }
     }
 }
