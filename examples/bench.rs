@@ -349,6 +349,13 @@ fn baseline(publishers: u64, lanes: usize, fanout: bool, n: u64) -> f64 {
     (n / publishers * publishers) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// When run `run` measures the baseline's throughput, right beside the
+/// bus's (see the module docs): `Some(true)` before it (odd runs),
+/// `Some(false)` after it, `None` with `--no-latency` (no baseline).
+fn baseline_first(run: usize) -> Option<bool> {
+    (!SKIP_LATENCY.load(Ordering::Relaxed)).then_some(run % 2 == 1)
+}
+
 async fn plain_like(
     scenario: &'static str,
     publishers: u64,
@@ -369,12 +376,9 @@ async fn plain_like(
             )
         })
     };
-    // The baseline's throughput right before or after the bus's (see the
-    // module docs); none with `--no-latency`.
-    let with_baseline = !SKIP_LATENCY.load(Ordering::Relaxed);
-    let baseline_first = with_baseline && run % 2 == 1;
+    let turn = baseline_first(run);
     let mut baseline_rate = f64::NAN;
-    if baseline_first {
+    if turn == Some(true) {
         baseline_rate = measure_baseline().await.expect("baseline");
     }
     // Throughput.
@@ -386,11 +390,11 @@ async fn plain_like(
     }
     let expect = n / publishers * publishers * subscriptions as u64;
     let rate = run_plain(&bus, "bench", publishers, n, &probe, expect).await;
-    if with_baseline && !baseline_first {
+    if turn == Some(false) {
         baseline_rate = measure_baseline().await.expect("baseline");
     }
     // Latency at half that rate.
-    if !with_baseline {
+    if turn.is_none() {
         bus.close().await.expect("close");
         drop(subs);
         return Report::throughput_only(scenario, n, rate, None);
@@ -435,9 +439,7 @@ fn keyed_events(ids: &[String], per_key: usize) -> Vec<Envelope> {
 
 /// The keyed row's baseline: the same envelopes through `lanes` crossbeam
 /// channels by key hash, each consumer thread checking per-key order.
-async fn keyed_baseline(lanes: usize, n: u64) -> f64 {
-    let ids: Vec<String> = (0..AGGREGATES).map(|i| format!("agg-{i}")).collect();
-    let events = keyed_events(&ids, (n as usize / AGGREGATES).max(1));
+async fn keyed_baseline(lanes: usize, events: Vec<Envelope>) -> f64 {
     tokio::task::spawn_blocking(move || {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..lanes)
             .map(|_| crossbeam_channel::bounded::<Envelope>(4096))
@@ -478,20 +480,17 @@ async fn keyed_baseline(lanes: usize, n: u64) -> f64 {
 }
 
 async fn keyed(lanes: usize, n: u64, base: Instant, run: usize) -> Report {
-    // The baseline's throughput right before or after the bus's (see the
-    // module docs); none with `--no-latency`.
-    let with_baseline = !SKIP_LATENCY.load(Ordering::Relaxed);
-    let baseline_first = with_baseline && run % 2 == 1;
+    let ids: Vec<String> = (0..AGGREGATES).map(|i| format!("agg-{i}")).collect();
+    let per_key = (n as usize / AGGREGATES).max(1);
+    let turn = baseline_first(run);
     let mut baseline_rate = f64::NAN;
-    if baseline_first {
-        baseline_rate = keyed_baseline(lanes, n).await;
+    if turn == Some(true) {
+        baseline_rate = keyed_baseline(lanes, keyed_events(&ids, per_key)).await;
     }
     let bus = memory_bus();
     let probe = Probe::new(base);
     let order = Arc::new(OrderCheck::new(AGGREGATES));
     let sub = keyed_subscription(&bus, "keyed", lanes, &probe, order.clone()).await;
-    let ids: Vec<String> = (0..AGGREGATES).map(|i| format!("agg-{i}")).collect();
-    let per_key = (n as usize / AGGREGATES).max(1);
     let events = keyed_events(&ids, per_key);
     let total = events.len() as u64;
     let start = Instant::now();
@@ -500,13 +499,13 @@ async fn keyed(lanes: usize, n: u64, base: Instant, run: usize) -> Report {
     }
     probe.wait(total).await;
     let rate = total as f64 / start.elapsed().as_secs_f64();
-    if with_baseline && !baseline_first {
-        baseline_rate = keyed_baseline(lanes, n).await;
+    if turn == Some(false) {
+        baseline_rate = keyed_baseline(lanes, keyed_events(&ids, per_key)).await;
     }
     // No aggregate was seen out of order, and each one's versions arrived
     // up to the last one published.
     let order_held = |published: &[i64]| order.held(published);
-    if !with_baseline {
+    if turn.is_none() {
         bus.close().await.expect("close");
         drop(sub);
         let published = vec![per_key as i64; AGGREGATES];
